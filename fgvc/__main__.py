@@ -1,0 +1,4 @@
+from fgvc.cli import main
+
+if __name__ == "__main__":
+    raise SystemExit(main())

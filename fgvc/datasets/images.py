@@ -1,0 +1,64 @@
+"""Samples to tensors for a DataLoader, with bad images skipped and counted instead of crashing."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import torch
+from PIL import Image, UnidentifiedImageError
+from torch.utils.data import Dataset
+
+from fgvc.datasets.base import DatasetError, Sample
+
+log = logging.getLogger(__name__)
+BAD_IMAGE_ERRORS = (OSError, UnidentifiedImageError, ValueError, SyntaxError)
+
+
+def open_rgb(path: Path) -> Image.Image:
+    with Image.open(path) as image:
+        return image.convert("RGB")
+
+
+class ImageDataset(Dataset):
+    """Decode ``root/sample.path`` and transform it; yields ``(tensor, label, index)``.
+
+    A missing or unreadable image yields ``None`` when ``on_bad_image='skip'`` (the collate
+    function drops it and counts it) and raises a ``DatasetError`` naming the file otherwise.
+    """
+
+    def __init__(self, root: Path, samples: Sequence[Sample], transform: Callable,
+                 on_bad_image: str = "skip"):
+        self.root = Path(root)
+        self.samples = list(samples)
+        self.transform = transform
+        self.on_bad_image = on_bad_image
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int):
+        sample = self.samples[index]
+        path = self.root / sample.path
+        try:
+            image = open_rgb(path)
+        except BAD_IMAGE_ERRORS as err:
+            if self.on_bad_image == "fail":
+                raise DatasetError(f"cannot read image {path}: {err}") from None
+            log.warning("skipping unreadable image %s: %s", path, err)
+            return None
+        return self.transform(image), sample.label, index
+
+
+def collate_skipping_bad(batch: list) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
+    """Stack the good items; the last element counts the bad ones dropped from this batch."""
+    good = [item for item in batch if item is not None]
+    bad = len(batch) - len(good)
+    if not good:
+        empty = torch.empty(0)
+        return empty, empty.long(), empty.long(), bad
+    images = torch.stack([g[0] for g in good])
+    labels = torch.tensor([g[1] for g in good], dtype=torch.long)
+    indices = torch.tensor([g[2] for g in good], dtype=torch.long)
+    return images, labels, indices, bad

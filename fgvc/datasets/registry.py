@@ -1,0 +1,58 @@
+"""Dataset adapters by name: ``dataset: {name: ...}`` in a recipe looks the reader up here."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from fgvc.datasets.base import DatasetError, DatasetIndex
+
+Loader = Callable[[Path, dict[str, Any]], DatasetIndex]
+
+
+@dataclass(frozen=True)
+class Adapter:
+    """A reader of one layout; ``num_classes`` gives the class count from its options alone,
+    so a plan can be shown without reading the data."""
+
+    name: str
+    load: Loader
+    summary: str
+    num_classes: Callable[[dict[str, Any]], int]
+
+
+_ADAPTERS: dict[str, Adapter] = {}
+
+
+def register(name: str, summary: str,
+             num_classes: int | Callable[[dict[str, Any]], int]) -> Callable[[Loader], Loader]:
+    count = num_classes if callable(num_classes) else (lambda _options: num_classes)
+
+    def wrap(load: Loader) -> Loader:
+        _ADAPTERS[name] = Adapter(name, load, summary, count)
+        return load
+
+    return wrap
+
+
+def _ensure_loaded() -> None:
+    # Importing the adapter modules registers them.
+    from fgvc.datasets import synthetic  # noqa: F401
+
+
+def names() -> list[str]:
+    _ensure_loaded()
+    return sorted(_ADAPTERS)
+
+
+def get(name: str) -> Adapter:
+    _ensure_loaded()
+    if name not in _ADAPTERS:
+        raise DatasetError(f"unknown dataset {name!r} (known: {', '.join(sorted(_ADAPTERS))})")
+    return _ADAPTERS[name]
+
+
+def load_dataset(name: str, root: str | Path, options: dict[str, Any] | None = None) -> DatasetIndex:
+    return get(name).load(Path(root), dict(options or {}))

@@ -1,0 +1,1 @@
+"""Training, adaptation, evaluation and prediction loops, and checkpoints."""

@@ -1,0 +1,86 @@
+"""What a stage trains and which batch-norm statistics it re-estimates.
+
+``train``: everything trainable, the whole network in train mode.
+``adapt`` (FixRes stage 2): the whole network in eval mode, so every BN keeps its running
+statistics and dropout is off, except the adapted modules, which are put back into train mode:
+their parameters are trained and the running statistics of the BNs inside them are re-estimated
+at the test resolution. Every other tensor stays bit-identical.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch.nn as nn
+
+from fgvc.models.groups import resolve_groups
+
+BN_TYPES = (nn.modules.batchnorm._BatchNorm,)
+
+
+@dataclass
+class TrainablePlan:
+    """``everything`` for a train stage; otherwise the module paths of each adapted group."""
+
+    everything: bool
+    groups: dict[str, list[str]] = field(default_factory=dict)
+
+    @property
+    def module_paths(self) -> list[str]:
+        return list(dict.fromkeys(p for paths in self.groups.values() for p in paths))
+
+
+def plan_trainable(model: nn.Module, trainable: str | list[str]) -> TrainablePlan:
+    if trainable == "all":
+        return TrainablePlan(everything=True)
+    return TrainablePlan(everything=False, groups=resolve_groups(model, list(trainable)))
+
+
+def adapted_modules(model: nn.Module, plan: TrainablePlan) -> list[nn.Module]:
+    modules = dict(model.named_modules())
+    return [modules[p] for p in plan.module_paths]
+
+
+def apply_requires_grad(model: nn.Module, plan: TrainablePlan) -> None:
+    for param in model.parameters():
+        param.requires_grad_(plan.everything)
+    if not plan.everything:
+        for module in adapted_modules(model, plan):
+            for param in module.parameters():
+                param.requires_grad_(True)
+
+
+def set_train_mode(model: nn.Module, plan: TrainablePlan) -> None:
+    """Call at the start of every training epoch (evaluation puts the model in eval mode)."""
+    if plan.everything:
+        model.train()
+        return
+    model.eval()
+    for module in adapted_modules(model, plan):
+        module.train()
+
+
+def adapted_batchnorms(model: nn.Module, plan: TrainablePlan) -> list[nn.Module]:
+    found = {}
+    for module in adapted_modules(model, plan):
+        for sub in module.modules():
+            if isinstance(sub, BN_TYPES):
+                found[id(sub)] = sub
+    return list(found.values())
+
+
+def prepare_batchnorm(model: nn.Module, plan: TrainablePlan, momentum: float | None,
+                      reset: bool) -> None:
+    """Set the re-estimation momentum of the adapted BNs, and reset their statistics if asked.
+
+    Momentum ``None`` re-estimates as an exact average over the stage's batches; it needs the
+    reset, since PyTorch's cumulative average also counts the batches seen during training.
+    """
+    for bn in adapted_batchnorms(model, plan):
+        bn.momentum = momentum
+        if reset:
+            bn.reset_running_stats()
+
+
+def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)

@@ -1,0 +1,126 @@
+"""The inner loops: one training epoch, streaming evaluation, and prediction."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from fgvc.engine.device import autocast
+from fgvc.engine.optim import set_lr
+
+
+@dataclass
+class EpochResult:
+    loss: float
+    top1: float
+    images: int
+    bad_images: int
+    seconds: float
+    last_lr: float
+    next_step: int
+
+
+def _to_device(images: torch.Tensor, device: torch.device, channels_last: bool) -> torch.Tensor:
+    images = images.to(device, non_blocking=True)
+    if channels_last and device.type == "cuda":
+        images = images.contiguous(memory_format=torch.channels_last)
+    return images
+
+
+def train_one_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim.Optimizer, *,
+                    lr_fn: Callable[[int], float], step: int, device: torch.device,
+                    label_smoothing: float = 0.0, grad_clip: float | None = None,
+                    channels_last: bool = True, desc: str = "train") -> EpochResult:
+    """One pass over ``loader``; the caller sets the train/eval modes beforehand."""
+    total_loss, correct, seen, bad = 0.0, 0, 0, 0
+    lr = lr_fn(step)
+    start = time.perf_counter()
+    bar = tqdm(loader, desc=desc, unit="batch", leave=False, dynamic_ncols=True)
+    for images, labels, _, n_bad in bar:
+        bad += n_bad
+        if len(labels) == 0:
+            continue
+        lr = lr_fn(step)
+        set_lr(optimizer, lr)
+        images = _to_device(images, device, channels_last)
+        labels = labels.to(device, non_blocking=True)
+        with autocast(device):
+            logits = model(images)
+            loss = F.cross_entropy(logits.float(), labels, label_smoothing=label_smoothing)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"{desc}: loss is {loss.item()} at iteration {step}; "
+                                     "lower the learning rate or add warm-up")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if grad_clip is not None:
+            nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+        optimizer.step()
+        step += 1
+        total_loss += loss.item() * len(labels)
+        correct += (logits.argmax(1) == labels).sum().item()
+        seen += len(labels)
+        bar.set_postfix(loss=f"{total_loss / seen:.3f}", lr=f"{lr:.2e}")
+    return EpochResult(
+        loss=total_loss / max(seen, 1), top1=100.0 * correct / max(seen, 1), images=seen,
+        bad_images=bad, seconds=time.perf_counter() - start, last_lr=lr, next_step=step)
+
+
+@torch.no_grad()
+def forward_batches(model: nn.Module, loader: DataLoader, device: torch.device, *,
+                    channels_last: bool = True, desc: str = "eval",
+                    bad_counter: list[int] | None = None) -> Iterator[tuple]:
+    """Yield ``(logits, labels, indices)`` in eval mode; bad images are counted, not yielded."""
+    model.eval()
+    for images, labels, indices, n_bad in tqdm(loader, desc=desc, unit="batch", leave=False,
+                                               dynamic_ncols=True):
+        if bad_counter is not None:
+            bad_counter[0] += n_bad
+        if len(labels) == 0:
+            continue
+        with autocast(device):
+            logits = model(_to_device(images, device, channels_last))
+        yield logits.float().cpu(), labels, indices
+
+
+def evaluate(model: nn.Module, loader: DataLoader, device: torch.device, *,
+             channels_last: bool = True, desc: str = "eval") -> dict[str, float]:
+    """Top-1/top-5 accuracy (%) and mean loss on a labelled split, streamed batch by batch."""
+    correct1 = correct5 = seen = 0
+    loss_sum = 0.0
+    bad = [0]
+    for logits, labels, _ in forward_batches(model, loader, device, channels_last=channels_last,
+                                             desc=desc, bad_counter=bad):
+        k = min(5, logits.shape[1])
+        topk = logits.topk(k, dim=1).indices
+        hits = topk == labels[:, None]
+        correct1 += hits[:, 0].sum().item()
+        correct5 += hits.any(dim=1).sum().item()
+        loss_sum += F.cross_entropy(logits, labels, reduction="sum").item()
+        seen += len(labels)
+    if seen == 0:
+        raise RuntimeError(f"{desc}: no readable image to evaluate ({bad[0]} unreadable)")
+    return {"top1": 100.0 * correct1 / seen, "top5": 100.0 * correct5 / seen,
+            "loss": loss_sum / seen, "images": seen, "bad_images": bad[0]}
+
+
+def predict_probabilities(model: nn.Module, loader: DataLoader, device: torch.device, *,
+                          channels_last: bool = True, desc: str = "predict"
+                          ) -> tuple[np.ndarray, np.ndarray, int]:
+    """Softmax probabilities (float16) and the dataset indices they belong to."""
+    chunks, index_chunks = [], []
+    bad = [0]
+    for logits, _, indices in forward_batches(model, loader, device, channels_last=channels_last,
+                                              desc=desc, bad_counter=bad):
+        chunks.append(logits.softmax(dim=1).numpy().astype(np.float16))
+        index_chunks.append(indices.numpy())
+    if not chunks:
+        raise RuntimeError(f"{desc}: no readable image to predict ({bad[0]} unreadable)")
+    return np.concatenate(index_chunks), np.concatenate(chunks), bad[0]

@@ -1,0 +1,50 @@
+"""Optimisers and learning-rate schedules, as pure functions of the iteration number."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+
+from fgvc.recipe import OptimizerConfig, ScheduleConfig
+
+
+def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """Trainable parameters; biases and norm parameters (1-D) get no weight decay."""
+    decay, no_decay = [], []
+    for param in model.parameters():
+        if param.requires_grad:
+            (no_decay if param.ndim <= 1 else decay).append(param)
+    groups = [{"params": decay, "weight_decay": weight_decay},
+              {"params": no_decay, "weight_decay": 0.0}]
+    return [g for g in groups if g["params"]]
+
+
+def build_optimizer(model: nn.Module, cfg: OptimizerConfig) -> torch.optim.Optimizer:
+    groups = parameter_groups(model, cfg.weight_decay)
+    if not groups:
+        raise ValueError("nothing to train: no parameter requires a gradient")
+    if cfg.name == "sgd":
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov)
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas))
+
+
+def lr_at(step: int, steps_per_epoch: int, epochs: int, base_lr: float,
+          cfg: ScheduleConfig) -> float:
+    """Learning rate at iteration ``step``: linear warm-up, then constant, step or cosine."""
+    warmup = int(round(cfg.warmup_epochs * steps_per_epoch))
+    if step < warmup:
+        return base_lr * (step + 1) / warmup
+    if cfg.name == "constant":
+        return base_lr
+    if cfg.name == "step":
+        return base_lr * cfg.gamma ** (step // (cfg.every * steps_per_epoch))
+    total = max(1, epochs * steps_per_epoch - warmup)
+    progress = min(1.0, (step - warmup) / total)
+    return cfg.min_lr + (base_lr - cfg.min_lr) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = lr

@@ -1,0 +1,125 @@
+"""Run one stage of a recipe: epochs of training, validation every epoch, a checkpoint every
+epoch, and resumption from the last one."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+
+from fgvc.datasets.base import DatasetIndex
+from fgvc.engine.checkpoint import load_checkpoint, save_checkpoint
+from fgvc.engine.data import make_loader
+from fgvc.engine.freeze import (
+    apply_requires_grad,
+    count_parameters,
+    plan_trainable,
+    prepare_batchnorm,
+    set_train_mode,
+)
+from fgvc.engine.loop import evaluate, train_one_epoch
+from fgvc.engine.optim import build_optimizer, lr_at
+from fgvc.recipe import Recipe, StageConfig
+from fgvc.transforms import DataConfig
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RunContext:
+    """What every stage of a run shares."""
+
+    recipe: Recipe
+    run_dir: Path
+    index: DatasetIndex
+    model: nn.Module
+    data_cfg: DataConfig
+    device: torch.device
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        return self.run_dir / "checkpoints"
+
+    def final_checkpoint(self, stage: StageConfig) -> Path:
+        return self.checkpoint_dir / f"{stage.name}.pt"
+
+    def last_checkpoint(self, stage: StageConfig) -> Path:
+        return self.checkpoint_dir / f"{stage.name}_last.pt"
+
+    def log_metrics(self, row: dict) -> None:
+        with (self.run_dir / "metrics.jsonl").open("a") as f:
+            f.write(json.dumps(row) + "\n")
+
+    def loader(self, split: str, augment: str, resolution: int, batch_size: int, *,
+               shuffle: bool = False, seed: int = 0):
+        ds = self.recipe.dataset
+        return make_loader(self.index, split, augment=augment, resolution=resolution,
+                           data_cfg=self.data_cfg, batch_size=batch_size,
+                           num_workers=ds.num_workers, on_bad_image=ds.on_bad_image,
+                           shuffle=shuffle, seed=seed, drop_last=shuffle)
+
+
+def run_stage(ctx: RunContext, stage: StageConfig) -> None:
+    """Train ``stage`` to completion, resuming from its last epoch checkpoint if one exists."""
+    model, recipe = ctx.model, ctx.recipe
+    plan = plan_trainable(model, stage.trainable)
+    apply_requires_grad(model, plan)
+    optimizer = build_optimizer(model, stage.optimizer)
+    last = ctx.last_checkpoint(stage)
+    start_epoch, step = 0, 0
+    if last.exists():
+        state = load_checkpoint(last)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        start_epoch, step = state["epoch"], state["step"]
+        prepare_batchnorm(model, plan, stage.bn_momentum, reset=False)
+        log.info("%s: resuming after epoch %d from %s", stage.name, start_epoch, last)
+    elif not plan.everything:
+        prepare_batchnorm(model, plan, stage.bn_momentum, reset=stage.bn_momentum is None)
+    log.info("%s: %d epochs at %d px, %s, %s trainable parameters of %s", stage.name,
+             stage.epochs, stage.resolution, "all modules" if plan.everything else plan.groups,
+             f"{count_parameters(model, True):,}", f"{count_parameters(model):,}")
+
+    train_split, val_split = recipe.dataset.train_split, recipe.dataset.val_split
+    val_loader = ctx.loader(val_split, "test", stage.resolution, recipe.evaluate.batch_size)
+    steps_per_epoch = len(ctx.loader(train_split, stage.augment, stage.resolution,
+                                     stage.batch_size, shuffle=True))
+    base_lr = stage.optimizer.lr
+
+    def lr_fn(s: int) -> float:
+        return lr_at(s, steps_per_epoch, stage.epochs, base_lr, stage.schedule)
+
+    channels_last = recipe.model.channels_last
+    for epoch in range(start_epoch, stage.epochs):
+        train_loader = ctx.loader(train_split, stage.augment, stage.resolution, stage.batch_size,
+                                  shuffle=True, seed=recipe.seed * 100_003 + epoch)
+        set_train_mode(model, plan)
+        result = train_one_epoch(
+            model, train_loader, optimizer, lr_fn=lr_fn, step=step, device=ctx.device,
+            label_smoothing=stage.label_smoothing, grad_clip=stage.grad_clip,
+            channels_last=channels_last, desc=f"{stage.name} {epoch + 1}/{stage.epochs}")
+        step = result.next_step
+        val = evaluate(model, val_loader, ctx.device, channels_last=channels_last,
+                       desc=f"val @{stage.resolution}")
+        row = {
+            "stage": stage.name, "epoch": epoch + 1, "resolution": stage.resolution,
+            "lr": result.last_lr, "train_loss": result.loss, "train_top1": result.top1,
+            "val_loss": val["loss"], "val_top1": val["top1"], "val_top5": val["top5"],
+            "bad_images": result.bad_images + val["bad_images"], "seconds": result.seconds,
+            "images_per_second": result.images / max(result.seconds, 1e-9),
+        }
+        ctx.log_metrics(row)
+        log.info("%s epoch %d/%d: loss %.3f, train top-1 %.1f%%, val top-1 %.1f%% top-5 %.1f%%, "
+                 "%.0f img/s%s", stage.name, epoch + 1, stage.epochs, result.loss, result.top1,
+                 val["top1"], val["top5"], row["images_per_second"],
+                 f", {row['bad_images']} unreadable image(s) skipped" if row["bad_images"] else "")
+        save_checkpoint(last, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                               "epoch": epoch + 1, "step": step, "stage": stage.name})
+    save_checkpoint(ctx.final_checkpoint(stage), {
+        "model": model.state_dict(), "stage": stage.name, "resolution": stage.resolution,
+        "arch": recipe.model.arch, "category_ids": list(ctx.index.category_ids)})
+    last.unlink(missing_ok=True)

@@ -1,0 +1,87 @@
+"""Load weights from the common checkpoint shapes without ever unpickling code."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+
+log = logging.getLogger(__name__)
+WRAPPER_KEYS = ("model", "state_dict", "model_state")
+DDP_PREFIX = "module."
+
+
+class WeightsError(RuntimeError):
+    """A checkpoint cannot be read or does not fit the model; the message says which and why."""
+
+
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """Tensors by name from a .safetensors file or a torch checkpoint (plain or wrapped)."""
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(f"weights file not found: {path}")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path))
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - any unpickling refusal becomes one clear message
+        raise WeightsError(
+            f"cannot read {path} as a weights-only checkpoint ({type(err).__name__}: {err}); "
+            "fgvc never unpickles code: re-save it as a plain state_dict or safetensors"
+        ) from None
+    return unwrap_state_dict(obj, path)
+
+
+def unwrap_state_dict(obj: object, source: Path | str = "<checkpoint>") -> dict[str, torch.Tensor]:
+    if isinstance(obj, Mapping):
+        for key in WRAPPER_KEYS:
+            if key in obj and isinstance(obj[key], Mapping):
+                return unwrap_state_dict(obj[key], source)
+        tensors = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
+        if tensors:
+            if all(k.startswith(DDP_PREFIX) for k in tensors):
+                tensors = {k[len(DDP_PREFIX):]: v for k, v in tensors.items()}
+            return tensors
+    raise WeightsError(
+        f"{source}: no state_dict found (expected tensors by name, or one under "
+        f"{', '.join(repr(k) for k in WRAPPER_KEYS)})"
+    )
+
+
+def classifier_prefixes(model: nn.Module) -> tuple[str, ...]:
+    from fgvc.models.groups import classifier_paths
+
+    return tuple(f"{p}." for p in classifier_paths(model))
+
+
+def load_weights(model: nn.Module, path: str | Path) -> None:
+    """Load ``path`` into ``model``; a classifier of another shape is left freshly initialised.
+
+    Anything missing outside the classifier is an error: a silently half-loaded backbone wastes
+    a whole training run.
+    """
+    state = read_state_dict(path)
+    own = model.state_dict()
+    head = classifier_prefixes(model)
+    skipped = [k for k, v in state.items() if k in own and own[k].shape != v.shape]
+    bad_shape = [k for k in skipped if not k.startswith(head)]
+    if bad_shape:
+        raise WeightsError(f"{path}: shape mismatch for {', '.join(bad_shape[:5])}")
+    state = {k: v for k, v in state.items() if k not in skipped}
+    result = model.load_state_dict(state, strict=False)
+    missing = [k for k in result.missing_keys if not k.startswith(head)]
+    if missing:
+        raise WeightsError(
+            f"{path}: {len(missing)} backbone tensor(s) missing, e.g. {', '.join(missing[:5])}; "
+            "is this checkpoint for another architecture?"
+        )
+    if result.unexpected_keys:
+        log.warning("%s: ignored %d unexpected key(s), e.g. %s", path,
+                    len(result.unexpected_keys), ", ".join(result.unexpected_keys[:5]))
+    if skipped or result.missing_keys:
+        log.info("%s: classifier left new (class count differs from the checkpoint)", path)

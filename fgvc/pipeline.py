@@ -1,0 +1,190 @@
+"""``fgvc run``: a recipe from start to finish, in its own run folder, resumable at any point.
+
+Order: load data and model -> each stage (train, adapt) -> accuracy at every evaluation
+resolution before and after adaptation -> test predictions -> submission CSV -> report.
+Every step's output lands in ``runs/<name>/`` as soon as it exists, and a resumed run reuses it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+
+from fgvc.datasets import DatasetIndex, load_dataset
+from fgvc.engine.checkpoint import load_checkpoint
+from fgvc.engine.device import pick_device
+from fgvc.engine.freeze import count_parameters, plan_trainable
+from fgvc.engine.loop import evaluate, predict_probabilities
+from fgvc.engine.stage import RunContext, run_stage
+from fgvc.models import create_model, data_config
+from fgvc.predictions import Predictions
+from fgvc.recipe import Recipe
+from fgvc.report import write_report
+from fgvc.submission import check_writable, write_generic
+
+log = logging.getLogger(__name__)
+
+
+def choose_run_dir(recipe: Recipe, resume: bool, force: bool) -> Path:
+    """``runs/<name>``; an existing one is resumed (--resume), replaced (--force) or kept, in
+    which case this run goes to ``runs/<name>-2``, ``-3``, ... so no earlier work is lost."""
+    base = recipe.run_dir
+    taken = [base] + sorted(base.parent.glob(f"{base.name}-[0-9]*"),
+                            key=lambda p: int(p.name.rsplit("-", 1)[1]))
+    taken = [p for p in taken if p.exists()]
+    if resume:
+        if not taken:
+            raise FileNotFoundError(f"--resume: no earlier run of {recipe.name!r} under "
+                                    f"{base.parent}")
+        return taken[-1]
+    if force:
+        shutil.rmtree(base, ignore_errors=True)
+        return base
+    if not taken:
+        return base
+    last = taken[-1]
+    suffix = int(last.name.rsplit("-", 1)[1]) + 1 if last != base else 2
+    return base.with_name(f"{base.name}-{suffix}")
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def setup_file_logging(run_dir: Path) -> logging.Handler:
+    handler = logging.FileHandler(run_dir / "log.txt")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.getLogger().addHandler(handler)
+    return handler
+
+
+def evaluate_resolutions(ctx: RunContext, phase: str) -> dict[str, dict]:
+    """Accuracy at every evaluation resolution, stored in evaluation.json under ``phase``."""
+    path = ctx.run_dir / "evaluation.json"
+    stored = json.loads(path.read_text()) if path.exists() else {}
+    if phase in stored:
+        return stored[phase]
+    results = {}
+    cfg = ctx.recipe.evaluate
+    for res in ctx.recipe.eval_resolutions:
+        loader = ctx.loader(cfg.split, "test", res, cfg.batch_size)
+        results[str(res)] = evaluate(ctx.model, loader, ctx.device,
+                                     channels_last=ctx.recipe.model.channels_last,
+                                     desc=f"{phase} @{res}")
+        log.info("%s @%d px: top-1 %.1f%%, top-5 %.1f%%", phase, res,
+                 results[str(res)]["top1"], results[str(res)]["top5"])
+    stored[phase] = results
+    path.write_text(json.dumps(stored, indent=2) + "\n")
+    return results
+
+
+def predict_split(ctx: RunContext) -> Predictions:
+    cfg = ctx.recipe.predict
+    resolution = cfg.resolution or ctx.recipe.final_resolution
+    loader = ctx.loader(cfg.split, "test", resolution, cfg.batch_size)
+    indices, probs, bad = predict_probabilities(ctx.model, loader, ctx.device,
+                                                channels_last=ctx.recipe.model.channels_last,
+                                                desc=f"predict {cfg.split} @{resolution}")
+    if bad:
+        raise RuntimeError(f"{bad} image(s) of split {cfg.split!r} are unreadable: a prediction "
+                           "needs every image (run `fgvc datasets verify`)")
+    samples = ctx.index.split(cfg.split)
+    return Predictions(
+        ids=[samples[i].image_id for i in indices],
+        class_ids=list(ctx.index.category_ids),
+        probs=probs,
+        meta={"model": ctx.recipe.model.arch, "weights": str(ctx.run_dir / "checkpoints"),
+              "resolutions": [resolution], "crops": "center", "split": cfg.split,
+              "run": ctx.run_dir.name},
+    )
+
+
+def run_recipe(recipe: Recipe, *, resume: bool = False, force: bool = False) -> Path:
+    """Run every step of ``recipe``; returns the run folder."""
+    start = time.perf_counter()
+    run_dir = choose_run_dir(recipe, resume, force)
+    submission_path = recipe.submission_path
+    if submission_path is not None and recipe.submission.path is None:
+        submission_path = submission_path.with_name(f"{run_dir.name}.csv")
+    if submission_path is not None and not resume:
+        check_writable(submission_path, force)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    handler = setup_file_logging(run_dir)
+    try:
+        (run_dir / "recipe.yaml").write_text(yaml.safe_dump(recipe.to_dict(), sort_keys=False))
+        log.info("run folder %s", run_dir)
+        seed_everything(recipe.seed)
+        device = pick_device(recipe.device)
+        index = load_dataset(recipe.dataset.name, recipe.dataset.root, recipe.dataset.options)
+        _check_splits(recipe, index)
+        model = create_model(recipe.model, index.num_classes).to(device)
+        if recipe.model.channels_last and device.type == "cuda":
+            model = model.to(memory_format=torch.channels_last)
+        ctx = RunContext(recipe, run_dir, index, model, data_config(model, recipe.model), device)
+        trainable = {}
+        for stage in recipe.stages:
+            trainable[stage.name] = _describe_trainable(model, stage.trainable)
+            if stage.name == "adapt":
+                evaluate_resolutions(ctx, "before_adaptation")
+            final = ctx.final_checkpoint(stage)
+            if final.exists():
+                model.load_state_dict(load_checkpoint(final)["model"])
+                log.info("%s: already done, loaded %s", stage.name, final)
+                continue
+            run_stage(ctx, stage)
+        evaluate_resolutions(ctx, "after_adaptation" if recipe.stage("adapt")
+                             else "before_adaptation")
+        summary = {
+            "num_classes": index.num_classes,
+            "split_sizes": {k: len(v) for k, v in index.splits.items()},
+            "parameters": count_parameters(model), "device": str(device),
+            "trainable": trainable,
+        }
+        if recipe.predict is not None:
+            preds = predict_split(ctx)
+            preds.save(run_dir / "predictions.npz")
+            summary["predictions"] = str(run_dir / "predictions.npz")
+            if submission_path is not None:
+                write_generic(preds, submission_path, recipe.submission.top_k, force=True)
+                summary["submission"] = str(submission_path)
+                log.info("submission written to %s", submission_path)
+        summary["seconds"] = time.perf_counter() - start
+        (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        report = write_report(run_dir, recipe, summary)
+        log.info("report: %s", report)
+        return run_dir
+    finally:
+        logging.getLogger().removeHandler(handler)
+        handler.close()
+
+
+def _check_splits(recipe: Recipe, index: DatasetIndex) -> None:
+    """Fail before any training if a split the recipe needs is absent or unlabelled."""
+    for field_name, split in (("dataset.train_split", recipe.dataset.train_split),
+                              ("dataset.val_split", recipe.dataset.val_split),
+                              ("evaluate.split", recipe.evaluate.split)):
+        if split not in index.splits:
+            raise ValueError(f"{field_name}: dataset {index.name!r} has no split {split!r} "
+                             f"(it has: {', '.join(index.splits)})")
+        if not index.is_labelled(split):
+            raise ValueError(f"{field_name}: split {split!r} of {index.name!r} has no labels")
+    if recipe.predict is not None and recipe.predict.split not in index.splits:
+        raise ValueError(f"predict.split: dataset {index.name!r} has no split "
+                         f"{recipe.predict.split!r} (it has: {', '.join(index.splits)})")
+
+
+def _describe_trainable(model: torch.nn.Module, trainable: str | list[str]) -> str:
+    plan = plan_trainable(model, trainable)
+    if plan.everything:
+        return "all"
+    return ", ".join(f"{g} = {'/'.join(p)}" for g, p in plan.groups.items())

@@ -1,0 +1,67 @@
+"""``fgvc validate``: the resolved plan of a recipe, shown without touching data or weights.
+
+The model is built on PyTorch's meta device (no memory, no compute), so adaptation groups
+resolve to the real module paths even for the largest architectures in a fraction of a second.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from fgvc.datasets import registry
+from fgvc.engine.freeze import apply_requires_grad, count_parameters, plan_trainable
+from fgvc.recipe import Recipe
+
+
+def _meta_model(recipe: Recipe, num_classes: int) -> torch.nn.Module:
+    import dataclasses
+
+    from fgvc.models import create_model
+
+    cfg = dataclasses.replace(recipe.model, pretrained="none", weights=None)
+    with torch.device("meta"):
+        return create_model(cfg, num_classes)
+
+
+def describe_plan(recipe: Recipe) -> str:
+    num_classes = registry.get(recipe.dataset.name).num_classes(recipe.dataset.options)
+    model = _meta_model(recipe, num_classes)
+    weights = recipe.model.weights or (
+        "ImageNet (downloaded)" if recipe.model.pretrained == "imagenet" else "random init")
+    lines = [
+        f"run {recipe.name!r} -> {recipe.run_dir}/ on device {recipe.device}",
+        f"dataset {recipe.dataset.name} at {recipe.dataset.root} ({num_classes} classes), "
+        f"train split {recipe.dataset.train_split!r}, val split {recipe.dataset.val_split!r}",
+        f"model {recipe.model.arch}, {count_parameters(model):,} parameters, weights: {weights}",
+        "stages:",
+    ]
+    for i, stage in enumerate(recipe.stages, start=1):
+        plan = plan_trainable(model, stage.trainable)
+        apply_requires_grad(model, plan)
+        what = "all modules" if plan.everything else "; ".join(
+            f"{group} -> {', '.join(paths)}" for group, paths in plan.groups.items())
+        opt = stage.optimizer
+        lines += [
+            f"  {i}. {stage.name}: {stage.epochs} epoch(s) at {stage.resolution} px, augment "
+            f"{stage.augment}, batch {stage.batch_size}, {opt.name} lr {opt.lr:g} "
+            f"({stage.schedule.name}, warm-up {stage.schedule.warmup_epochs:g} epoch(s))",
+            f"     trainable: {what} ({count_parameters(model, trainable_only=True):,} "
+            "parameters)",
+        ]
+        if not plan.everything:
+            lines.append("     eval mode everywhere else; BN statistics re-estimated only inside "
+                         f"the adapted modules (momentum {stage.bn_momentum})")
+    lines.append(f"evaluate: {recipe.evaluate.split} split at "
+                 f"{', '.join(map(str, recipe.eval_resolutions))} px, before and after adaptation")
+    outputs = [f"{recipe.run_dir}/{{recipe.yaml, metrics.jsonl, checkpoints/, evaluation.json, "
+               "report.md, accuracy_vs_resolution.png}"]
+    if recipe.predict is not None:
+        res = recipe.predict.resolution or recipe.final_resolution
+        outputs.append(f"predictions of split {recipe.predict.split!r} at {res} px -> "
+                       f"{recipe.run_dir}/predictions.npz")
+    if recipe.submission_path is not None:
+        outputs.append(f"submission ({recipe.submission.format}, top-{recipe.submission.top_k}) "
+                       f"-> {recipe.submission_path}")
+    lines.append("outputs:")
+    lines += [f"  {o}" for o in outputs]
+    return "\n".join(lines)

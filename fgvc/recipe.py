@@ -1,0 +1,378 @@
+"""Recipes: YAML in, a typed and validated ``Recipe`` out.
+
+Every problem is reported at once, each naming its field path (``stages[1].resolution``) and the
+bad value, so a user fixes a recipe in one pass instead of one crash at a time.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from fgvc.schema import SchemaError, build, describe, to_plain
+
+ADAPT_GROUPS = ("classifier", "last_bn", "last_stage")
+STAGE_ORDER = ("train", "adapt")
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+_MODULE_PATH_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z0-9_]+)*$")
+
+
+@dataclass
+class OptimizerConfig:
+    """SGD (the paper's choice) or AdamW; weight decay skips biases and norm parameters."""
+
+    name: Literal["sgd", "adamw"] = "sgd"
+    lr: float = 0.1
+    momentum: float = 0.9
+    nesterov: bool = False
+    weight_decay: float = 1e-4
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+
+    def check(self) -> list[tuple[str, str]]:
+        out = []
+        if self.lr <= 0:
+            out.append(("lr", f"must be > 0, got {self.lr!r}"))
+        if not 0 <= self.momentum < 1:
+            out.append(("momentum", f"must be in [0, 1), got {self.momentum!r}"))
+        if self.weight_decay < 0:
+            out.append(("weight_decay", f"must be >= 0, got {self.weight_decay!r}"))
+        if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
+            out.append(("betas", f"must be two numbers in [0, 1), got {self.betas!r}"))
+        return out
+
+
+@dataclass
+class ScheduleConfig:
+    """Learning-rate schedule per iteration: linear warm-up, then step or cosine decay."""
+
+    name: Literal["cosine", "step", "constant"] = "cosine"
+    warmup_epochs: float = 0.0
+    every: int = 30
+    gamma: float = 0.1
+    min_lr: float = 0.0
+
+    def check(self) -> list[tuple[str, str]]:
+        out = []
+        if self.warmup_epochs < 0:
+            out.append(("warmup_epochs", f"must be >= 0, got {self.warmup_epochs!r}"))
+        if self.every <= 0:
+            out.append(("every", f"must be a positive number of epochs, got {self.every!r}"))
+        if not 0 < self.gamma <= 1:
+            out.append(("gamma", f"must be in (0, 1], got {self.gamma!r}"))
+        if self.min_lr < 0:
+            out.append(("min_lr", f"must be >= 0, got {self.min_lr!r}"))
+        return out
+
+
+@dataclass
+class StageConfig:
+    """One stage: ``train`` (whole network, train DA) or ``adapt`` (FixRes, test DA)."""
+
+    name: Literal["train", "adapt"]
+    resolution: int
+    epochs: int = 1
+    batch_size: int = 32
+    trainable: str | list[str] | None = None
+    augment: Literal["train", "test", "test2"] | None = None
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    label_smoothing: float = 0.0
+    bn_momentum: float | None = 0.1
+    grad_clip: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.trainable is None:
+            self.trainable = "all" if self.name == "train" else ["classifier", "last_bn"]
+        if isinstance(self.trainable, str) and self.trainable != "all":
+            self.trainable = [self.trainable]
+        if self.augment is None:
+            self.augment = "train" if self.name == "train" else "test"
+
+    def check(self) -> list[tuple[str, str]]:
+        out = []
+        if self.resolution <= 0:
+            out.append(("resolution", f"must be a positive number of pixels, got {self.resolution!r}"))
+        if self.epochs < 0:
+            out.append(("epochs", f"must be >= 0, got {self.epochs!r}"))
+        if self.batch_size <= 0:
+            out.append(("batch_size", f"must be > 0, got {self.batch_size!r}"))
+        if not 0 <= self.label_smoothing < 1:
+            out.append(("label_smoothing", f"must be in [0, 1), got {self.label_smoothing!r}"))
+        if self.bn_momentum is not None and not 0 < self.bn_momentum <= 1:
+            out.append(("bn_momentum", f"must be in (0, 1] or null, got {self.bn_momentum!r}"))
+        if self.grad_clip is not None and self.grad_clip <= 0:
+            out.append(("grad_clip", f"must be > 0 or null, got {self.grad_clip!r}"))
+        if self.name == "adapt" and self.trainable == "all":
+            out.append(("trainable", "an adapt stage fine-tunes part of the network: list groups "
+                        f"({', '.join(ADAPT_GROUPS)}) or module paths, not 'all'"))
+        if isinstance(self.trainable, list):
+            if not self.trainable:
+                out.append(("trainable", "must name at least one group or module path"))
+            for i, item in enumerate(self.trainable):
+                if item not in ADAPT_GROUPS and not _MODULE_PATH_RE.match(item):
+                    out.append((f"trainable[{i}]", f"{item!r} is neither a group "
+                                f"({', '.join(ADAPT_GROUPS)}) nor a module path like 'layer4.2.bn3'"))
+        if self.name == "adapt" and self.augment == "train":
+            out.append(("augment", "FixRes adapts on the test-time transform: use 'test' or "
+                        "'test2', not 'train'"))
+        return out
+
+
+@dataclass
+class DatasetConfig:
+    """Which adapter reads the data, where, and how bad images are treated."""
+
+    name: str
+    root: str | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+    train_split: str = "train"
+    val_split: str = "val"
+    num_workers: int = 2
+    on_bad_image: Literal["skip", "fail"] = "skip"
+
+    def __post_init__(self) -> None:
+        if self.root is None:
+            self.root = f"datasets/{self.name}"
+
+    def check(self) -> list[tuple[str, str]]:
+        from fgvc.datasets import registry
+
+        out = []
+        if self.name not in registry.names():
+            out.append(("name", f"unknown dataset {self.name!r} (known: {', '.join(registry.names())})"))
+        if self.num_workers < 0:
+            out.append(("num_workers", f"must be >= 0, got {self.num_workers!r}"))
+        return out
+
+
+@dataclass
+class ModelConfig:
+    """Architecture and weights; data settings come from the model unless overridden here."""
+
+    arch: str
+    pretrained: Literal["none", "imagenet"] = "none"
+    weights: str | None = None
+    drop_rate: float = 0.0
+    mean: list[float] | None = None
+    std: list[float] | None = None
+    interpolation: Literal["bilinear", "bicubic", "nearest"] | None = None
+    crop_pct: float = 224 / 256
+    channels_last: bool = True
+
+    def check(self) -> list[tuple[str, str]]:
+        from fgvc.models import is_known_arch
+
+        out = []
+        if not is_known_arch(self.arch):
+            out.append(("arch", f"unknown model {self.arch!r} (a timm name such as 'resnet50', or "
+                        "'pretrainedmodels:<name>'; see `fgvc models list`)"))
+        for key in ("mean", "std"):
+            value = getattr(self, key)
+            if value is not None and len(value) != 3:
+                out.append((key, f"must hold 3 numbers (R, G, B), got {value!r}"))
+        if self.std is not None and any(s <= 0 for s in self.std):
+            out.append(("std", f"must be > 0, got {self.std!r}"))
+        if not 0 < self.crop_pct <= 1:
+            out.append(("crop_pct", f"must be in (0, 1], got {self.crop_pct!r}"))
+        if not 0 <= self.drop_rate < 1:
+            out.append(("drop_rate", f"must be in [0, 1), got {self.drop_rate!r}"))
+        if self.pretrained != "none" and self.weights:
+            out.append(("weights", "give either pretrained: imagenet or a weights file, not both"))
+        return out
+
+
+@dataclass
+class EvaluateConfig:
+    """Accuracy on a labelled split at several test resolutions, before and after adaptation."""
+
+    split: str = "val"
+    resolutions: list[int] | None = None
+    batch_size: int = 64
+
+    def check(self) -> list[tuple[str, str]]:
+        out = []
+        for i, r in enumerate(self.resolutions or []):
+            if r <= 0:
+                out.append((f"resolutions[{i}]", f"must be a positive number of pixels, got {r!r}"))
+        if self.batch_size <= 0:
+            out.append(("batch_size", f"must be > 0, got {self.batch_size!r}"))
+        return out
+
+
+@dataclass
+class PredictConfig:
+    """Class probabilities for every image of a split, usually the unlabelled test split."""
+
+    split: str = "test"
+    resolution: int | None = None
+    batch_size: int = 64
+
+    def check(self) -> list[tuple[str, str]]:
+        out = []
+        if self.resolution is not None and self.resolution <= 0:
+            out.append(("resolution", f"must be a positive number of pixels, got {self.resolution!r}"))
+        if self.batch_size <= 0:
+            out.append(("batch_size", f"must be > 0, got {self.batch_size!r}"))
+        return out
+
+
+@dataclass
+class SubmissionConfig:
+    """Where the submission CSV goes and in which competition's format."""
+
+    format: Literal["generic"] = "generic"
+    path: str | None = None
+    top_k: int = 1
+
+    def check(self) -> list[tuple[str, str]]:
+        if self.top_k <= 0:
+            return [("top_k", f"must be >= 1, got {self.top_k!r}")]
+        return []
+
+
+@dataclass
+class Recipe:
+    """A whole run: data, model, the stages in order, and what to write out."""
+
+    name: str
+    dataset: DatasetConfig
+    model: ModelConfig
+    stages: list[StageConfig]
+    seed: int = 0
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    output_root: str = "runs"
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+    predict: PredictConfig | None = field(default_factory=PredictConfig)
+    submission: SubmissionConfig | None = field(default_factory=SubmissionConfig)
+
+    def check(self) -> list[tuple[str, str]]:
+        out = []
+        if not _NAME_RE.match(self.name):
+            out.append(("name", f"must be letters, digits, '.', '_' or '-', got {self.name!r}"))
+        if not self.stages:
+            out.append(("stages", "must hold at least one stage (train, adapt or both)"))
+        names = [s.name for s in self.stages if s is not None]
+        if len(set(names)) != len(names):
+            out.append(("stages", f"each stage may appear once, got {names!r}"))
+        elif names != sorted(names, key=STAGE_ORDER.index):
+            out.append(("stages", f"stages run train then adapt, got {names!r}"))
+        train = self.stage("train")
+        adapt = self.stage("adapt")
+        if train and adapt and adapt.resolution < train.resolution:
+            out.append((f"stages[{names.index('adapt')}].resolution",
+                        f"the adapt stage tests at a higher resolution than training, got "
+                        f"{adapt.resolution} < train resolution {train.resolution}"))
+        if self.submission is not None and self.predict is None:
+            out.append(("submission", "a submission needs predictions: set predict or drop submission"))
+        return out
+
+    def stage(self, name: str) -> StageConfig | None:
+        return next((s for s in self.stages if s is not None and s.name == name), None)
+
+    @property
+    def final_resolution(self) -> int:
+        return self.stages[-1].resolution
+
+    @property
+    def eval_resolutions(self) -> list[int]:
+        """Configured resolutions, or else the resolution of every stage."""
+        if self.evaluate.resolutions:
+            return sorted(set(self.evaluate.resolutions))
+        return sorted({s.resolution for s in self.stages})
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.output_root) / self.name
+
+    @property
+    def submission_path(self) -> Path | None:
+        if self.submission is None:
+            return None
+        return Path(self.submission.path or f"submissions/{self.name}.csv")
+
+    def to_dict(self) -> dict[str, Any]:
+        return to_plain(self)
+
+
+def parse_recipe(data: Any, source: str | None = None) -> Recipe:
+    """Validate plain data (as loaded from YAML) into a Recipe, or raise SchemaError."""
+    problems: list[str] = []
+    recipe = build(Recipe, data, "", problems)
+    if problems:
+        raise SchemaError(problems, source)
+    return recipe
+
+
+def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
+    """Read a YAML recipe, apply ``a.b.c=value`` overrides, validate."""
+    path = Path(path)
+    if not path.is_file():
+        raise SchemaError([f"recipe file not found: {path}"])
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise SchemaError([f"not valid YAML: {err}"], str(path)) from None
+    data = apply_overrides(data, overrides or [], source=str(path))
+    return parse_recipe(data, str(path))
+
+
+def apply_overrides(data: Any, overrides: list[str], source: str | None = None) -> Any:
+    """Return a copy of ``data`` with each ``a.b.c=value`` set; the value is read as YAML.
+
+    List items are addressed by index (``stages.1.resolution``) or, for stages, by stage name
+    (``stages.adapt.resolution``).
+    """
+    data = copy.deepcopy(data if data is not None else {})
+    problems = []
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            problems.append(f"--set {item!r}: expected KEY=VALUE, e.g. stages.0.epochs=3")
+            continue
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError:
+            value = raw
+        error = _set_path(data, key.split("."), value)
+        if error:
+            problems.append(f"--set {item!r}: {error}")
+    if problems:
+        raise SchemaError(problems, source)
+    return data
+
+
+def _set_path(node: Any, parts: list[str], value: Any) -> str | None:
+    for depth, part in enumerate(parts):
+        last = depth == len(parts) - 1
+        where = ".".join(parts[: depth + 1])
+        if isinstance(node, list):
+            index = _list_index(node, part)
+            if index is None:
+                return f"{where}: no item {part!r} in a list of {len(node)}"
+            if last:
+                node[index] = value
+                return None
+            node = node[index]
+        elif isinstance(node, dict):
+            if last:
+                node[part] = value
+                return None
+            node = node.setdefault(part, {})
+        else:
+            return f"{where}: cannot set a field inside {describe(node)}"
+    return None
+
+
+def _list_index(items: list, part: str) -> int | None:
+    if re.fullmatch(r"-?\d+", part):
+        index = int(part)
+        return index if -len(items) <= index < len(items) else None
+    for i, item in enumerate(items):
+        if isinstance(item, dict) and item.get("name") == part:
+            return i
+    return None

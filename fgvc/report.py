@@ -1,0 +1,92 @@
+"""A run's ``report.md``: the accuracy-versus-test-resolution table before and after
+adaptation, and the same as a PNG plot."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from fgvc.recipe import Recipe
+
+PHASE_TITLES = {"before_adaptation": "before adaptation", "after_adaptation": "after adaptation"}
+
+
+def plot_accuracy(evaluation: dict[str, dict[str, dict]], train_resolution: int | None,
+                  path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=110)
+    for phase, results in evaluation.items():
+        resolutions = sorted(int(r) for r in results)
+        ax.plot(resolutions, [results[str(r)]["top1"] for r in resolutions], marker="o",
+                label=PHASE_TITLES.get(phase, phase))
+    if train_resolution:
+        ax.axvline(train_resolution, color="grey", linestyle=":", label="train resolution")
+    ax.set_xlabel("test resolution (px)")
+    ax.set_ylabel("top-1 accuracy (%)")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def accuracy_table(evaluation: dict[str, dict[str, dict]], train_resolution: int | None) -> str:
+    phases = list(evaluation)
+    resolutions = sorted({int(r) for results in evaluation.values() for r in results})
+    head = ["test resolution"]
+    for phase in phases:
+        title = PHASE_TITLES.get(phase, phase)
+        head += [f"top-1 {title}", f"top-5 {title}"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for res in resolutions:
+        label = f"{res} (train)" if res == train_resolution else str(res)
+        cells = [label]
+        for phase in phases:
+            m = evaluation[phase].get(str(res))
+            cells += [f"{m['top1']:.1f}", f"{m['top5']:.1f}"] if m else ["", ""]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def write_report(run_dir: Path, recipe: Recipe, summary: dict) -> Path:
+    evaluation = json.loads((run_dir / "evaluation.json").read_text())
+    train = recipe.stage("train")
+    train_res = train.resolution if train else None
+    plot_accuracy(evaluation, train_res, run_dir / "accuracy_vs_resolution.png")
+    stage_lines = [
+        f"- `{s.name}`: {s.epochs} epoch(s) at {s.resolution} px, augment `{s.augment}`, "
+        f"trainable {summary['trainable'].get(s.name, s.trainable)}"
+        for s in recipe.stages
+    ]
+    text = [
+        f"# Run `{run_dir.name}`",
+        "",
+        f"Dataset `{recipe.dataset.name}` ({summary['num_classes']} classes; "
+        + ", ".join(f"{k} {v}" for k, v in summary["split_sizes"].items())
+        + f"), model `{recipe.model.arch}` ({summary['parameters']:,} parameters), "
+        f"device {summary['device']}.",
+        "",
+        "## Stages",
+        *stage_lines,
+        "",
+        f"## Accuracy vs test resolution ({recipe.evaluate.split} split, single centre crop, %)",
+        "",
+        accuracy_table(evaluation, train_res),
+        "",
+        "![accuracy vs test resolution](accuracy_vs_resolution.png)",
+        "",
+        "## Outputs",
+        f"- predictions: `{summary.get('predictions', '-')}`",
+        f"- submission: `{summary.get('submission', '-')}`",
+        f"- per-epoch metrics: `metrics.jsonl`; checkpoints: `checkpoints/`; "
+        f"resolved recipe: `recipe.yaml`",
+        f"- wall time: {summary['seconds']:.0f} s",
+        "",
+    ]
+    path = run_dir / "report.md"
+    path.write_text("\n".join(text))
+    return path

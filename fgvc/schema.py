@@ -1,0 +1,164 @@
+"""Turn plain YAML data into typed dataclasses, collecting every error with its field path.
+
+One small mechanism serves every recipe section: each dataclass field's type hint says what is
+accepted, unknown keys and missing required fields are reported, and a section may add its own
+semantic checks through a ``check()`` method that returns ``(field, message)`` pairs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
+
+
+class SchemaError(ValueError):
+    """Raised with every problem found, one ``path: message`` per line."""
+
+    def __init__(self, problems: list[str], source: str | None = None):
+        self.problems = problems
+        head = f"invalid recipe {source}" if source else "invalid recipe"
+        super().__init__(head + ":\n" + "\n".join(f"  - {p}" for p in problems))
+
+
+def describe(value: Any) -> str:
+    """Show a bad value the way the user wrote it."""
+    if isinstance(value, str):
+        return repr(value)
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    return repr(value)
+
+
+def _type_name(hint: Any) -> str:
+    origin = get_origin(hint)
+    if hint is type(None):
+        return "null"
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in get_args(hint))
+    if origin in (Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in get_args(hint))
+    if origin is list:
+        (item,) = get_args(hint)
+        return f"a list of {_type_name(item)}"
+    if origin is dict:
+        return "a mapping"
+    if dataclasses.is_dataclass(hint):
+        return "a mapping"
+    return {int: "an integer", float: "a number", str: "a string", bool: "true or false"}.get(
+        hint, getattr(hint, "__name__", str(hint))
+    )
+
+
+def _convert(value: Any, hint: Any, path: str, problems: list[str]) -> Any:
+    origin = get_origin(hint)
+    if hint is Any:
+        return value
+    if origin in (Union, types.UnionType):
+        args = get_args(hint)
+        if value is None and type(None) in args:
+            return None
+        for arg in args:
+            if arg is type(None):
+                continue
+            trial: list[str] = []
+            converted = _convert(value, arg, path, trial)
+            if not trial:
+                return converted
+        problems.append(f"{path}: expected {_type_name(hint)}, got {describe(value)}")
+        return None
+    if origin is Literal:
+        if value not in get_args(hint):
+            problems.append(f"{path}: expected {_type_name(hint)}, got {describe(value)}")
+        return value
+    if origin is list:
+        if not isinstance(value, list):
+            problems.append(f"{path}: expected {_type_name(hint)}, got {describe(value)}")
+            return []
+        (item,) = get_args(hint)
+        return [_convert(v, item, f"{path}[{i}]", problems) for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            problems.append(f"{path}: expected a mapping, got {describe(value)}")
+            return {}
+        return dict(value)
+    if dataclasses.is_dataclass(hint):
+        return build(hint, value, path, problems)
+    if hint is bool:
+        if not isinstance(value, bool):
+            problems.append(f"{path}: expected true or false, got {describe(value)}")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            problems.append(f"{path}: expected an integer, got {describe(value)}")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            problems.append(f"{path}: expected a number, got {describe(value)}")
+            return value
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            problems.append(f"{path}: expected a string, got {describe(value)}")
+        return value
+    raise TypeError(f"schema has an unsupported type hint {hint!r} at {path}")
+
+
+def build(cls: type, data: Any, path: str, problems: list[str]) -> Any:
+    """Build dataclass ``cls`` from ``data``; append problems instead of raising."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        problems.append(f"{path or '<top>'}: expected a mapping, got {describe(data)}")
+        data = {}
+    hints = get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    prefix = f"{path}." if path else ""
+    for key in data:
+        if key not in fields:
+            known = ", ".join(sorted(fields))
+            problems.append(f"{prefix}{key}: unknown field (known fields: {known})")
+    kwargs: dict[str, Any] = {}
+    for name, field in fields.items():
+        required = (
+            field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING
+        )
+        if name not in data:
+            if required:
+                problems.append(f"{prefix}{name}: required field is missing")
+            continue
+        before = len(problems)
+        kwargs[name] = _convert(data[name], hints[name], f"{prefix}{name}", problems)
+        if len(problems) > before:
+            kwargs.pop(name)
+    try:
+        obj = cls(**kwargs)
+    except TypeError:
+        # A required field was missing or ill-typed: already reported above.
+        return None
+    if len(problems) == 0 or not _has_own_problems(problems, prefix):
+        check = getattr(obj, "check", None)
+        if check is not None:
+            for field_name, message in check():
+                problems.append(f"{prefix}{field_name}: {message}")
+    return obj
+
+
+def _has_own_problems(problems: list[str], prefix: str) -> bool:
+    return any(p.startswith(prefix) for p in problems) if prefix else bool(problems)
+
+
+def to_plain(obj: Any) -> Any:
+    """Dataclasses back to plain dicts/lists, for saving the resolved recipe."""
+    if dataclasses.is_dataclass(obj):
+        return {f.name: to_plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, list):
+        return [to_plain(v) for v in obj]
+    if isinstance(obj, dict):
+        return {k: to_plain(v) for k, v in obj.items()}
+    return obj
+
+
+__all__ = ["SchemaError", "build", "describe", "to_plain"]

@@ -1,0 +1,99 @@
+"""The FixRes transforms: train DA, test DA and test DA2, normalised per model.
+
+Train DA zooms in on objects (RandomResizedCrop), test DA shows them smaller (resize the shorter
+side to K/crop_pct then centre-crop K). That is the apparent-object-size discrepancy of the
+paper; stage 2 fixes it by adapting the network to test DA at a higher resolution.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from typing import Literal
+
+from PIL import Image
+from torchvision import transforms as T
+from torchvision.transforms import functional as F
+
+Augment = Literal["train", "test", "test2"]
+_INTERPOLATION = {
+    "bilinear": T.InterpolationMode.BILINEAR,
+    "bicubic": T.InterpolationMode.BICUBIC,
+    "nearest": T.InterpolationMode.NEAREST,
+}
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """How a model expects its input: taken from its pretrained configuration."""
+
+    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
+    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+    interpolation: str = "bilinear"
+    crop_pct: float = 224 / 256
+
+    @property
+    def mode(self) -> T.InterpolationMode:
+        return _INTERPOLATION[self.interpolation]
+
+
+def resize_size(resolution: int, crop_pct: float) -> int:
+    """Shorter side before the centre crop: int(K * 256/224) for the paper's crop ratio."""
+    return int(resolution / crop_pct)
+
+
+class ShiftedCenterCrop:
+    """Test DA2's crop: centred vertically, shifted horizontally at random by up to the margin."""
+
+    def __init__(self, size: int):
+        self.size = size
+
+    def __call__(self, image: Image.Image) -> Image.Image:
+        width, height = image.size
+        top = max(0, (height - self.size) // 2)
+        margin = max(0, width - self.size)
+        left = random.randint(0, margin)
+        return F.crop(image, top, left, self.size, self.size)
+
+
+def _finish(cfg: DataConfig) -> list:
+    return [T.ToTensor(), T.Normalize(cfg.mean, cfg.std)]
+
+
+def train_transform(resolution: int, cfg: DataConfig) -> T.Compose:
+    return T.Compose([
+        T.RandomResizedCrop(resolution, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3),
+                            interpolation=cfg.mode),
+        T.RandomHorizontalFlip(),
+        T.ColorJitter(brightness=0.3, contrast=0.3, saturation=0.3),
+        *_finish(cfg),
+    ])
+
+
+def test_transform(resolution: int, cfg: DataConfig) -> T.Compose:
+    """Deterministic: the same image always gives the same tensor."""
+    return T.Compose([
+        T.Resize(resize_size(resolution, cfg.crop_pct), interpolation=cfg.mode),
+        T.CenterCrop(resolution),
+        *_finish(cfg),
+    ])
+
+
+def test2_transform(resolution: int, cfg: DataConfig) -> T.Compose:
+    return T.Compose([
+        T.Resize(resize_size(resolution, cfg.crop_pct), interpolation=cfg.mode),
+        T.RandomHorizontalFlip(),
+        T.ColorJitter(brightness=0.05, contrast=0.05, saturation=0.05),
+        ShiftedCenterCrop(resolution),
+        *_finish(cfg),
+    ])
+
+
+_BUILDERS = {"train": train_transform, "test": test_transform, "test2": test2_transform}
+
+
+def build_transform(augment: Augment, resolution: int, cfg: DataConfig) -> T.Compose:
+    if augment not in _BUILDERS:
+        raise ValueError(f"unknown augment {augment!r} (known: {', '.join(_BUILDERS)})")
+    return _BUILDERS[augment](resolution, cfg)
+
