@@ -62,6 +62,15 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return 0
 
 
+def user_message(err: BaseException) -> str:
+    """The error's own words; an error re-raised from a DataLoader worker carries the worker's
+    traceback in its message, of which only the last line is for the user."""
+    text = str(err)
+    if "Traceback" in text:
+        text = text.strip().splitlines()[-1]
+    return text
+
+
 COMMANDS = {"run": cmd_run, "validate": cmd_validate}
 
 
@@ -74,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     except USER_ERRORS as err:
         if args.verbose:
             raise
-        print(f"error: {err}", file=sys.stderr)
+        print(f"error: {user_message(err)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted: `fgvc run --resume` continues from the last checkpoint",

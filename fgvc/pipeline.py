@@ -9,12 +9,10 @@ from __future__ import annotations
 
 import json
 import logging
-import random
 import shutil
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 import yaml
 
@@ -23,6 +21,7 @@ from fgvc.engine.checkpoint import load_checkpoint
 from fgvc.engine.device import pick_device
 from fgvc.engine.freeze import count_parameters, plan_trainable
 from fgvc.engine.loop import evaluate, predict_probabilities
+from fgvc.engine.seeding import seed_everything
 from fgvc.engine.stage import RunContext, run_stage
 from fgvc.models import create_model, data_config
 from fgvc.predictions import Predictions
@@ -53,12 +52,6 @@ def choose_run_dir(recipe: Recipe, resume: bool, force: bool) -> Path:
     last = taken[-1]
     suffix = int(last.name.rsplit("-", 1)[1]) + 1 if last != base else 2
     return base.with_name(f"{base.name}-{suffix}")
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
 
 
 def setup_file_logging(run_dir: Path) -> logging.Handler:

@@ -82,6 +82,7 @@ class StageConfig:
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     label_smoothing: float = 0.0
+    crop_scale: list[float] = field(default_factory=lambda: [0.08, 1.0])
     bn_momentum: float | None = 0.1
     grad_clip: float | None = None
 
@@ -103,6 +104,9 @@ class StageConfig:
             out.append(("batch_size", f"must be > 0, got {self.batch_size!r}"))
         if not 0 <= self.label_smoothing < 1:
             out.append(("label_smoothing", f"must be in [0, 1), got {self.label_smoothing!r}"))
+        if len(self.crop_scale) != 2 or not 0 < self.crop_scale[0] <= self.crop_scale[1] <= 1:
+            out.append(("crop_scale", f"must be [min, max] with 0 < min <= max <= 1, got "
+                        f"{self.crop_scale!r}"))
         if self.bn_momentum is not None and not 0 < self.bn_momentum <= 1:
             out.append(("bn_momentum", f"must be in (0, 1] or null, got {self.bn_momentum!r}"))
         if self.grad_clip is not None and self.grad_clip <= 0:
@@ -302,9 +306,10 @@ class Recipe:
 def parse_recipe(data: Any, source: str | None = None) -> Recipe:
     """Validate plain data (as loaded from YAML) into a Recipe, or raise SchemaError."""
     problems: list[str] = []
-    recipe = build(Recipe, data, "", problems)
-    if problems:
-        raise SchemaError(problems, source)
+    checks: list[str] = []
+    recipe = build(Recipe, data, "", problems, checks)
+    if problems or checks:
+        raise SchemaError(problems + checks, source)
     return recipe
 
 

@@ -82,8 +82,8 @@ def write_report(run_dir: Path, recipe: Recipe, summary: dict) -> Path:
         "## Outputs",
         f"- predictions: `{summary.get('predictions', '-')}`",
         f"- submission: `{summary.get('submission', '-')}`",
-        f"- per-epoch metrics: `metrics.jsonl`; checkpoints: `checkpoints/`; "
-        f"resolved recipe: `recipe.yaml`",
+        "- per-epoch metrics: `metrics.jsonl`; checkpoints: `checkpoints/`; "
+        "resolved recipe: `recipe.yaml`",
         f"- wall time: {summary['seconds']:.0f} s",
         "",
     ]

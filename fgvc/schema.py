@@ -52,7 +52,7 @@ def _type_name(hint: Any) -> str:
     )
 
 
-def _convert(value: Any, hint: Any, path: str, problems: list[str]) -> Any:
+def _convert(value: Any, hint: Any, path: str, problems: list[str], checks: list[str]) -> Any:
     origin = get_origin(hint)
     if hint is Any:
         return value
@@ -64,7 +64,7 @@ def _convert(value: Any, hint: Any, path: str, problems: list[str]) -> Any:
             if arg is type(None):
                 continue
             trial: list[str] = []
-            converted = _convert(value, arg, path, trial)
+            converted = _convert(value, arg, path, trial, checks)
             if not trial:
                 return converted
         problems.append(f"{path}: expected {_type_name(hint)}, got {describe(value)}")
@@ -78,14 +78,14 @@ def _convert(value: Any, hint: Any, path: str, problems: list[str]) -> Any:
             problems.append(f"{path}: expected {_type_name(hint)}, got {describe(value)}")
             return []
         (item,) = get_args(hint)
-        return [_convert(v, item, f"{path}[{i}]", problems) for i, v in enumerate(value)]
+        return [_convert(v, item, f"{path}[{i}]", problems, checks) for i, v in enumerate(value)]
     if origin is dict:
         if not isinstance(value, dict):
             problems.append(f"{path}: expected a mapping, got {describe(value)}")
             return {}
         return dict(value)
     if dataclasses.is_dataclass(hint):
-        return build(hint, value, path, problems)
+        return build(hint, value, path, problems, checks)
     if hint is bool:
         if not isinstance(value, bool):
             problems.append(f"{path}: expected true or false, got {describe(value)}")
@@ -106,8 +106,13 @@ def _convert(value: Any, hint: Any, path: str, problems: list[str]) -> Any:
     raise TypeError(f"schema has an unsupported type hint {hint!r} at {path}")
 
 
-def build(cls: type, data: Any, path: str, problems: list[str]) -> Any:
-    """Build dataclass ``cls`` from ``data``; append problems instead of raising."""
+def build(cls: type, data: Any, path: str, problems: list[str], checks: list[str]) -> Any:
+    """Build dataclass ``cls`` from ``data``, appending problems instead of raising.
+
+    Structural problems (unknown, missing or ill-typed fields) go to ``problems``; the
+    sections' own ``check()`` findings go to ``checks``, so that a parent's checks still run
+    when only a child's values are out of range.
+    """
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -130,7 +135,7 @@ def build(cls: type, data: Any, path: str, problems: list[str]) -> Any:
                 problems.append(f"{prefix}{name}: required field is missing")
             continue
         before = len(problems)
-        kwargs[name] = _convert(data[name], hints[name], f"{prefix}{name}", problems)
+        kwargs[name] = _convert(data[name], hints[name], f"{prefix}{name}", problems, checks)
         if len(problems) > before:
             kwargs.pop(name)
     try:
@@ -138,16 +143,11 @@ def build(cls: type, data: Any, path: str, problems: list[str]) -> Any:
     except TypeError:
         # A required field was missing or ill-typed: already reported above.
         return None
-    if len(problems) == 0 or not _has_own_problems(problems, prefix):
-        check = getattr(obj, "check", None)
-        if check is not None:
-            for field_name, message in check():
-                problems.append(f"{prefix}{field_name}: {message}")
+    check = getattr(obj, "check", None)
+    if check is not None:
+        for field_name, message in check():
+            checks.append(f"{prefix}{field_name}: {message}")
     return obj
-
-
-def _has_own_problems(problems: list[str], prefix: str) -> bool:
-    return any(p.startswith(prefix) for p in problems) if prefix else bool(problems)
 
 
 def to_plain(obj: Any) -> Any:

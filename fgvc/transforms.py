@@ -60,9 +60,10 @@ def _finish(cfg: DataConfig) -> list:
     return [T.ToTensor(), T.Normalize(cfg.mean, cfg.std)]
 
 
-def train_transform(resolution: int, cfg: DataConfig) -> T.Compose:
+def train_transform(resolution: int, cfg: DataConfig,
+                    crop_scale: tuple[float, float] = (0.08, 1.0)) -> T.Compose:
     return T.Compose([
-        T.RandomResizedCrop(resolution, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3),
+        T.RandomResizedCrop(resolution, scale=tuple(crop_scale), ratio=(3 / 4, 4 / 3),
                             interpolation=cfg.mode),
         T.RandomHorizontalFlip(),
         T.ColorJitter(brightness=0.3, contrast=0.3, saturation=0.3),
@@ -92,8 +93,12 @@ def test2_transform(resolution: int, cfg: DataConfig) -> T.Compose:
 _BUILDERS = {"train": train_transform, "test": test_transform, "test2": test2_transform}
 
 
-def build_transform(augment: Augment, resolution: int, cfg: DataConfig) -> T.Compose:
+def build_transform(augment: Augment, resolution: int, cfg: DataConfig,
+                    crop_scale: tuple[float, float] = (0.08, 1.0)) -> T.Compose:
+    """``crop_scale`` is RandomResizedCrop's area range; only train DA uses it."""
     if augment not in _BUILDERS:
         raise ValueError(f"unknown augment {augment!r} (known: {', '.join(_BUILDERS)})")
+    if augment == "train":
+        return train_transform(resolution, cfg, crop_scale)
     return _BUILDERS[augment](resolution, cfg)
 

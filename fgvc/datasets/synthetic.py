@@ -26,17 +26,17 @@ from typing import Any
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
-from tqdm import tqdm
 
 from fgvc.datasets.base import UNLABELLED, DatasetError, DatasetIndex, Sample
 from fgvc.datasets.registry import register
+from fgvc.progress import progress
 
 PATTERNS = ("stripes", "spots", "checks", "rings")
 EYES = {"red": (225, 35, 35), "blue": (35, 85, 235), "yellow": (245, 205, 25)}
 TAILS = ("fork", "fan")
 BODY_PALETTE = ((150, 110, 70), (120, 130, 90), (170, 150, 120), (100, 100, 110), (160, 90, 60))
 SPLITS = ("train", "val", "test")
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 CANVAS = (160, 80)  # the creature is drawn on this canvas, then scaled and rotated
 
 
@@ -98,22 +98,22 @@ def image_id(seed: int, split: str, index: int) -> str:
 
 def _draw_pattern(draw: ImageDraw.ImageDraw, pattern: str, colour: tuple, rng: np.random.Generator):
     w, h = CANVAS
-    phase = int(rng.integers(0, 8))
+    phase = int(rng.integers(0, 10))
     if pattern == "stripes":
-        for x in range(phase, w, 12):
-            draw.rectangle([x, 0, x + 4, h], fill=colour)
+        for x in range(phase, w, 22):
+            draw.rectangle([x, 0, x + 9, h], fill=colour)
     elif pattern == "spots":
-        for y in range(phase % 6, h, 13):
-            for x in range(phase + (y // 13 % 2) * 6, w, 13):
-                draw.ellipse([x, y, x + 6, y + 6], fill=colour)
+        for y in range(phase % 8, h, 20):
+            for x in range(phase + (y // 20 % 2) * 10, w, 20):
+                draw.ellipse([x, y, x + 11, y + 11], fill=colour)
     elif pattern == "checks":
-        for y in range(0, h, 9):
-            for x in range(phase + (y // 9 % 2) * 9, w, 18):
-                draw.rectangle([x, y, x + 8, y + 8], fill=colour)
+        for y in range(0, h, 14):
+            for x in range(phase + (y // 14 % 2) * 14, w, 28):
+                draw.rectangle([x, y, x + 13, y + 13], fill=colour)
     else:  # rings
         cx, cy = w * 0.45, h / 2
-        for r in range(5, 60, 9):
-            draw.ellipse([cx - r * 1.6, cy - r, cx + r * 1.6, cy + r], outline=colour, width=3)
+        for r in range(6, 60, 13):
+            draw.ellipse([cx - r * 1.6, cy - r, cx + r * 1.6, cy + r], outline=colour, width=5)
 
 
 def draw_creature(label_traits: tuple[str, str, str], rng: np.random.Generator) -> Image.Image:
@@ -142,7 +142,7 @@ def draw_creature(label_traits: tuple[str, str, str], rng: np.random.Generator) 
     layer.paste(texture, (0, 0), mask)
     # Head and eye at the right end.
     draw.ellipse([116, h / 2 - 19, 154, h / 2 + 19], fill=body_rgb)
-    draw.ellipse([136, h / 2 - 9, 146, h / 2 + 1], fill=EYES[eye])
+    draw.ellipse([132, h / 2 - 11, 148, h / 2 + 5], fill=EYES[eye])
     return layer
 
 
@@ -170,7 +170,7 @@ def render_image(traits: tuple[str, str, str], opts: SyntheticOptions, rng: np.r
     creature = draw_creature(traits, rng)
     if rng.random() < 0.5:
         creature = creature.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
-    target_w = max(24, int(min(width, height) * rng.uniform(0.35, 0.95)))
+    target_w = max(24, int(min(width, height) * rng.uniform(0.45, 0.95)))
     target_h = max(12, int(target_w * CANVAS[1] / CANVAS[0]))
     creature = creature.resize((target_w, target_h), Image.Resampling.LANCZOS)
     creature = creature.rotate(float(rng.uniform(-30, 30)), resample=Image.Resampling.BICUBIC,
@@ -189,7 +189,7 @@ def generate(root: Path, opts: SyntheticOptions) -> None:
     traits = class_table(opts.num_classes, opts.seed)
     total = sum(opts.per_class(s) * opts.num_classes for s in SPLITS)
     rows: dict[str, list[tuple[str, str, int]]] = {s: [] for s in SPLITS}
-    with tqdm(total=total, desc=f"generating synthetic dataset in {root}", unit="img") as bar:
+    with progress(total=total, desc=f"generating synthetic dataset in {root}", unit="img") as bar:
         for split_index, split in enumerate(SPLITS):
             (staging / "images" / split).mkdir(parents=True)
             for i in range(opts.per_class(split) * opts.num_classes):

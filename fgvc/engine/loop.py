@@ -11,10 +11,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
-from tqdm import tqdm
 
 from fgvc.engine.device import autocast
 from fgvc.engine.optim import set_lr
+from fgvc.progress import progress
 
 
 @dataclass
@@ -43,7 +43,7 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim
     total_loss, correct, seen, bad = 0.0, 0, 0, 0
     lr = lr_fn(step)
     start = time.perf_counter()
-    bar = tqdm(loader, desc=desc, unit="batch", leave=False, dynamic_ncols=True)
+    bar = progress(loader, desc=desc, unit="batch")
     for images, labels, _, n_bad in bar:
         bad += n_bad
         if len(labels) == 0:
@@ -79,8 +79,7 @@ def forward_batches(model: nn.Module, loader: DataLoader, device: torch.device, 
                     bad_counter: list[int] | None = None) -> Iterator[tuple]:
     """Yield ``(logits, labels, indices)`` in eval mode; bad images are counted, not yielded."""
     model.eval()
-    for images, labels, indices, n_bad in tqdm(loader, desc=desc, unit="batch", leave=False,
-                                               dynamic_ncols=True):
+    for images, labels, indices, n_bad in progress(loader, desc=desc, unit="batch"):
         if bad_counter is not None:
             bad_counter[0] += n_bad
         if len(labels) == 0:

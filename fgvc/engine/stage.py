@@ -23,6 +23,7 @@ from fgvc.engine.freeze import (
 )
 from fgvc.engine.loop import evaluate, train_one_epoch
 from fgvc.engine.optim import build_optimizer, lr_at
+from fgvc.engine.seeding import seed_everything
 from fgvc.recipe import Recipe, StageConfig
 from fgvc.transforms import DataConfig
 
@@ -55,12 +56,21 @@ class RunContext:
             f.write(json.dumps(row) + "\n")
 
     def loader(self, split: str, augment: str, resolution: int, batch_size: int, *,
-               shuffle: bool = False, seed: int = 0):
+               shuffle: bool = False, seed: int = 0,
+               crop_scale: tuple[float, float] = (0.08, 1.0)):
         ds = self.recipe.dataset
         return make_loader(self.index, split, augment=augment, resolution=resolution,
                            data_cfg=self.data_cfg, batch_size=batch_size,
                            num_workers=ds.num_workers, on_bad_image=ds.on_bad_image,
-                           shuffle=shuffle, seed=seed, drop_last=shuffle)
+                           shuffle=shuffle, seed=seed, drop_last=shuffle, crop_scale=crop_scale)
+
+    def train_loader(self, stage: StageConfig, epoch: int):
+        """The stage's training data; the shuffle is a function of (seed, epoch), so a resumed
+        run sees exactly the order it would have seen."""
+        return self.loader(self.recipe.dataset.train_split, stage.augment, stage.resolution,
+                           stage.batch_size, shuffle=True,
+                           seed=self.recipe.seed * 100_003 + epoch,
+                           crop_scale=tuple(stage.crop_scale))
 
 
 def run_stage(ctx: RunContext, stage: StageConfig) -> None:
@@ -84,10 +94,9 @@ def run_stage(ctx: RunContext, stage: StageConfig) -> None:
              stage.epochs, stage.resolution, "all modules" if plan.everything else plan.groups,
              f"{count_parameters(model, True):,}", f"{count_parameters(model):,}")
 
-    train_split, val_split = recipe.dataset.train_split, recipe.dataset.val_split
-    val_loader = ctx.loader(val_split, "test", stage.resolution, recipe.evaluate.batch_size)
-    steps_per_epoch = len(ctx.loader(train_split, stage.augment, stage.resolution,
-                                     stage.batch_size, shuffle=True))
+    val_loader = ctx.loader(recipe.dataset.val_split, "test", stage.resolution,
+                            recipe.evaluate.batch_size)
+    steps_per_epoch = len(ctx.train_loader(stage, 0))
     base_lr = stage.optimizer.lr
 
     def lr_fn(s: int) -> float:
@@ -95,11 +104,10 @@ def run_stage(ctx: RunContext, stage: StageConfig) -> None:
 
     channels_last = recipe.model.channels_last
     for epoch in range(start_epoch, stage.epochs):
-        train_loader = ctx.loader(train_split, stage.augment, stage.resolution, stage.batch_size,
-                                  shuffle=True, seed=recipe.seed * 100_003 + epoch)
+        seed_everything(recipe.seed * 100_003 + epoch)  # augmentation draws, resumable
         set_train_mode(model, plan)
         result = train_one_epoch(
-            model, train_loader, optimizer, lr_fn=lr_fn, step=step, device=ctx.device,
+            model, ctx.train_loader(stage, epoch), optimizer, lr_fn=lr_fn, step=step, device=ctx.device,
             label_smoothing=stage.label_smoothing, grad_clip=stage.grad_clip,
             channels_last=channels_last, desc=f"{stage.name} {epoch + 1}/{stage.epochs}")
         step = result.next_step

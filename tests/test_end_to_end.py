@@ -1,0 +1,181 @@
+"""A whole two-stage run of a tiny recipe through the CLI, its every output, and resumption."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+import yaml
+
+from fgvc.cli import main
+from fgvc.datasets.synthetic import read_test_labels
+from fgvc.predictions import Predictions
+
+OUTPUTS = ["recipe.yaml", "metrics.jsonl", "evaluation.json", "predictions.npz", "report.md",
+           "accuracy_vs_resolution.png", "summary.json", "log.txt", "checkpoints/train.pt",
+           "checkpoints/adapt.pt"]
+
+
+def write_recipe(tmp_path, data) -> str:
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return str(path)
+
+
+def test_run_writes_every_output(tiny_recipe_dict, tiny_data_root, tmp_path, capsys):
+    recipe = write_recipe(tmp_path, tiny_recipe_dict)
+    assert main(["run", recipe]) == 0
+    run_dir = tmp_path / "runs" / "tiny"
+    for name in OUTPUTS:
+        assert (run_dir / name).is_file(), f"missing {name}"
+    assert not (run_dir / "checkpoints" / "train_last.pt").exists()
+
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [(r["stage"], r["epoch"]) for r in rows] == [("train", 1), ("train", 2), ("adapt", 1)]
+    assert all(0 <= r["val_top1"] <= 100 and r["bad_images"] == 0 for r in rows)
+
+    evaluation = json.loads((run_dir / "evaluation.json").read_text())
+    assert set(evaluation) == {"before_adaptation", "after_adaptation"}
+    for phase in evaluation.values():
+        assert set(phase) == {"32", "48"}
+        assert all(m["top1"] <= m["top5"] for m in phase.values())
+
+    report = (run_dir / "report.md").read_text()
+    assert "| 32 (train) |" in report and "| 48 |" in report
+    assert "top-1 after adaptation" in report
+    assert (run_dir / "accuracy_vs_resolution.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    # Predictions: every test image once, probabilities that sum to one, the dataset's ids.
+    labels = read_test_labels(tiny_data_root)
+    preds = Predictions.load(run_dir / "predictions.npz")
+    assert sorted(preds.ids) == sorted(labels)
+    assert preds.probs.dtype == np.float16
+    assert np.allclose(preds.probs.astype(np.float32).sum(1), 1, atol=1e-2)
+    assert preds.class_ids == ["100", "101", "102", "103"]
+    assert preds.meta["resolutions"] == [48]
+
+    # Submission: header, one row per test image, the argmax's category id.
+    with open(tmp_path / "submissions" / "tiny.csv", newline="") as f:
+        table = list(csv.reader(f))
+    assert table[0] == ["id", "predicted"]
+    assert sorted(r[0] for r in table[1:]) == sorted(labels)
+    best = dict(zip(preds.ids, (c[0] for c in preds.top_k(1)), strict=True))
+    assert all(r[1] == best[r[0]] for r in table[1:])
+    assert "done:" in capsys.readouterr().out
+
+
+def test_rerun_keeps_earlier_work(tiny_recipe_dict, tmp_path):
+    tiny_recipe_dict["stages"] = tiny_recipe_dict["stages"][:1]
+    tiny_recipe_dict["stages"][0]["epochs"] = 1
+    tiny_recipe_dict["submission"] = None
+    recipe = write_recipe(tmp_path, tiny_recipe_dict)
+    assert main(["run", recipe]) == 0
+    assert main(["run", recipe]) == 0
+    assert (tmp_path / "runs" / "tiny" / "report.md").is_file()
+    assert (tmp_path / "runs" / "tiny-2" / "report.md").is_file()
+
+
+def test_existing_submission_is_not_overwritten(tiny_recipe_dict, tmp_path, capsys):
+    target = tmp_path / "submissions" / "tiny.csv"
+    target.parent.mkdir(parents=True)
+    target.write_text("precious\n")
+    assert main(["run", write_recipe(tmp_path, tiny_recipe_dict)]) == 2
+    assert "exists; pass --force" in capsys.readouterr().err
+    assert target.read_text() == "precious\n"
+    assert not (tmp_path / "runs" / "tiny").exists()
+
+
+def test_resume_continues_after_a_crash(tiny_recipe_dict, tmp_path, monkeypatch):
+    import fgvc.engine.stage as stage_module
+
+    real = stage_module.train_one_epoch
+    calls = {"n": 0}
+
+    def crash_on_second_epoch(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(stage_module, "train_one_epoch", crash_on_second_epoch)
+    recipe = write_recipe(tmp_path, tiny_recipe_dict)
+    assert main(["run", recipe]) == 130
+    run_dir = tmp_path / "runs" / "tiny"
+    assert (run_dir / "checkpoints" / "train_last.pt").is_file()
+    monkeypatch.setattr(stage_module, "train_one_epoch", real)
+
+    assert main(["run", recipe, "--resume"]) == 0
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [(r["stage"], r["epoch"]) for r in rows] == [("train", 1), ("train", 2), ("adapt", 1)]
+    assert (run_dir / "report.md").is_file()
+    assert not (tmp_path / "runs" / "tiny-2").exists()
+
+
+def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tiny_recipe_dict, tmp_path,
+                                                                monkeypatch):
+    import torch
+
+    import fgvc.engine.stage as stage_module
+
+    tiny_recipe_dict["stages"] = tiny_recipe_dict["stages"][:1]
+    tiny_recipe_dict["predict"] = tiny_recipe_dict["submission"] = None
+    recipe = write_recipe(tmp_path, tiny_recipe_dict)
+    assert main(["run", recipe]) == 0
+
+    real, calls = stage_module.train_one_epoch, {"n": 0}
+
+    def crash_on_second_epoch(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(stage_module, "train_one_epoch", crash_on_second_epoch)
+    assert main(["run", recipe]) == 130
+    monkeypatch.setattr(stage_module, "train_one_epoch", real)
+    assert main(["run", recipe, "--resume"]) == 0
+    straight = torch.load(tmp_path / "runs/tiny/checkpoints/train.pt", weights_only=True)["model"]
+    resumed = torch.load(tmp_path / "runs/tiny-2/checkpoints/train.pt", weights_only=True)["model"]
+    for key, value in straight.items():
+        assert torch.allclose(value.float(), resumed[key].float(), atol=1e-5), key
+
+
+def test_validate_prints_the_plan(tiny_recipe_dict, tmp_path, capsys):
+    assert main(["validate", write_recipe(tmp_path, tiny_recipe_dict)]) == 0
+    out = capsys.readouterr().out
+    assert "1. train: 2 epoch(s) at 32 px" in out
+    assert "2. adapt: 1 epoch(s) at 48 px" in out
+    assert "classifier -> fc" in out and "last_bn -> layer4.0.bn2, layer4.0.downsample.2" in out
+    assert "submission (generic, top-1)" in out
+    assert not (tmp_path / "runs").exists()
+
+
+def test_validate_reports_errors_cleanly(tiny_recipe_dict, tmp_path, capsys):
+    tiny_recipe_dict["stages"][1]["resolution"] = 16
+    assert main(["validate", write_recipe(tmp_path, tiny_recipe_dict),
+                 "--set", "model.arch=nonexistent_net"]) == 2
+    err = capsys.readouterr().err
+    assert "stages[1].resolution" in err and "model.arch: unknown model 'nonexistent_net'" in err
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("policy,expected", [("skip", 0), ("fail", 2)])
+def test_bad_images_are_skipped_and_counted_or_fail(tiny_recipe_dict, tiny_data_root, tmp_path,
+                                                    policy, expected, capsys):
+    import shutil
+
+    root = tmp_path / "data"
+    shutil.copytree(tiny_data_root, root)
+    train_csv = list(csv.DictReader((root / "train.csv").open()))
+    (root / train_csv[0]["path"]).write_bytes(b"not a jpeg")
+    tiny_recipe_dict["dataset"].update(root=str(root), on_bad_image=policy)
+    tiny_recipe_dict["stages"] = tiny_recipe_dict["stages"][:1]
+    tiny_recipe_dict["stages"][0]["epochs"] = 1
+    assert main(["run", write_recipe(tmp_path, tiny_recipe_dict)]) == expected
+    if policy == "skip":
+        rows = (tmp_path / "runs/tiny/metrics.jsonl").read_text().splitlines()
+        assert json.loads(rows[0])["bad_images"] == 1
+    else:
+        assert "cannot read image" in capsys.readouterr().err
