@@ -40,6 +40,24 @@ def build_parser() -> argparse.ArgumentParser:
 
     validate = sub.add_parser("validate", help="check a recipe and print its plan; runs nothing")
     _add_recipe_args(validate)
+
+    datasets = sub.add_parser("datasets", help="list, inspect, export and verify datasets")
+    dsub = datasets.add_subparsers(dest="datasets_command", required=True)
+    ds_list = dsub.add_parser("list", help="the datasets fgvc reads, with their official sizes")
+    ds_list.add_argument("--json", action="store_true", help="machine-readable output")
+    for name, helptext in (("info", "what is on disk: counts per split, classes, missing files"),
+                           ("export", "one split as CSV id,path,label,category_id"),
+                           ("verify", "open every image; exit 1 if any is missing or unreadable")):
+        cmd = dsub.add_parser(name, help=helptext)
+        cmd.add_argument("name", help="dataset name, see `fgvc datasets list`")
+        cmd.add_argument("--root", help="dataset root (default: datasets/<name>)")
+        cmd.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                         help="adapter option, as dataset.options in a recipe")
+        if name == "info":
+            cmd.add_argument("--json", action="store_true", help="machine-readable output")
+        if name == "export":
+            cmd.add_argument("--split", required=True, help="split to export, e.g. train")
+            cmd.add_argument("--out", help="write to this file instead of standard output")
     return parser
 
 
@@ -71,7 +89,57 @@ def user_message(err: BaseException) -> str:
     return text
 
 
-COMMANDS = {"run": cmd_run, "validate": cmd_validate}
+def _load_for_cli(args: argparse.Namespace):
+    from fgvc.datasets import load_dataset
+    from fgvc.datasets.inspect import default_root
+    from fgvc.recipe import apply_overrides
+
+    options = apply_overrides({}, args.option)
+    return load_dataset(args.name, args.root or default_root(args.name), options)
+
+
+def cmd_datasets(args: argparse.Namespace) -> int:
+    import json
+
+    from fgvc.datasets import inspect
+
+    if args.datasets_command == "list":
+        rows = inspect.list_rows()
+        if args.json:
+            print(json.dumps(rows, indent=2))
+            return 0
+        for row in rows:
+            splits = ", ".join(f"{k} {v:,}" for k, v in row["splits"].items()) or "as on disk"
+            classes = row["classes"] or "-"
+            print(f"{row['name']:<16} {classes!s:>6} classes  {splits:<40} {row['title']}")
+        return 0
+    index = _load_for_cli(args)
+    if args.datasets_command == "info":
+        found = inspect.info(index)
+        if args.json:
+            print(json.dumps(found, indent=2))
+            return 0
+        print(f"{found['name']} at {found['root']}: {found['num_classes']} classes, "
+              f"{found['boxes']} bounding boxes")
+        for split, count in found["splits"].items():
+            absent = found["missing_files"].get(split)
+            print(f"  {split:<9} {count:>8,} images{'' if found['labelled'][split] else ' (unlabelled)'}"
+                  f"{f', {absent} missing on disk' if absent else ''}")
+        return 0
+    if args.datasets_command == "export":
+        if args.out:
+            with open(args.out, "w", newline="") as f:
+                count = inspect.export_split(index, args.split, f)
+            print(f"{count} rows written to {args.out}", file=sys.stderr)
+        else:
+            inspect.export_split(index, args.split, sys.stdout)
+        return 0
+    report = inspect.verify(index)
+    print(inspect.format_verify(index, report), end="")
+    return 0 if report.ok else 1
+
+
+COMMANDS = {"run": cmd_run, "validate": cmd_validate, "datasets": cmd_datasets}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -24,13 +24,15 @@ def _meta_model(recipe: Recipe, num_classes: int) -> torch.nn.Module:
 
 
 def describe_plan(recipe: Recipe) -> str:
-    num_classes = registry.get(recipe.dataset.name).num_classes(recipe.dataset.options)
+    known = registry.get(recipe.dataset.name).num_classes(recipe.dataset.options)
+    num_classes = known or 1000
     model = _meta_model(recipe, num_classes)
     weights = recipe.model.weights or (
         "ImageNet (downloaded)" if recipe.model.pretrained == "imagenet" else "random init")
     lines = [
         f"run {recipe.name!r} -> {recipe.run_dir}/ on device {recipe.device}",
-        f"dataset {recipe.dataset.name} at {recipe.dataset.root} ({num_classes} classes), "
+        f"dataset {recipe.dataset.name} at {recipe.dataset.root} "
+        f"({f'{known} classes' if known else 'classes counted at run time; counts below assume 1000'}), "
         f"train split {recipe.dataset.train_split!r}, val split {recipe.dataset.val_split!r}",
         f"model {recipe.model.arch}, {count_parameters(model):,} parameters, weights: {weights}",
         "stages:",

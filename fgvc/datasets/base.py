@@ -25,7 +25,8 @@ class Sample:
 class DatasetIndex:
     """Everything an adapter read: classes in label order and the samples of every split.
 
-    ``category_ids[i]`` is the dataset's own id of label ``i``; submissions use it.
+    ``category_ids[i]`` is the dataset's own id of label ``i``; submissions use it. ``boxes``
+    maps image id -> (x, y, width, height) where the dataset ships boxes.
     """
 
     name: str
@@ -34,6 +35,7 @@ class DatasetIndex:
     category_ids: list[str]
     splits: dict[str, list[Sample]]
     boxes: dict[str, tuple[float, float, float, float]] = field(default_factory=dict)
+    missing: dict[str, int] = field(default_factory=dict)  # listed but absent, per split
 
     @property
     def num_classes(self) -> int:
@@ -50,3 +52,49 @@ class DatasetIndex:
     def is_labelled(self, split: str) -> bool:
         samples = self.split(split)
         return bool(samples) and all(s.label != UNLABELLED for s in samples)
+
+
+@dataclass(frozen=True)
+class RawSample:
+    """A sample as the dataset names it: its own category id (``None`` when unlabelled)."""
+
+    path: str
+    category_id: str | None
+    image_id: str
+
+
+def category_sort_key(category_id: str) -> tuple:
+    """Numeric ids sort numerically (``"2"`` before ``"10"``), others as text."""
+    return (0, int(category_id), "") if category_id.lstrip("-").isdigit() else (1, 0, category_id)
+
+
+def build_index(name: str, root: Path, categories: dict[str, str],
+                splits: dict[str, list[RawSample]],
+                boxes: dict[str, tuple[float, float, float, float]] | None = None,
+                source: str = "") -> DatasetIndex:
+    """Map the dataset's own category ids onto contiguous 0-based labels.
+
+    The mapping is stable and documented: label ``i`` is the ``i``-th category id in ascending
+    order (numeric when the ids are numbers). ``categories`` maps id -> class name; a sample
+    whose category is not listed is an error naming it. Where the dataset has both ``train`` and
+    ``val``, a ``trainval`` split (their union) is added, as papers often train on it.
+    """
+    order = sorted(categories, key=category_sort_key)
+    label_of = {cid: i for i, cid in enumerate(order)}
+    out: dict[str, list[Sample]] = {}
+    for split, raw in splits.items():
+        samples = []
+        for item in raw:
+            if item.category_id is None:
+                samples.append(Sample(item.path, UNLABELLED, item.image_id))
+                continue
+            if item.category_id not in label_of:
+                raise DatasetError(f"{name}{' ' + source if source else ''}: image "
+                                   f"{item.image_id!r} has category {item.category_id!r}, which "
+                                   "is not among the dataset's categories")
+            samples.append(Sample(item.path, label_of[item.category_id], item.image_id))
+        out[split] = samples
+    if "train" in out and "val" in out and "trainval" not in out:
+        out["trainval"] = out["train"] + out["val"]
+    return DatasetIndex(name=name, root=root, classes=[categories[c] for c in order],
+                        category_ids=order, splits=out, boxes=dict(boxes or {}))

@@ -20,14 +20,14 @@ class Adapter:
     name: str
     load: Loader
     summary: str
-    num_classes: Callable[[dict[str, Any]], int]
+    num_classes: Callable[[dict[str, Any]], int | None]
 
 
 _ADAPTERS: dict[str, Adapter] = {}
 
 
 def register(name: str, summary: str,
-             num_classes: int | Callable[[dict[str, Any]], int]) -> Callable[[Loader], Loader]:
+             num_classes: int | Callable[[dict[str, Any]], int | None]) -> Callable[[Loader], Loader]:
     count = num_classes if callable(num_classes) else (lambda _options: num_classes)
 
     def wrap(load: Loader) -> Loader:
@@ -39,7 +39,7 @@ def register(name: str, summary: str,
 
 def _ensure_loaded() -> None:
     # Importing the adapter modules registers them.
-    from fgvc.datasets import synthetic  # noqa: F401
+    from fgvc.datasets import coco, folders, matlab, synthetic, textlists  # noqa: F401
 
 
 def names() -> list[str]:

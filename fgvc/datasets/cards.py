@@ -1,0 +1,181 @@
+"""What is known about each dataset before reading it: where it comes from, its official class
+and split counts, its layout and licence, and the FixRes paper's figures on it.
+
+``datasets/<name>.md`` is rendered from these cards (``python -m fgvc.datasets.cards`` rewrites
+them; a test keeps them in step).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Card:
+    title: str
+    classes: int | None
+    splits: dict[str, int]
+    source: str
+    layout: str
+    licence: str
+    paper: str = ""
+    notes: list[str] = field(default_factory=list)
+
+
+CARDS: dict[str, Card] = {
+    "synthetic": Card(
+        "Synthetic fine-grained creatures (fgvc's embedded default)", 12,
+        {"train": 720, "val": 240, "test": 240},
+        "Generated on first use by fgvc from a seed (`dataset.options`); nothing to download.",
+        "images/{train,val,test}/<id>.jpg, train.csv and val.csv (id,path,category_id), "
+        "test.csv (id,path), solution/test_labels.csv (held-back answers), classes.csv, meta.json",
+        "Generated data, no licence restriction.",
+        notes=["Classes differ only in fine detail (body texture, eye colour, tail shape); "
+               "objects vary in size and position, images in size and aspect ratio.",
+               "Split sizes above are for the default options (12 classes, 60/20/20 per class)."]),
+    "inaturalist2017": Card(
+        "iNaturalist 2017", 5089, {"train": 579184, "val": 95986},
+        "https://github.com/visipedia/inat_comp (2017): train_val_images.tar.gz, "
+        "train_val2017.zip, test2017.tar.gz, test2017.zip",
+        "train_val2017/<supercategory>/<species>/<file>.jpg, test2017/<file>.jpg, "
+        "train2017.json, val2017.json, test2017.json (COCO style; file_name relative to the root)",
+        "Images under their photographers' licences (mostly CC BY-NC); see the competition page.",
+        "Table 3, SENet-154: baseline 74.1, with FixRes 75.4 (best published then 67.3).",
+        ["Official metric: top-5 error."]),
+    "inaturalist2018": Card(
+        "iNaturalist 2018", 8142, {"train": 437513, "val": 24426, "test": 149394},
+        "https://github.com/visipedia/inat_comp (2018)",
+        "train_val2018/<supercategory>/<category id>/<file>.jpg, test2018/<file>.jpg, "
+        "train2018.json, val2018.json, test2018.json (COCO style)",
+        "Images under their photographers' licences; see the competition page.",
+        notes=["Official metric: top-3 error. Taxon names are obfuscated in the original release."]),
+    "inaturalist2019": Card(
+        "iNaturalist 2019 (FGVC6, Kaggle inaturalist-2019-fgvc6)", 1010,
+        {"train+val": 268243, "test": 35350},
+        "https://www.kaggle.com/c/inaturalist-2019-fgvc6 (train_val2019.tar.gz, train2019.json, "
+        "val2019.json, test2019.tar.gz, test2019.json)",
+        "train_val2019/<supercategory>/<category id>/<file>.jpg, test2019/<file>.jpg, "
+        "train2019.json, val2019.json, test2019.json (COCO style)",
+        "Images under their photographers' licences; competition rules apply.",
+        "Competition entry: ensemble of 4 networks, top-1 86.577 %, rank 5/214.",
+        ["Official metric: top-1 error; submission `id,predicted`."]),
+    "inaturalist2021": Card(
+        "iNaturalist 2021", 10000, {"train": 2686843, "val": 100000},
+        "https://github.com/visipedia/inat_comp (2021)",
+        "train/, val/, public_test/ folders; train.json, val.json, public_test.json (COCO style)",
+        "Images under their photographers' licences.",
+        notes=["Any other COCO-style year: use the `coco` adapter with options.files."]),
+    "herbarium2019": Card(
+        "Herbarium 2019 (FGVC6, Kaggle herbarium-2019-fgvc6)", 683,
+        {"train": 34225, "val": 2679, "test": 9565},
+        "https://www.kaggle.com/c/herbarium-2019-fgvc6",
+        "train/<category>/<id>.jpg, validation/<category>/<id>.jpg, test/<id>.jpg (or the resized "
+        "small-train/, small-validation/, small-test/ with options.small: true)",
+        "New York Botanical Garden images; competition rules apply.",
+        "Competition entry: SENet-154 + ResNet-50 ensemble, top-1 88.845 %, rank 4/22.",
+        ["Image ids repeat across category folders: train/val samples are keyed "
+         "`<category>/<file>`; test ids are the file names (the `Id` of the submission).",
+         "Category folders are numeric ids, mapped numerically."]),
+    "herbarium2020": Card(
+        "Herbarium 2020 and later (COCO metadata.json)", 32093, {"train": 1030747, "test": 138292},
+        "https://www.kaggle.com/c/herbarium-2020-fgvc7 (and the 2021, 2022 editions)",
+        "train/metadata.json, train/images/..., test/metadata.json, test/images/...",
+        "Competition rules apply.",
+        notes=["Class and split counts are the 2020 edition's."]),
+    "stanford_cars": Card(
+        "Stanford Cars", 196, {"train": 8144, "test": 8041},
+        "Original site (ai.stanford.edu/~jkrause/cars) is offline; mirrors exist on Kaggle.",
+        "cars_train/*.jpg, cars_test/*.jpg, devkit/{cars_meta.mat, cars_train_annos.mat, "
+        "cars_test_annos.mat}, cars_test_annos_withlabels.mat (root or devkit/); or the single "
+        "cars_annos.mat with car_ims/",
+        "For non-commercial research only.",
+        "Table 3, SENet-154: baseline 94.0, with FixRes 94.4 (best published then 94.7).",
+        ["Kaggle's mirror nests cars_train/cars_train: accepted as it is."]),
+    "cub200": Card(
+        "CUB-200-2011", 200, {"train": 5994, "test": 5794},
+        "https://www.vision.caltech.edu/datasets/cub_200_2011/ (CUB_200_2011.tgz)",
+        "CUB_200_2011/images/<NNN.Species>/<file>.jpg, images.txt, image_class_labels.txt, "
+        "classes.txt, train_test_split.txt, bounding_boxes.txt",
+        "For non-commercial research and educational purposes.",
+        "Table 3, SENet-154: baseline 88.4, with FixRes 88.7 (best published then 88.7).",
+        ["`root` may be the folder holding CUB_200_2011/ or CUB_200_2011/ itself."]),
+    "flowers102": Card(
+        "Oxford 102 Flowers", 102, {"train": 1020, "val": 1020, "test": 6149},
+        "https://www.robots.ox.ac.uk/~vgg/data/flowers/102/ (102flowers.tgz, imagelabels.mat, "
+        "setid.mat)",
+        "jpg/image_00001.jpg ... image_08189.jpg, imagelabels.mat, setid.mat",
+        "Research use; see the VGG page.",
+        "Table 3, Inception-ResNet-V2: baseline 95.0, with FixRes 95.7 (best published then 98.8).",
+        ["`trainval` (2,040 images) is what papers train on.",
+         "The official files carry no class names: classes are named `flower <id>`."]),
+    "oxford_pets": Card(
+        "Oxford-IIIT Pets", 37, {"trainval": 3680, "test": 3669},
+        "https://www.robots.ox.ac.uk/~vgg/data/pets/ (images.tar.gz, annotations.tar.gz)",
+        "images/<Breed_Name>_<n>.jpg, annotations/{list.txt, trainval.txt, test.txt}",
+        "CC BY-SA 4.0.",
+        "Table 3, SENet-154: baseline 94.6, with FixRes 94.8 (best published then 95.9).",
+        ["A few original JPEGs are corrupt or not JPEG: run `fgvc datasets verify`."]),
+    "nabirds": Card(
+        "NABirds", 555, {"train": 23929, "test": 24633},
+        "https://dl.allaboutbirds.org/nabirds",
+        "nabirds/images/<4-digit class id>/<uuid>.jpg, images.txt, image_class_labels.txt, "
+        "train_test_split.txt, bounding_boxes.txt, classes.txt, hierarchy.txt",
+        "Non-commercial research; see the Cornell Lab terms.",
+        "Table 3, SENet-154: baseline 88.3, with FixRes 89.2 (best published then 82.8).",
+        ["Only the 555 leaf classes label images; their ids are not contiguous and are mapped in "
+         "ascending order to labels 0..554."]),
+    "birdsnap": Card(
+        "Birdsnap", 500, {"train": 47386, "test": 2443},
+        "http://thomasberg.org/ (metadata + a download script; many image URLs are dead)",
+        "species.txt, images.txt, test_images.txt (tab-separated, headers), images/<path>",
+        "Images under their owners' licences; metadata for research.",
+        "Table 3, SENet-154: baseline 83.4, with FixRes 84.3 (best published then 84.3).",
+        ["Listed images that were never downloaded are counted, reported and skipped."]),
+    "imagefolder": Card(
+        "Custom data as folders", None, {},
+        "Your own images.",
+        "<root>/train/<class>/<image>, <root>/val/<class>/<image>, <root>/test/<image>",
+        "Yours."),
+    "csv": Card(
+        "Custom data as CSV lists", None, {},
+        "Your own images.",
+        "<root>/train.csv, val.csv, test.csv with columns path,label[,id]; paths relative to root",
+        "Yours."),
+    "coco": Card(
+        "Any COCO-style classification JSON", None, {},
+        "Your own or a later competition's JSON.",
+        "options.files maps split -> JSON (images: id, file_name; annotations: image_id, "
+        "category_id; categories: id, name)",
+        "Yours."),
+}
+
+
+def render_card(name: str) -> str:
+    card = CARDS[name]
+    splits = ", ".join(f"{k} {v:,}" for k, v in card.splits.items()) or "as on disk"
+    lines = [
+        f"# {card.title}",
+        "",
+        f"- **fgvc name:** `{name}` (recipe: `dataset: {{name: {name}, root: datasets/{name}}}`)",
+        f"- **Classes:** {card.classes if card.classes else 'as on disk'}",
+        f"- **Splits:** {splits}",
+        f"- **Where to get it:** {card.source}",
+        f"- **Expected layout under the root:** {card.layout}",
+        f"- **Licence:** {card.licence}",
+    ]
+    if card.paper:
+        lines.append(f"- **FixRes paper:** {card.paper}")
+    lines += [f"- {note}" for note in card.notes]
+    lines += ["", f"Check a copy with `fgvc datasets info {name} --root <root>` and "
+              f"`fgvc datasets verify {name} --root <root>`.", ""]
+    return "\n".join(lines)
+
+
+def write_cards(folder: Path) -> None:
+    for name in CARDS:
+        (folder / f"{name}.md").write_text(render_card(name))
+
+
+if __name__ == "__main__":
+    write_cards(Path(__file__).resolve().parents[2] / "datasets")

@@ -1,0 +1,126 @@
+"""Reading the metadata files datasets ship: whitespace tables, TSV/CSV, JSON and MATLAB .mat.
+
+Every reader reports a missing file with the layout it expected and where the dataset's card
+is, and a malformed line with its file and line number: never a bare KeyError or IndexError.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Any
+
+from fgvc.datasets.base import DatasetError
+
+CARDS_DIR = "datasets"
+
+
+def card_hint(name: str) -> str:
+    return f"see {CARDS_DIR}/{name}.md for where to get it and the expected layout"
+
+
+def require_file(path: Path, dataset: str, layout: str) -> Path:
+    if not path.is_file():
+        raise DatasetError(f"{dataset}: missing {path} (expected layout: {layout}); "
+                           f"{card_hint(dataset)}")
+    return path
+
+
+def require_dir(path: Path, dataset: str, layout: str) -> Path:
+    if not path.is_dir():
+        raise DatasetError(f"{dataset}: missing folder {path} (expected layout: {layout}); "
+                           f"{card_hint(dataset)}")
+    return path
+
+
+def read_table(path: Path, columns: int, *, sep: str | None = None, max_split: int | None = None,
+               comment: str | None = None) -> list[tuple[int, list[str]]]:
+    """Rows of a header-less text table as ``(line number, fields)``.
+
+    ``sep=None`` splits on whitespace; ``max_split`` keeps spaces in the last field (class names
+    such as NABirds' ``"Black-necked Stilt"``). A row with fewer than ``columns`` fields is an
+    error naming the file and line.
+    """
+    rows = []
+    with path.open(encoding="utf-8") as f:
+        for number, line in enumerate(f, start=1):
+            text = line.rstrip("\n\r")
+            if not text.strip() or (comment and text.lstrip().startswith(comment)):
+                continue
+            fields = text.split(sep, max_split) if max_split is not None else text.split(sep)
+            if len(fields) < columns:
+                raise DatasetError(f"{path}:{number}: expected {columns} fields, got "
+                                   f"{len(fields)}: {text!r}")
+            rows.append((number, [x.strip() for x in fields]))
+    return rows
+
+
+def read_dict_table(path: Path, required: list[str], delimiter: str = ",") -> list[tuple[int, dict]]:
+    """Rows of a table with a header, as ``(line number, row)``; checks the required columns."""
+    with path.open(newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f, delimiter=delimiter)
+        header = reader.fieldnames or []
+        missing = [c for c in required if c not in header]
+        if missing:
+            raise DatasetError(f"{path}:1: header lacks column(s) {', '.join(missing)} "
+                               f"(has: {', '.join(header)})")
+        rows = []
+        for number, row in enumerate(reader, start=2):
+            if any(row.get(c) in (None, "") for c in required):
+                raise DatasetError(f"{path}:{number}: empty or missing value in "
+                                   f"{', '.join(c for c in required if not row.get(c))}")
+            rows.append((number, row))
+        return rows
+
+
+def as_int(value: str, path: Path, line: int, what: str) -> int:
+    try:
+        return int(value)
+    except ValueError:
+        raise DatasetError(f"{path}:{line}: {what} must be an integer, got {value!r}") from None
+
+
+def as_float(value: str, path: Path, line: int, what: str) -> float:
+    try:
+        return float(value)
+    except ValueError:
+        raise DatasetError(f"{path}:{line}: {what} must be a number, got {value!r}") from None
+
+
+def read_json(path: Path) -> Any:
+    try:
+        with path.open(encoding="utf-8") as f:
+            return json.load(f)
+    except json.JSONDecodeError as err:
+        raise DatasetError(f"{path}:{err.lineno}: not valid JSON ({err.msg})") from None
+
+
+def read_mat(path: Path, variables: list[str]) -> dict[str, Any]:
+    """MATLAB variables, squeezed, structs as objects with attribute access."""
+    from scipy.io import loadmat
+
+    try:
+        data = loadmat(str(path), squeeze_me=True, struct_as_record=False)
+    except Exception as err:  # noqa: BLE001 - scipy raises many types for broken files
+        raise DatasetError(f"{path}: not a readable MATLAB file ({err})") from None
+    missing = [v for v in variables if v not in data]
+    if missing:
+        raise DatasetError(f"{path}: lacks variable(s) {', '.join(missing)} "
+                           f"(has: {', '.join(k for k in data if not k.startswith('__'))})")
+    return {v: data[v] for v in variables}
+
+
+def mat_records(value: Any) -> list[Any]:
+    """A squeezed MATLAB struct array as a list, also when it holds a single element."""
+    import numpy as np
+
+    if isinstance(value, np.ndarray):
+        return list(value.ravel())
+    return [value]
+
+
+def mat_field(record: Any, field: str, path: Path, index: int) -> Any:
+    if not hasattr(record, field):
+        raise DatasetError(f"{path}: entry {index + 1} lacks field {field!r}")
+    return getattr(record, field)
