@@ -41,6 +41,12 @@ def build_parser() -> argparse.ArgumentParser:
     validate = sub.add_parser("validate", help="check a recipe and print its plan; runs nothing")
     _add_recipe_args(validate)
 
+    models = sub.add_parser("models", help="the supported architectures")
+    msub = models.add_subparsers(dest="models_command", required=True)
+    m_list = msub.add_parser("list", help="architectures with size, resolution, normalisation, groups")
+    m_list.add_argument("--json", action="store_true", help="machine-readable records")
+    m_list.add_argument("names", nargs="*", help="only these architectures (any timm name works)")
+
     datasets = sub.add_parser("datasets", help="list, inspect, export and verify datasets")
     dsub = datasets.add_subparsers(dest="datasets_command", required=True)
     ds_list = dsub.add_parser("list", help="the datasets fgvc reads, with their official sizes")
@@ -139,7 +145,28 @@ def cmd_datasets(args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
-COMMANDS = {"run": cmd_run, "validate": cmd_validate, "datasets": cmd_datasets}
+def cmd_models(args: argparse.Namespace) -> int:
+    import json
+
+    from fgvc.models.catalog import catalog
+
+    rows = catalog(args.names or None)
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    for row in rows:
+        mean = "/".join(f"{m:.3f}" for m in row["mean"])
+        std = "/".join(f"{s:.3f}" for s in row["std"])
+        print(f"{row['name']:<38} {row['params'] / 1e6:>7.1f}M  {row['default_resolution']:>4}px  "
+              f"mean {mean} std {std} {row['interpolation']}")
+        for group, paths in row["groups"].items():
+            shown = ", ".join(paths) if isinstance(paths, list) else paths
+            print(f"    {group:<11} {shown}")
+    return 0
+
+
+COMMANDS = {"run": cmd_run, "validate": cmd_validate, "datasets": cmd_datasets,
+            "models": cmd_models}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -63,7 +63,7 @@ def test_other_options_on_an_existing_root_are_refused(tmp_path):
 
 
 @pytest.mark.parametrize("options,message", [
-    ({"num_classes": 1}, "num_classes: must be between 2 and 24"),
+    ({"num_classes": 1}, "num_classes: must be between 2 and 8"),
     ({"colour": 1}, "unknown option"),
     ({"min_side": 100, "max_side": 50}, "min_side <= max_side"),
 ])

@@ -1,9 +1,10 @@
 """A procedurally generated fine-grained dataset that ships in code: fgvc's runnable default.
 
 Every image shows one creature: an elliptical body with a head and a tail, on a cluttered
-background. All classes share the coarse look (body colours are drawn from one palette for every
-class); they differ only in fine detail: the texture on the body, the colour of the small eye and
-the shape of the tail. Objects vary in size and position and images in size and aspect ratio, so
+background. All classes share the coarse look: body colours come from one palette for every
+class, and the eye colour and tail shape are drawn at random for every image, as distractors.
+Classes differ only in fine detail: the kind of texture on the body (stripes, spots, checks,
+rings) and how fine it is, which takes resolution to tell apart. Objects vary in size and position and images in size and aspect ratio, so
 RandomResizedCrop at train time and a centre crop at test time really do show objects at
 different apparent sizes, the discrepancy FixRes corrects.
 
@@ -32,11 +33,12 @@ from fgvc.datasets.registry import register
 from fgvc.progress import progress
 
 PATTERNS = ("stripes", "spots", "checks", "rings")
-EYES = {"red": (225, 35, 35), "blue": (35, 85, 235), "yellow": (245, 205, 25)}
+DENSITIES = {"coarse": 1.0, "fine": 0.7}  # texture period, relative
+EYES = ((225, 35, 35), (35, 85, 235), (245, 205, 25))
 TAILS = ("fork", "fan")
 BODY_PALETTE = ((150, 110, 70), (120, 130, 90), (170, 150, 120), (100, 100, 110), (160, 90, 60))
 SPLITS = ("train", "val", "test")
-FORMAT_VERSION = 2
+FORMAT_VERSION = 4
 CANVAS = (160, 80)  # the creature is drawn on this canvas, then scaled and rotated
 
 
@@ -45,10 +47,10 @@ class SyntheticOptions:
     """What the generated dataset depends on; changing any of it means another dataset."""
 
     seed: int = 0
-    num_classes: int = 12
-    train_per_class: int = 60
-    val_per_class: int = 20
-    test_per_class: int = 20
+    num_classes: int = 8
+    train_per_class: int = 100
+    val_per_class: int = 40
+    test_per_class: int = 40
     min_side: int = 72
     max_side: int = 160
 
@@ -62,7 +64,7 @@ class SyntheticOptions:
                 f"dataset (known: {', '.join(sorted(known))})"
             )
         opts = cls(**options)
-        limit = len(PATTERNS) * len(EYES) * len(TAILS)
+        limit = len(PATTERNS) * len(DENSITIES)
         if not 2 <= opts.num_classes <= limit:
             raise DatasetError(
                 f"dataset.options.num_classes: must be between 2 and {limit}, got {opts.num_classes}"
@@ -80,9 +82,9 @@ class SyntheticOptions:
         return getattr(self, f"{split}_per_class")
 
 
-def class_table(num_classes: int, seed: int) -> list[tuple[str, str, str]]:
-    """The (pattern, eye, tail) of every class: a seeded choice among all combinations."""
-    combos = list(itertools.product(PATTERNS, EYES, TAILS))
+def class_table(num_classes: int, seed: int) -> list[tuple[str, str]]:
+    """The (texture, density) of every class, a seeded choice among all combinations."""
+    combos = list(itertools.product(PATTERNS, DENSITIES))
     order = np.random.default_rng(seed).permutation(len(combos))
     return [combos[i] for i in order[:num_classes]]
 
@@ -96,29 +98,40 @@ def image_id(seed: int, split: str, index: int) -> str:
     return hashlib.sha1(f"{seed}/{split}/{index}".encode()).hexdigest()[:12]
 
 
-def _draw_pattern(draw: ImageDraw.ImageDraw, pattern: str, colour: tuple, rng: np.random.Generator):
+def _draw_pattern(draw: ImageDraw.ImageDraw, pattern: str, scale: float, colour: tuple,
+                  rng: np.random.Generator) -> None:
+    """The texture, with every period and size multiplied by ``scale``."""
     w, h = CANVAS
     phase = int(rng.integers(0, 10))
+
+    def size(v: float) -> int:
+        return max(2, round(v * scale))
+
     if pattern == "stripes":
-        for x in range(phase, w, 22):
-            draw.rectangle([x, 0, x + 9, h], fill=colour)
+        for x in range(phase, w, size(22)):
+            draw.rectangle([x, 0, x + size(9), h], fill=colour)
     elif pattern == "spots":
-        for y in range(phase % 8, h, 20):
-            for x in range(phase + (y // 20 % 2) * 10, w, 20):
-                draw.ellipse([x, y, x + 11, y + 11], fill=colour)
+        step = size(20)
+        for y in range(phase % 8, h, step):
+            for x in range(phase + (y // step % 2) * step // 2, w, step):
+                draw.ellipse([x, y, x + size(11), y + size(11)], fill=colour)
     elif pattern == "checks":
-        for y in range(0, h, 14):
-            for x in range(phase + (y // 14 % 2) * 14, w, 28):
-                draw.rectangle([x, y, x + 13, y + 13], fill=colour)
+        cell = size(14)
+        for y in range(0, h, cell):
+            for x in range(phase + (y // cell % 2) * cell, w, 2 * cell):
+                draw.rectangle([x, y, x + cell - 1, y + cell - 1], fill=colour)
     else:  # rings
         cx, cy = w * 0.45, h / 2
-        for r in range(6, 60, 13):
-            draw.ellipse([cx - r * 1.6, cy - r, cx + r * 1.6, cy + r], outline=colour, width=5)
+        for r in range(size(6), 60, size(13)):
+            draw.ellipse([cx - r * 1.6, cy - r, cx + r * 1.6, cy + r], outline=colour,
+                         width=size(5))
 
 
-def draw_creature(label_traits: tuple[str, str, str], rng: np.random.Generator) -> Image.Image:
+def draw_creature(label_traits: tuple[str, str], rng: np.random.Generator) -> Image.Image:
     """The creature on a transparent canvas, before scaling and rotation."""
-    pattern, eye, tail = label_traits
+    pattern, density = label_traits
+    eye = EYES[int(rng.integers(len(EYES)))]
+    tail = TAILS[int(rng.integers(len(TAILS)))]
     w, h = CANVAS
     body = np.array(BODY_PALETTE[int(rng.integers(len(BODY_PALETTE)))], dtype=float)
     body = np.clip(body + rng.normal(0, 12, 3), 0, 255)
@@ -138,11 +151,11 @@ def draw_creature(label_traits: tuple[str, str, str], rng: np.random.Generator) 
     mask = Image.new("L", CANVAS, 0)
     ImageDraw.Draw(mask).ellipse(body_box, fill=255)
     texture = Image.new("RGBA", CANVAS, body_rgb + (255,))
-    _draw_pattern(ImageDraw.Draw(texture), pattern, pattern_rgb, rng)
+    _draw_pattern(ImageDraw.Draw(texture), pattern, DENSITIES[density], pattern_rgb, rng)
     layer.paste(texture, (0, 0), mask)
     # Head and eye at the right end.
     draw.ellipse([116, h / 2 - 19, 154, h / 2 + 19], fill=body_rgb)
-    draw.ellipse([132, h / 2 - 11, 148, h / 2 + 5], fill=EYES[eye])
+    draw.ellipse([132, h / 2 - 11, 148, h / 2 + 5], fill=eye)
     return layer
 
 
@@ -160,7 +173,7 @@ def _background(width: int, height: int, rng: np.random.Generator) -> Image.Imag
     return image.filter(ImageFilter.GaussianBlur(1.0))
 
 
-def render_image(traits: tuple[str, str, str], opts: SyntheticOptions, rng: np.random.Generator):
+def render_image(traits: tuple[str, str], opts: SyntheticOptions, rng: np.random.Generator):
     """One RGB image: random size and aspect ratio, the creature at a random size and place."""
     short = int(rng.integers(opts.min_side, opts.max_side + 1))
     aspect = float(np.exp(rng.uniform(np.log(2 / 3), np.log(3 / 2))))

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import logging
+import warnings
 
 import timm
 import torch.nn as nn
 
+from fgvc.models import zoo  # noqa: F401  (registers fgvc's own architectures with timm)
 from fgvc.models.weights import WeightsError, load_weights
 from fgvc.recipe import ModelConfig
 from fgvc.transforms import DataConfig
@@ -62,8 +64,10 @@ def _create_cadene(cfg: ModelConfig, num_classes: int) -> nn.Module:
     name = cfg.arch[len(CADENE_PREFIX):]
     settings = pretrainedmodels.pretrained_settings[name].get("imagenet", {})
     try:
-        model = pretrainedmodels.__dict__[name](
-            num_classes=1000, pretrained="imagenet" if cfg.pretrained == "imagenet" else None)
+        with warnings.catch_warnings():  # its torchvision calls use deprecated arguments
+            warnings.simplefilter("ignore", UserWarning)
+            model = pretrainedmodels.__dict__[name](
+                num_classes=1000, pretrained="imagenet" if cfg.pretrained == "imagenet" else None)
     except (OSError, RuntimeError, ConnectionError) as err:
         raise WeightsError(
             f"could not fetch ImageNet weights for {cfg.arch!r} ({err}). Download "

@@ -70,10 +70,12 @@ def execution_order(model: nn.Module, types: tuple[type, ...], resolution: int) 
     return order
 
 
-def _probe_resolution(model: nn.Module) -> int:
+def _probe_resolutions(model: nn.Module) -> list[int]:
+    """A small probe first (cheap on the CPU); the model's own input size if that fails, for
+    networks with fixed-size pooling (Cadene's PNASNet and Inception-ResNet-V2)."""
     cfg = getattr(model, "pretrained_cfg", None) or {}
-    size = cfg.get("min_input_size", cfg.get("input_size", (3, 224, 224)))[-1]
-    return max(96, min(int(size), 160))
+    size = int(cfg.get("input_size", (3, 224, 224))[-1])
+    return [min(size, 128), size] if size > 128 else [size]
 
 
 def _on_shortcut(path: str) -> bool:
@@ -82,7 +84,15 @@ def _on_shortcut(path: str) -> bool:
 
 def last_bn_paths(model: nn.Module) -> list[str]:
     """The last main-path norm run, plus any shortcut norm run after it (both feed the pool)."""
-    norms = execution_order(model, NORM_TYPES, _probe_resolution(model))
+    *smaller, largest = _probe_resolutions(model)
+    for resolution in smaller:
+        try:
+            norms = execution_order(model, NORM_TYPES, resolution)
+            break
+        except RuntimeError:
+            continue
+    else:
+        norms = execution_order(model, NORM_TYPES, largest)
     main = [i for i, path in enumerate(norms) if not _on_shortcut(path)]
     if not main:
         raise GroupError("the model runs no normalisation layer, so it has no 'last_bn' group")

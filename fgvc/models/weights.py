@@ -53,28 +53,58 @@ def unwrap_state_dict(obj: object, source: Path | str = "<checkpoint>") -> dict[
     )
 
 
+# Names classifiers go by in common checkpoints: Cadene's, torchvision's/timm's, timm's others.
+CLASSIFIER_NAMES = ("last_linear", "fc", "classif", "classifier", "head.fc", "head")
+
+
 def classifier_prefixes(model: nn.Module) -> tuple[str, ...]:
     from fgvc.models.groups import classifier_paths
 
     return tuple(f"{p}." for p in classifier_paths(model))
 
 
+def rename_classifier(state: dict[str, torch.Tensor], model: nn.Module) -> dict[str, torch.Tensor]:
+    """Cadene checkpoints call the classifier ``last_linear``, timm ports ``fc`` or ``classif``
+    (and vice versa): move the checkpoint's classifier onto the model's, when only that differs."""
+    own = set(model.state_dict())
+    (target,) = classifier_prefixes(model)[:1] or ("",)
+    for name in CLASSIFIER_NAMES:
+        prefix = f"{name}."
+        theirs = [k for k in state if k.startswith(prefix)]
+        if prefix == target or not theirs or any(k in own for k in theirs):
+            continue
+        if {k[len(prefix):] for k in theirs} <= {k[len(target):] for k in own if k.startswith(target)}:
+            renamed = {target + k[len(prefix):] if k.startswith(prefix) else k: v
+                       for k, v in state.items()}
+            log.info("renamed checkpoint classifier %s* -> %s*", prefix, target)
+            return renamed
+    return state
+
+
 def load_weights(model: nn.Module, path: str | Path) -> None:
     """Load ``path`` into ``model``; a classifier of another shape is left freshly initialised.
 
     Anything missing outside the classifier is an error: a silently half-loaded backbone wastes
-    a whole training run.
+    a whole training run. The one exception: a head the model declares new
+    (``new_head_modules``, e.g. MPN-COV's reduction layer) may be absent as a whole, as it is
+    from a plain ImageNet backbone checkpoint.
     """
-    state = read_state_dict(path)
+    state = rename_classifier(read_state_dict(path), model)
     own = model.state_dict()
     head = classifier_prefixes(model)
     skipped = [k for k, v in state.items() if k in own and own[k].shape != v.shape]
-    bad_shape = [k for k in skipped if not k.startswith(head)]
+    bad_shape = [f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in skipped
+                 if not k.startswith(head)]
     if bad_shape:
         raise WeightsError(f"{path}: shape mismatch for {', '.join(bad_shape[:5])}")
     state = {k: v for k, v in state.items() if k not in skipped}
     result = model.load_state_dict(state, strict=False)
     missing = [k for k in result.missing_keys if not k.startswith(head)]
+    for module in getattr(model, "new_head_modules", ()):
+        prefix = f"{module}."
+        if not any(k.startswith(prefix) for k in state):
+            missing = [k for k in missing if not k.startswith(prefix)]
+            log.info("%s: %s is not in the checkpoint and starts new", path, module)
     if missing:
         raise WeightsError(
             f"{path}: {len(missing)} backbone tensor(s) missing, e.g. {', '.join(missing[:5])}; "
@@ -83,5 +113,5 @@ def load_weights(model: nn.Module, path: str | Path) -> None:
     if result.unexpected_keys:
         log.warning("%s: ignored %d unexpected key(s), e.g. %s", path,
                     len(result.unexpected_keys), ", ".join(result.unexpected_keys[:5]))
-    if skipped or result.missing_keys:
+    if skipped or any(k.startswith(head) for k in result.missing_keys):
         log.info("%s: classifier left new (class count differs from the checkpoint)", path)

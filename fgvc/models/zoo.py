@@ -1,0 +1,52 @@
+"""The architectures of the paper, by name, with what fgvc adds to timm: ResNeXt-101 32x48d
+(timm has its weights' config but no builder) and the MPN-COV ResNets (``mpncov.py``)."""
+
+from __future__ import annotations
+
+from timm.models import register_model
+from timm.models.resnet import Bottleneck, ResNet
+
+from fgvc.models import mpncov  # noqa: F401  (registers mpncov_resnet50/101/152)
+from fgvc.models.mpncov import TIMM_FACTORY_ONLY
+
+# Cadene (pretrainedmodels) name -> the timm port of the same network.
+CADENE_TO_TIMM = {
+    "senet154": "legacy_senet154",
+    "se_resnext101_32x4d": "legacy_seresnext101_32x4d",
+    "se_resnext50_32x4d": "legacy_seresnext50_32x4d",
+    "se_resnet50": "legacy_seresnet50",
+    "se_resnet101": "legacy_seresnet101",
+    "se_resnet152": "legacy_seresnet152",
+    "inceptionresnetv2": "inception_resnet_v2",
+    "pnasnet5large": "pnasnet5large",
+    "resnet50": "resnet50",
+    "resnet101": "resnet101",
+    "resnet152": "resnet152",
+}
+
+# The architectures `fgvc models list` shows: the paper's networks and their usual peers.
+SUPPORTED = [
+    "resnet50", "resnet101", "resnet152",
+    "legacy_seresnext101_32x4d", "legacy_senet154", "inception_resnet_v2", "pnasnet5large",
+    "resnext101_32x8d", "resnext101_32x16d", "resnext101_32x32d", "resnext101_32x48d",
+    *[f"efficientnet_b{i}" for i in range(8)],
+    "mpncov_resnet50", "mpncov_resnet101", "mpncov_resnet152",
+    "pretrainedmodels:senet154", "pretrainedmodels:se_resnext101_32x4d",
+    "pretrainedmodels:inceptionresnetv2", "pretrainedmodels:pnasnet5large",
+    "pretrainedmodels:resnet50",
+]
+
+
+@register_model
+def resnext101_32x48d(pretrained: bool = False, **kwargs) -> ResNet:
+    """ResNeXt-101 32x48d (829M parameters), the backbone of the paper's best ImageNet result.
+    Its WSL weights are not downloadable through timm's builder: pass them as model.weights."""
+    if pretrained:
+        raise RuntimeError("resnext101_32x48d: timm has no download for these weights; set "
+                           "pretrained: none and weights: /path/to/ig_resnext101_32x48-*.pth")
+    kwargs = {k: v for k, v in kwargs.items() if k not in TIMM_FACTORY_ONLY}
+    model = ResNet(Bottleneck, [3, 4, 23, 3], cardinality=32, base_width=48, **kwargs)
+    model.pretrained_cfg = {"input_size": (3, 224, 224), "interpolation": "bilinear",
+                            "mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225),
+                            "crop_pct": 0.875, "classifier": "fc"}
+    return model
