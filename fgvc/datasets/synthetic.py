@@ -4,9 +4,10 @@ Every image shows one creature: an elliptical body with a head and a tail, on a 
 background. All classes share the coarse look: body colours come from one palette for every
 class, and the eye colour and tail shape are drawn at random for every image, as distractors.
 Classes differ only in fine detail: the kind of texture on the body (stripes, spots, checks,
-rings) and how fine it is, which takes resolution to tell apart. Objects vary in size and position and images in size and aspect ratio, so
-RandomResizedCrop at train time and a centre crop at test time really do show objects at
-different apparent sizes, the discrepancy FixRes corrects.
+rings) and how fine it is, which takes resolution to tell apart. Objects vary in size and
+position and images in size and aspect ratio, so RandomResizedCrop at train time and a centre
+crop at test time really do show objects at different apparent sizes, the discrepancy FixRes
+corrects.
 
 The dataset is a deterministic function of its options (seed included) and is written once, on
 first use, under its root, in a competition layout: labelled ``train.csv`` and ``val.csv``, a
