@@ -12,7 +12,7 @@ PHASE_TITLES = {"before_adaptation": "before adaptation", "after_adaptation": "a
 
 
 def plot_accuracy(evaluation: dict[str, dict[str, dict]], train_resolution: int | None,
-                  path: Path) -> None:
+                  adapt_resolution: int | None, path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -25,6 +25,8 @@ def plot_accuracy(evaluation: dict[str, dict[str, dict]], train_resolution: int 
                 label=PHASE_TITLES.get(phase, phase))
     if train_resolution:
         ax.axvline(train_resolution, color="grey", linestyle=":", label="train resolution")
+    if adapt_resolution:
+        ax.axvline(adapt_resolution, color="grey", linestyle="--", label="adapt resolution")
     ax.set_xlabel("test resolution (px)")
     ax.set_ylabel("top-1 accuracy (%)")
     ax.grid(alpha=0.3)
@@ -34,7 +36,8 @@ def plot_accuracy(evaluation: dict[str, dict[str, dict]], train_resolution: int 
     plt.close(fig)
 
 
-def accuracy_table(evaluation: dict[str, dict[str, dict]], train_resolution: int | None) -> str:
+def accuracy_table(evaluation: dict[str, dict[str, dict]], train_resolution: int | None,
+                   adapt_resolution: int | None = None) -> str:
     phases = list(evaluation)
     resolutions = sorted({int(r) for results in evaluation.values() for r in results})
     head = ["test resolution"]
@@ -43,7 +46,8 @@ def accuracy_table(evaluation: dict[str, dict[str, dict]], train_resolution: int
         head += [f"top-1 {title}", f"top-5 {title}"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for res in resolutions:
-        label = f"{res} (train)" if res == train_resolution else str(res)
+        marks = [m for m, r in (("train", train_resolution), ("adapt", adapt_resolution)) if r == res]
+        label = f"{res} ({', '.join(marks)})" if marks else str(res)
         cells = [label]
         for phase in phases:
             m = evaluation[phase].get(str(res))
@@ -54,9 +58,10 @@ def accuracy_table(evaluation: dict[str, dict[str, dict]], train_resolution: int
 
 def write_report(run_dir: Path, recipe: Recipe, summary: dict) -> Path:
     evaluation = json.loads((run_dir / "evaluation.json").read_text())
-    train = recipe.stage("train")
+    train, adapt = recipe.stage("train"), recipe.stage("adapt")
     train_res = train.resolution if train else None
-    plot_accuracy(evaluation, train_res, run_dir / "accuracy_vs_resolution.png")
+    adapt_res = adapt.resolution if adapt else None
+    plot_accuracy(evaluation, train_res, adapt_res, run_dir / "accuracy_vs_resolution.png")
     stage_lines = [
         f"- `{s.name}`: {s.epochs} epoch(s) at {s.resolution} px, augment `{s.augment}`, "
         f"trainable {summary['trainable'].get(s.name, s.trainable)}"
@@ -75,7 +80,7 @@ def write_report(run_dir: Path, recipe: Recipe, summary: dict) -> Path:
         "",
         f"## Accuracy vs test resolution ({recipe.evaluate.split} split, single centre crop, %)",
         "",
-        accuracy_table(evaluation, train_res),
+        accuracy_table(evaluation, train_res, adapt_res),
         "",
         "![accuracy vs test resolution](accuracy_vs_resolution.png)",
         "",

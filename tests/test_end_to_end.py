@@ -43,7 +43,7 @@ def test_run_writes_every_output(tiny_recipe_dict, tiny_data_root, tmp_path, cap
         assert all(m["top1"] <= m["top5"] for m in phase.values())
 
     report = (run_dir / "report.md").read_text()
-    assert "| 32 (train) |" in report and "| 48 |" in report
+    assert "| 32 (train) |" in report and "| 48 (adapt) |" in report
     assert "top-1 after adaptation" in report
     assert (run_dir / "accuracy_vs_resolution.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 

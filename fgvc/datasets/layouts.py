@@ -30,14 +30,16 @@ class FakeImage:
 
 def fake_images(num_classes: int, per_class: dict[str, int], seed: int = 0,
                 min_side: int = 40, max_side: int = 64) -> Iterator[FakeImage]:
-    opts = SyntheticOptions(seed=seed, num_classes=num_classes, min_side=min_side,
-                            max_side=max_side)
-    traits = class_table(num_classes, seed)
+    """Creatures whose texture follows the class; beyond the generator's eight looks, classes
+    repeat looks (enough for layout tests, which need many category folders, not accuracy)."""
+    looks = min(num_classes, len(class_table(99, seed)))
+    opts = SyntheticOptions(seed=seed, num_classes=looks, min_side=min_side, max_side=max_side)
+    traits = class_table(looks, seed)
     for split_index, (split, count) in enumerate(per_class.items()):
         for i in range(count * num_classes):
             label = i % num_classes
             rng = np.random.default_rng([seed, 100 + split_index, i])
-            yield FakeImage(split, label, i, render_image(traits[label], opts, rng))
+            yield FakeImage(split, label, i, render_image(traits[label % looks], opts, rng))
 
 
 def _save(image: Image.Image, path: Path) -> None:
