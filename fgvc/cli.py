@@ -7,13 +7,14 @@ import logging
 import sys
 
 from fgvc.datasets.base import DatasetError
+from fgvc.ensemble import EnsembleError
 from fgvc.models.groups import GroupError
 from fgvc.models.weights import WeightsError
-from fgvc.recipe import Recipe, load_recipe
+from fgvc.recipe import load_recipe
 from fgvc.schema import SchemaError
 from fgvc.submission import SubmissionError
 
-USER_ERRORS = (SchemaError, DatasetError, GroupError, WeightsError, SubmissionError,
+USER_ERRORS = (SchemaError, DatasetError, GroupError, WeightsError, SubmissionError, EnsembleError,
                FileNotFoundError, ValueError, RuntimeError)
 
 
@@ -40,6 +41,23 @@ def build_parser() -> argparse.ArgumentParser:
 
     validate = sub.add_parser("validate", help="check a recipe and print its plan; runs nothing")
     _add_recipe_args(validate)
+
+    ensemble = sub.add_parser("ensemble", help="average saved predictions (crops, resolutions, "
+                                               "models) into one file and optionally a submission")
+    ensemble.add_argument("predictions", nargs="+", help="predictions.npz files")
+    ensemble.add_argument("--weights", type=float, nargs="+", help="one weight per file")
+    ensemble.add_argument("--combine", choices=["probs", "log_probs"], default="probs",
+                          help="average probabilities (default) or log-probabilities")
+    ensemble.add_argument("--out", required=True, help="where to write the combined .npz")
+    ensemble.add_argument("--submission", help="also write a submission CSV here")
+    ensemble.add_argument("--format", default="generic",
+                          help="submission format: generic, inaturalist2017/2018/2019, herbarium2019")
+    ensemble.add_argument("--force", action="store_true", help="overwrite existing outputs")
+
+    submit = sub.add_parser("submit", help="send a submission CSV to a Kaggle competition")
+    submit.add_argument("file", help="the CSV")
+    submit.add_argument("--competition", required=True, help="e.g. inaturalist-2019-fgvc6")
+    submit.add_argument("-m", "--message", required=True, help="the submission's description")
 
     models = sub.add_parser("models", help="the supported architectures")
     msub = models.add_subparsers(dest="models_command", required=True)
@@ -68,21 +86,34 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from fgvc.ensemble_run import run_ensemble
     from fgvc.pipeline import run_recipe
+    from fgvc.recipe import EnsembleRecipe
 
     recipe = load_recipe(args.recipe, args.overrides)
-    run_dir = run_recipe(recipe, resume=args.resume, force=args.force)
+    if isinstance(recipe, EnsembleRecipe):
+        run_dir = run_ensemble(recipe, Path(args.recipe), force=args.force)
+    else:
+        run_dir = run_recipe(recipe, resume=args.resume, force=args.force)
     print(f"done: {run_dir / 'report.md'}")
     print((run_dir / "report.md").read_text())
     return 0
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from fgvc.plan import describe_plan
+    from pathlib import Path
 
-    recipe: Recipe = load_recipe(args.recipe, args.overrides)
+    from fgvc.plan import describe_ensemble, describe_plan
+    from fgvc.recipe import EnsembleRecipe
+
+    recipe = load_recipe(args.recipe, args.overrides)
     print(f"{args.recipe}: valid")
-    print(describe_plan(recipe))
+    if isinstance(recipe, EnsembleRecipe):
+        print(describe_ensemble(recipe, Path(args.recipe)))
+    else:
+        print(describe_plan(recipe))
     return 0
 
 
@@ -165,8 +196,37 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_ensemble(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from fgvc.ensemble import combine, load_members
+    from fgvc.submission import check_writable, write_submission
+
+    out = Path(args.out)
+    check_writable(out, args.force)
+    if args.submission:
+        check_writable(Path(args.submission), args.force)
+    preds = combine(load_members(args.predictions), args.weights, args.combine)
+    preds.save(out)
+    print(f"{len(args.predictions)} prediction file(s) combined over {len(preds.ids)} images -> {out}")
+    if args.submission:
+        write_submission(preds, Path(args.submission), args.format, force=args.force)
+        print(f"submission ({args.format}) -> {args.submission}")
+    return 0
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from fgvc.submission import submit
+
+    submit(Path(args.file), args.competition, args.message)
+    print(f"submitted {args.file} to {args.competition}")
+    return 0
+
+
 COMMANDS = {"run": cmd_run, "validate": cmd_validate, "datasets": cmd_datasets,
-            "models": cmd_models}
+            "models": cmd_models, "ensemble": cmd_ensemble, "submit": cmd_submit}
 
 
 def main(argv: list[str] | None = None) -> int:

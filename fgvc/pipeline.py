@@ -13,6 +13,7 @@ import shutil
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 import yaml
 
@@ -27,7 +28,7 @@ from fgvc.models import create_model, data_config
 from fgvc.predictions import Predictions
 from fgvc.recipe import Recipe
 from fgvc.report import write_report
-from fgvc.submission import check_writable, write_generic
+from fgvc.submission import check_writable, write_submission
 
 log = logging.getLogger(__name__)
 
@@ -70,8 +71,8 @@ def evaluate_resolutions(ctx: RunContext, phase: str) -> dict[str, dict]:
     results = {}
     cfg = ctx.recipe.evaluate
     for res in ctx.recipe.eval_resolutions:
-        loader = ctx.loader(cfg.split, "test", res, cfg.batch_size)
-        results[str(res)] = evaluate(ctx.model, loader, ctx.device,
+        loader = ctx.eval_loader(cfg.split, res, cfg.batch_size, cfg.crops)
+        results[str(res)] = evaluate(ctx.model, loader, ctx.device, average=cfg.average,
                                      channels_last=ctx.recipe.model.channels_last,
                                      desc=f"{phase} @{res}")
         log.info("%s @%d px: top-1 %.1f%%, top-5 %.1f%%", phase, res,
@@ -82,23 +83,30 @@ def evaluate_resolutions(ctx: RunContext, phase: str) -> dict[str, dict]:
 
 
 def predict_split(ctx: RunContext) -> Predictions:
+    """Probabilities for every image of the split: crops combined at each resolution, then the
+    resolutions averaged."""
     cfg = ctx.recipe.predict
-    resolution = cfg.resolution or ctx.recipe.final_resolution
-    loader = ctx.loader(cfg.split, "test", resolution, cfg.batch_size)
-    indices, probs, bad = predict_probabilities(ctx.model, loader, ctx.device,
-                                                channels_last=ctx.recipe.model.channels_last,
-                                                desc=f"predict {cfg.split} @{resolution}")
-    if bad:
-        raise RuntimeError(f"{bad} image(s) of split {cfg.split!r} are unreadable: a prediction "
-                           "needs every image (run `fgvc datasets verify`)")
+    resolutions = cfg.resolutions or [ctx.recipe.final_resolution]
+    total = None
+    for resolution in resolutions:
+        loader = ctx.eval_loader(cfg.split, resolution, cfg.batch_size, cfg.crops)
+        indices, probs, bad = predict_probabilities(
+            ctx.model, loader, ctx.device, average=cfg.average,
+            channels_last=ctx.recipe.model.channels_last,
+            desc=f"predict {cfg.split} @{resolution} {cfg.crops}")
+        if bad:
+            raise RuntimeError(f"{bad} image(s) of split {cfg.split!r} are unreadable: a "
+                               "prediction needs every image (run `fgvc datasets verify`)")
+        total = probs if total is None else total + probs
     samples = ctx.index.split(cfg.split)
     return Predictions(
         ids=[samples[i].image_id for i in indices],
         class_ids=list(ctx.index.category_ids),
-        probs=probs,
-        meta={"model": ctx.recipe.model.arch, "weights": str(ctx.run_dir / "checkpoints"),
-              "resolutions": [resolution], "crops": "center", "split": cfg.split,
-              "run": ctx.run_dir.name},
+        probs=(total / len(resolutions)).astype(np.float16),
+        meta={"model": ctx.recipe.model.arch, "run": ctx.run_dir.name,
+              "weights": str(ctx.final_weights) if ctx.final_weights else ctx.recipe.model.weights,
+              "resolutions": resolutions, "crops": cfg.crops, "average": cfg.average,
+              "split": cfg.split, "dataset": ctx.index.name},
     )
 
 
@@ -148,7 +156,9 @@ def run_recipe(recipe: Recipe, *, resume: bool = False, force: bool = False) -> 
             preds.save(run_dir / "predictions.npz")
             summary["predictions"] = str(run_dir / "predictions.npz")
             if submission_path is not None:
-                write_generic(preds, submission_path, recipe.submission.top_k, force=True)
+                expected = [s.image_id for s in index.split(recipe.predict.split)]
+                write_submission(preds, submission_path, recipe.submission.format,
+                                 recipe.submission.top_k, expected_ids=expected, force=True)
                 summary["submission"] = str(submission_path)
                 log.info("submission written to %s", submission_path)
         summary["seconds"] = time.perf_counter() - start

@@ -6,11 +6,13 @@ resolve to the real module paths even for the largest architectures in a fractio
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 
 from fgvc.datasets import registry
 from fgvc.engine.freeze import apply_requires_grad, count_parameters, plan_trainable
-from fgvc.recipe import Recipe
+from fgvc.recipe import EnsembleRecipe, Recipe
 
 
 def _meta_model(recipe: Recipe, num_classes: int) -> torch.nn.Module:
@@ -54,16 +56,41 @@ def describe_plan(recipe: Recipe) -> str:
             lines.append("     eval mode everywhere else; BN statistics re-estimated only inside "
                          f"the adapted modules (momentum {stage.bn_momentum})")
     lines.append(f"evaluate: {recipe.evaluate.split} split at "
-                 f"{', '.join(map(str, recipe.eval_resolutions))} px, before and after adaptation")
+                 f"{', '.join(map(str, recipe.eval_resolutions))} px, {recipe.evaluate.crops} crops, "
+                 "before and after adaptation")
     outputs = [f"{recipe.run_dir}/{{recipe.yaml, metrics.jsonl, checkpoints/, evaluation.json, "
                "report.md, accuracy_vs_resolution.png}"]
     if recipe.predict is not None:
-        res = recipe.predict.resolution or recipe.final_resolution
-        outputs.append(f"predictions of split {recipe.predict.split!r} at {res} px -> "
+        res = recipe.predict.resolutions or [recipe.final_resolution]
+        outputs.append(f"predictions of split {recipe.predict.split!r} at "
+                       f"{', '.join(map(str, res))} px, {recipe.predict.crops} crops -> "
                        f"{recipe.run_dir}/predictions.npz")
     if recipe.submission_path is not None:
-        outputs.append(f"submission ({recipe.submission.format}, top-{recipe.submission.top_k}) "
+        outputs.append(f"submission ({recipe.submission.format}"
+                       f"{f', top-{recipe.submission.top_k}' if recipe.submission.top_k else ''}) "
                        f"-> {recipe.submission_path}")
     lines.append("outputs:")
     lines += [f"  {o}" for o in outputs]
+    return "\n".join(lines)
+
+
+def describe_ensemble(recipe: EnsembleRecipe, source: Path | None = None) -> str:
+    """The members (each member recipe validated with its overrides) and the outputs."""
+    from fgvc.ensemble_run import load_member
+
+    lines = [f"ensemble {recipe.name!r} of {len(recipe.members)} member(s), combined by "
+             f"{recipe.combine} -> {recipe.run_dir}/predictions.npz"]
+    for i, member in enumerate(recipe.members, start=1):
+        if member.predictions is not None:
+            lines.append(f"  {i}. predictions {member.predictions} (weight {member.weight:g})")
+            continue
+        sub = load_member(recipe, member, source)
+        train, adapt = sub.stage("train"), sub.stage("adapt")
+        res = " -> ".join(str(s.resolution) for s in (train, adapt) if s is not None)
+        predict = sub.predict
+        lines.append(f"  {i}. {member.recipe} (weight {member.weight:g}): {sub.model.arch}, "
+                     f"{res} px, predicts at {predict.resolutions or [sub.final_resolution]} px "
+                     f"with {predict.crops} -> {sub.run_dir}/predictions.npz")
+    if recipe.submission_path is not None:
+        lines.append(f"submission ({recipe.submission.format}) -> {recipe.submission_path}")
     return "\n".join(lines)

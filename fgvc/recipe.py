@@ -190,13 +190,20 @@ class ModelConfig:
         return out
 
 
+CropModeName = Literal["center", "center_flip", "ten_crop"]
+AverageName = Literal["probs", "logits"]
+
+
 @dataclass
 class EvaluateConfig:
-    """Accuracy on a labelled split at several test resolutions, before and after adaptation."""
+    """Accuracy on a labelled split at several test resolutions, before and after adaptation.
+    ``crops``: centre crop, centre + flip or 10-crop; ``average``: how crops are combined."""
 
     split: str = "val"
     resolutions: list[int] | None = None
     batch_size: int = 64
+    crops: CropModeName = "center"
+    average: AverageName = "probs"
 
     def check(self) -> list[tuple[str, str]]:
         out = []
@@ -210,16 +217,21 @@ class EvaluateConfig:
 
 @dataclass
 class PredictConfig:
-    """Class probabilities for every image of a split, usually the unlabelled test split."""
+    """Class probabilities for every image of a split, usually the unlabelled test split:
+    averaged over ``crops`` at each of ``resolutions`` (default: the last stage's), then over
+    the resolutions."""
 
     split: str = "test"
-    resolution: int | None = None
+    resolutions: list[int] | None = None
     batch_size: int = 64
+    crops: CropModeName = "center"
+    average: AverageName = "probs"
 
     def check(self) -> list[tuple[str, str]]:
         out = []
-        if self.resolution is not None and self.resolution <= 0:
-            out.append(("resolution", f"must be a positive number of pixels, got {self.resolution!r}"))
+        for i, r in enumerate(self.resolutions or []):
+            if r <= 0:
+                out.append((f"resolutions[{i}]", f"must be a positive number of pixels, got {r!r}"))
         if self.batch_size <= 0:
             out.append(("batch_size", f"must be > 0, got {self.batch_size!r}"))
         return out
@@ -227,14 +239,16 @@ class PredictConfig:
 
 @dataclass
 class SubmissionConfig:
-    """Where the submission CSV goes and in which competition's format."""
+    """Where the submission CSV goes and in which competition's format; ``top_k`` overrides the
+    number of category ids per row the format writes."""
 
-    format: Literal["generic"] = "generic"
+    format: Literal["generic", "inaturalist2017", "inaturalist2018", "inaturalist2019",
+                    "herbarium2019"] = "generic"
     path: str | None = None
-    top_k: int = 1
+    top_k: int | None = None
 
     def check(self) -> list[tuple[str, str]]:
-        if self.top_k <= 0:
+        if self.top_k is not None and self.top_k <= 0:
             return [("top_k", f"must be >= 1, got {self.top_k!r}")]
         return []
 
@@ -247,6 +261,7 @@ class Recipe:
     dataset: DatasetConfig
     model: ModelConfig
     stages: list[StageConfig]
+    kind: Literal["run"] = "run"
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
     output_root: str = "runs"
@@ -303,17 +318,76 @@ class Recipe:
         return to_plain(self)
 
 
-def parse_recipe(data: Any, source: str | None = None) -> Recipe:
-    """Validate plain data (as loaded from YAML) into a Recipe, or raise SchemaError."""
+@dataclass
+class EnsembleMember:
+    """A member: a recipe (run, or reused if its run is finished) or a saved predictions file."""
+
+    recipe: str | None = None
+    predictions: str | None = None
+    weight: float = 1.0
+    overrides: list[str] = field(default_factory=list)
+
+    def check(self) -> list[tuple[str, str]]:
+        out = []
+        if (self.recipe is None) == (self.predictions is None):
+            out.append(("recipe", "give exactly one of recipe or predictions"))
+        if self.weight < 0:
+            out.append(("weight", f"must be >= 0, got {self.weight!r}"))
+        if self.predictions is not None and self.overrides:
+            out.append(("overrides", "only a recipe member takes overrides"))
+        return out
+
+
+@dataclass
+class EnsembleRecipe:
+    """``kind: ensemble``: combine the predictions of several runs into one submission.
+    ``member_overrides`` apply to every member recipe, before the member's own ``overrides``."""
+
+    name: str
+    kind: Literal["ensemble"]
+    members: list[EnsembleMember]
+    combine: Literal["probs", "log_probs"] = "probs"
+    output_root: str = "runs"
+    member_overrides: list[str] = field(default_factory=list)
+    submission: SubmissionConfig | None = field(default_factory=SubmissionConfig)
+
+    def check(self) -> list[tuple[str, str]]:
+        out = []
+        if not _NAME_RE.match(self.name):
+            out.append(("name", f"must be letters, digits, '.', '_' or '-', got {self.name!r}"))
+        if not self.members:
+            out.append(("members", "an ensemble needs at least one member"))
+        elif sum(m.weight for m in self.members if m is not None) <= 0:
+            out.append(("members", "the weights must have a positive sum"))
+        return out
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.output_root) / self.name
+
+    @property
+    def submission_path(self) -> Path | None:
+        if self.submission is None:
+            return None
+        return Path(self.submission.path or f"submissions/{self.name}.csv")
+
+    def to_dict(self) -> dict[str, Any]:
+        return to_plain(self)
+
+
+def parse_recipe(data: Any, source: str | None = None) -> Recipe | EnsembleRecipe:
+    """Validate plain data (as loaded from YAML) into a Recipe (or an EnsembleRecipe for
+    ``kind: ensemble``), or raise SchemaError."""
     problems: list[str] = []
     checks: list[str] = []
-    recipe = build(Recipe, data, "", problems, checks)
+    kind = data.get("kind", "run") if isinstance(data, dict) else "run"
+    recipe = build(EnsembleRecipe if kind == "ensemble" else Recipe, data, "", problems, checks)
     if problems or checks:
         raise SchemaError(problems + checks, source)
     return recipe
 
 
-def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
+def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe | EnsembleRecipe:
     """Read a YAML recipe, apply ``a.b.c=value`` overrides, validate."""
     path = Path(path)
     if not path.is_file():

@@ -8,6 +8,8 @@ from pathlib import Path
 
 from fgvc.recipe import Recipe
 
+CROP_TITLES = {"center": "single centre crop", "center_flip": "centre crop + flip",
+               "ten_crop": "10 crops"}
 PHASE_TITLES = {"before_adaptation": "before adaptation", "after_adaptation": "after adaptation"}
 
 
@@ -78,7 +80,8 @@ def write_report(run_dir: Path, recipe: Recipe, summary: dict) -> Path:
         "## Stages",
         *stage_lines,
         "",
-        f"## Accuracy vs test resolution ({recipe.evaluate.split} split, single centre crop, %)",
+        f"## Accuracy vs test resolution ({recipe.evaluate.split} split, "
+        f"{CROP_TITLES[recipe.evaluate.crops]}, %)",
         "",
         accuracy_table(evaluation, train_res, adapt_res),
         "",

@@ -54,7 +54,7 @@ def test_run_writes_every_output(tiny_recipe_dict, tiny_data_root, tmp_path, cap
     assert preds.probs.dtype == np.float16
     assert np.allclose(preds.probs.astype(np.float32).sum(1), 1, atol=1e-2)
     assert preds.class_ids == ["100", "101", "102", "103"]
-    assert preds.meta["resolutions"] == [48]
+    assert preds.meta["resolutions"] == [48] and preds.meta["crops"] == "center"
 
     # Submission: header, one row per test image, the argmax's category id.
     with open(tmp_path / "submissions" / "tiny.csv", newline="") as f:
@@ -148,7 +148,7 @@ def test_validate_prints_the_plan(tiny_recipe_dict, tmp_path, capsys):
     assert "1. train: 2 epoch(s) at 32 px" in out
     assert "2. adapt: 1 epoch(s) at 48 px" in out
     assert "classifier -> fc" in out and "last_bn -> layer4.0.bn2, layer4.0.downsample.2" in out
-    assert "submission (generic, top-1)" in out
+    assert "submission (generic) -> " in out
     assert not (tmp_path / "runs").exists()
 
 

@@ -3,19 +3,18 @@ same order it would have seen."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch.utils.data import DataLoader
 
 from fgvc.datasets.base import DatasetIndex
 from fgvc.datasets.images import ImageDataset, collate_skipping_bad
-from fgvc.transforms import Augment, DataConfig, build_transform
 
 
-def make_loader(index: DatasetIndex, split: str, *, augment: Augment, resolution: int,
-                data_cfg: DataConfig, batch_size: int, num_workers: int, on_bad_image: str,
-                shuffle: bool = False, seed: int = 0, drop_last: bool = False,
-                crop_scale: tuple[float, float] = (0.08, 1.0)) -> DataLoader:
-    transform = build_transform(augment, resolution, data_cfg, crop_scale)
+def make_loader(index: DatasetIndex, split: str, *, transform: Callable, batch_size: int,
+                num_workers: int, on_bad_image: str, shuffle: bool = False, seed: int = 0,
+                drop_last: bool = False) -> DataLoader:
     dataset = ImageDataset(index.root, index.split(split), transform, on_bad_image)
     generator = torch.Generator().manual_seed(seed)
     return DataLoader(

@@ -15,6 +15,7 @@ from torch.utils.data import DataLoader
 from fgvc.engine.device import autocast
 from fgvc.engine.optim import set_lr
 from fgvc.progress import progress
+from fgvc.tta import Average, combine_crops
 
 
 @dataclass
@@ -75,34 +76,42 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim
 
 @torch.no_grad()
 def forward_batches(model: nn.Module, loader: DataLoader, device: torch.device, *,
-                    channels_last: bool = True, desc: str = "eval",
+                    average: Average = "probs", channels_last: bool = True, desc: str = "eval",
                     bad_counter: list[int] | None = None) -> Iterator[tuple]:
-    """Yield ``(logits, labels, indices)`` in eval mode; bad images are counted, not yielded."""
+    """Yield ``(probabilities, labels, indices)`` in eval mode.
+
+    A batch of (B, n_crops, 3, K, K) runs as one batch of B * n_crops images and the crops of
+    each image are combined (``average``); bad images are counted, not yielded.
+    """
     model.eval()
     for images, labels, indices, n_bad in progress(loader, desc=desc, unit="batch"):
         if bad_counter is not None:
             bad_counter[0] += n_bad
         if len(labels) == 0:
             continue
+        if images.ndim == 4:
+            images = images.unsqueeze(1)
+        batch, crops = images.shape[:2]
         with autocast(device):
-            logits = model(_to_device(images, device, channels_last))
-        yield logits.float().cpu(), labels, indices
+            logits = model(_to_device(images.flatten(0, 1), device, channels_last))
+        yield combine_crops(logits.float().view(batch, crops, -1).cpu(), average), labels, indices
 
 
 def evaluate(model: nn.Module, loader: DataLoader, device: torch.device, *,
-             channels_last: bool = True, desc: str = "eval") -> dict[str, float]:
+             average: Average = "probs", channels_last: bool = True,
+             desc: str = "eval") -> dict[str, float]:
     """Top-1/top-5 accuracy (%) and mean loss on a labelled split, streamed batch by batch."""
     correct1 = correct5 = seen = 0
     loss_sum = 0.0
     bad = [0]
-    for logits, labels, _ in forward_batches(model, loader, device, channels_last=channels_last,
-                                             desc=desc, bad_counter=bad):
-        k = min(5, logits.shape[1])
-        topk = logits.topk(k, dim=1).indices
-        hits = topk == labels[:, None]
+    for probs, labels, _ in forward_batches(model, loader, device, average=average,
+                                            channels_last=channels_last, desc=desc,
+                                            bad_counter=bad):
+        k = min(5, probs.shape[1])
+        hits = probs.topk(k, dim=1).indices == labels[:, None]
         correct1 += hits[:, 0].sum().item()
         correct5 += hits.any(dim=1).sum().item()
-        loss_sum += F.cross_entropy(logits, labels, reduction="sum").item()
+        loss_sum += F.nll_loss(probs.clamp_min(1e-12).log(), labels, reduction="sum").item()
         seen += len(labels)
     if seen == 0:
         raise RuntimeError(f"{desc}: no readable image to evaluate ({bad[0]} unreadable)")
@@ -111,14 +120,15 @@ def evaluate(model: nn.Module, loader: DataLoader, device: torch.device, *,
 
 
 def predict_probabilities(model: nn.Module, loader: DataLoader, device: torch.device, *,
-                          channels_last: bool = True, desc: str = "predict"
-                          ) -> tuple[np.ndarray, np.ndarray, int]:
-    """Softmax probabilities (float16) and the dataset indices they belong to."""
+                          average: Average = "probs", channels_last: bool = True,
+                          desc: str = "predict") -> tuple[np.ndarray, np.ndarray, int]:
+    """Probabilities (float32, crops combined) and the dataset indices they belong to."""
     chunks, index_chunks = [], []
     bad = [0]
-    for logits, _, indices in forward_batches(model, loader, device, channels_last=channels_last,
-                                              desc=desc, bad_counter=bad):
-        chunks.append(logits.softmax(dim=1).numpy().astype(np.float16))
+    for probs, _, indices in forward_batches(model, loader, device, average=average,
+                                             channels_last=channels_last, desc=desc,
+                                             bad_counter=bad):
+        chunks.append(probs.numpy())
         index_chunks.append(indices.numpy())
     if not chunks:
         raise RuntimeError(f"{desc}: no readable image to predict ({bad[0]} unreadable)")

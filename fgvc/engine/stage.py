@@ -25,7 +25,8 @@ from fgvc.engine.loop import evaluate, train_one_epoch
 from fgvc.engine.optim import build_optimizer, lr_at
 from fgvc.engine.seeding import seed_everything
 from fgvc.recipe import Recipe, StageConfig
-from fgvc.transforms import DataConfig
+from fgvc.transforms import DataConfig, build_transform
+from fgvc.tta import CropMode, MultiCrop
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +49,12 @@ class RunContext:
     def final_checkpoint(self, stage: StageConfig) -> Path:
         return self.checkpoint_dir / f"{stage.name}.pt"
 
+    @property
+    def final_weights(self) -> Path | None:
+        """The last stage's finished checkpoint, once it exists."""
+        path = self.final_checkpoint(self.recipe.stages[-1])
+        return path if path.exists() else None
+
     def last_checkpoint(self, stage: StageConfig) -> Path:
         return self.checkpoint_dir / f"{stage.name}_last.pt"
 
@@ -55,22 +62,24 @@ class RunContext:
         with (self.run_dir / "metrics.jsonl").open("a") as f:
             f.write(json.dumps(row) + "\n")
 
-    def loader(self, split: str, augment: str, resolution: int, batch_size: int, *,
-               shuffle: bool = False, seed: int = 0,
-               crop_scale: tuple[float, float] = (0.08, 1.0)):
-        ds = self.recipe.dataset
-        return make_loader(self.index, split, augment=augment, resolution=resolution,
-                           data_cfg=self.data_cfg, batch_size=batch_size,
-                           num_workers=ds.num_workers, on_bad_image=ds.on_bad_image,
-                           shuffle=shuffle, seed=seed, drop_last=shuffle, crop_scale=crop_scale)
-
     def train_loader(self, stage: StageConfig, epoch: int):
         """The stage's training data; the shuffle is a function of (seed, epoch), so a resumed
         run sees exactly the order it would have seen."""
-        return self.loader(self.recipe.dataset.train_split, stage.augment, stage.resolution,
-                           stage.batch_size, shuffle=True,
-                           seed=self.recipe.seed * 100_003 + epoch,
-                           crop_scale=tuple(stage.crop_scale))
+        ds = self.recipe.dataset
+        transform = build_transform(stage.augment, stage.resolution, self.data_cfg,
+                                    tuple(stage.crop_scale))
+        return make_loader(self.index, ds.train_split, transform=transform,
+                           batch_size=stage.batch_size, num_workers=ds.num_workers,
+                           on_bad_image=ds.on_bad_image, shuffle=True, drop_last=True,
+                           seed=self.recipe.seed * 100_003 + epoch)
+
+    def eval_loader(self, split: str, resolution: int, batch_size: int,
+                    crops: CropMode = "center"):
+        """A split through test DA at ``resolution``, with ``crops`` per image."""
+        ds = self.recipe.dataset
+        return make_loader(self.index, split, transform=MultiCrop(resolution, self.data_cfg, crops),
+                           batch_size=batch_size, num_workers=ds.num_workers,
+                           on_bad_image=ds.on_bad_image)
 
 
 def run_stage(ctx: RunContext, stage: StageConfig) -> None:
@@ -94,8 +103,8 @@ def run_stage(ctx: RunContext, stage: StageConfig) -> None:
              stage.epochs, stage.resolution, "all modules" if plan.everything else plan.groups,
              f"{count_parameters(model, True):,}", f"{count_parameters(model):,}")
 
-    val_loader = ctx.loader(recipe.dataset.val_split, "test", stage.resolution,
-                            recipe.evaluate.batch_size)
+    val_loader = ctx.eval_loader(recipe.dataset.val_split, stage.resolution,
+                                 recipe.evaluate.batch_size)
     steps_per_epoch = len(ctx.train_loader(stage, 0))
     base_lr = stage.optimizer.lr
 

@@ -101,13 +101,19 @@ _MPNCOV_DEPTHS = {50: [3, 4, 6, 3], 101: [3, 4, 23, 3], 152: [3, 8, 36, 3]}
 
 
 def _mpncov(depth: int, pretrained: bool, **kwargs) -> MPNCovResNet:
-    if pretrained:
-        raise RuntimeError(
-            f"no downloadable ImageNet weights for mpncov_resnet{depth}: set pretrained: none and "
-            f"weights: <resnet{depth} or iSQRT-COV checkpoint> (a plain ResNet checkpoint loads "
-            "into the backbone; the covariance head then starts new)")
+    """``pretrained`` loads timm's ImageNet ResNet of the same depth into the backbone (the
+    covariance head starts new), as the iSQRT-COV authors initialised theirs."""
     kwargs = {k: v for k, v in kwargs.items() if k not in TIMM_FACTORY_ONLY}
     model = MPNCovResNet(_MPNCOV_DEPTHS[depth], **kwargs)
+    if pretrained:
+        import timm
+
+        backbone = timm.create_model(f"resnet{depth}", pretrained=True).state_dict()
+        backbone = {k: v for k, v in backbone.items() if not k.startswith("fc.")}
+        missing = [k for k in model.load_state_dict(backbone, strict=False).missing_keys
+                   if not k.startswith(("reduce.", "fc."))]
+        if missing:
+            raise RuntimeError(f"resnet{depth} ImageNet weights lack {missing[:3]}")
     model.pretrained_cfg = {"input_size": (3, 448, 448), "interpolation": "bilinear",
                             "mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225),
                             "crop_pct": 0.875, "classifier": "fc"}

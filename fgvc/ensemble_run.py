@@ -1,0 +1,85 @@
+"""``fgvc run`` of an ensemble recipe: run (or reuse) every member, combine their predictions,
+write the submission and a short report."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import yaml
+
+from fgvc.ensemble import combine, load_members
+from fgvc.predictions import Predictions
+from fgvc.recipe import EnsembleMember, EnsembleRecipe, Recipe, load_recipe
+from fgvc.submission import check_writable, write_submission
+
+log = logging.getLogger(__name__)
+
+
+def member_recipe_path(member: EnsembleMember, source: Path | None) -> Path:
+    """Relative to the working directory, else to the ensemble recipe's folder."""
+    path = Path(member.recipe)
+    if not path.exists() and source is not None and (source.parent / path).exists():
+        return source.parent / path
+    return path
+
+
+def load_member(recipe: EnsembleRecipe, member: EnsembleMember, source: Path | None) -> Recipe:
+    member_recipe = load_recipe(member_recipe_path(member, source),
+                                recipe.member_overrides + member.overrides)
+    if not isinstance(member_recipe, Recipe):
+        raise ValueError(f"member {member.recipe}: an ensemble's members are run recipes, not "
+                         "ensembles")
+    if member_recipe.predict is None:
+        raise ValueError(f"member {member.recipe}: has no predict section, so no predictions")
+    return member_recipe
+
+
+def member_predictions(recipe: EnsembleRecipe, member: EnsembleMember, source: Path | None
+                       ) -> Path:
+    """The member's predictions file: given, reused from a finished run, or produced now
+    (resuming the member's run if an earlier attempt stopped half-way)."""
+    if member.predictions is not None:
+        return Path(member.predictions)
+    from fgvc.pipeline import run_recipe
+
+    member_recipe = load_member(recipe, member, source)
+    run_dir = member_recipe.run_dir
+    done = run_dir / "summary.json"
+    if done.exists() and (run_dir / "predictions.npz").exists():
+        log.info("member %s: reusing %s", member_recipe.name, run_dir / "predictions.npz")
+        return run_dir / "predictions.npz"
+    log.info("member %s: running %s", member_recipe.name, member.recipe)
+    run_dir = run_recipe(member_recipe, resume=run_dir.exists())
+    return run_dir / "predictions.npz"
+
+
+def run_ensemble(recipe: EnsembleRecipe, source: Path | None = None, *,
+                 force: bool = False) -> Path:
+    """``force`` overwrites the ensemble's submission; finished members are always reused."""
+    submission_path = recipe.submission_path
+    if submission_path is not None:
+        check_writable(submission_path, force)
+    paths = [member_predictions(recipe, m, source) for m in recipe.members]
+    members = load_members(paths)
+    preds: Predictions = combine(members, [m.weight for m in recipe.members], recipe.combine)
+    run_dir = recipe.run_dir
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "recipe.yaml").write_text(yaml.safe_dump(recipe.to_dict(), sort_keys=False))
+    preds.save(run_dir / "predictions.npz")
+    lines = [f"# Ensemble `{recipe.name}`", "", f"{len(members)} member(s), combined by "
+             f"{recipe.combine}, over {len(preds.ids)} images and {len(preds.class_ids)} classes.",
+             "", "| member | weight | model | resolutions | crops |", "|---|---|---|---|---|"]
+    for (name, member), spec in zip(members, recipe.members, strict=True):
+        meta = member.meta
+        lines.append(f"| `{name}` | {spec.weight:g} | {meta.get('model', '?')} | "
+                     f"{meta.get('resolutions', '?')} | {meta.get('crops', '?')} |")
+    if submission_path is not None:
+        write_submission(preds, submission_path, recipe.submission.format,
+                         recipe.submission.top_k, force=True)
+        lines += ["", f"Submission: `{submission_path}` ({recipe.submission.format})."]
+        log.info("submission written to %s", submission_path)
+    (run_dir / "report.md").write_text("\n".join(lines) + "\n")
+    (run_dir / "summary.json").write_text(json.dumps({"members": [str(p) for p in paths]}) + "\n")
+    return run_dir
