@@ -59,6 +59,16 @@ def build_parser() -> argparse.ArgumentParser:
     submit.add_argument("--competition", required=True, help="e.g. inaturalist-2019-fgvc6")
     submit.add_argument("-m", "--message", required=True, help="the submission's description")
 
+    table3 = sub.add_parser("table3", help="the paper's Table 3 transfer benchmark, resumable")
+    table3.add_argument("--datasets", nargs="+", help="rows to run (default: all seven)")
+    table3.add_argument("--root", action="append", default=[], metavar="DATASET=PATH",
+                        help="data root of a row (default: datasets/<name>)")
+    table3.add_argument("--out", default="runs/table3", help="output folder (default runs/table3)")
+    table3.add_argument("--smoke", action="store_true",
+                        help="small generated data in each dataset's layout, tiny model, CPU")
+    table3.add_argument("--set", dest="overrides", action="append", default=[],
+                        metavar="KEY=VALUE", help="override a field of every row's recipe")
+
     models = sub.add_parser("models", help="the supported architectures")
     msub = models.add_subparsers(dest="models_command", required=True)
     m_list = msub.add_parser("list", help="architectures with size, resolution, normalisation, groups")
@@ -225,7 +235,28 @@ def cmd_submit(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"run": cmd_run, "validate": cmd_validate, "datasets": cmd_datasets,
+def cmd_table3(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from fgvc.table3 import PAPER, run_table
+
+    roots = {}
+    for item in args.root:
+        name, sep, path = item.partition("=")
+        if not sep or name not in PAPER:
+            raise ValueError(f"--root {item!r}: expected DATASET=PATH with DATASET one of "
+                             f"{', '.join(PAPER)}")
+        roots[name] = Path(path)
+    out = Path(args.out)
+    results = run_table(args.datasets or list(PAPER), out, roots, args.smoke, args.overrides)
+    print((out / "table3.md").read_text())
+    skipped = [r for r in results if r.status != "done"]
+    for r in skipped:
+        print(f"{r.dataset}: {r.status}")
+    return 0
+
+
+COMMANDS = {"table3": cmd_table3, "run": cmd_run, "validate": cmd_validate, "datasets": cmd_datasets,
             "models": cmd_models, "ensemble": cmd_ensemble, "submit": cmd_submit}
 
 

@@ -18,6 +18,7 @@ import torch
 import yaml
 
 from fgvc.datasets import DatasetIndex, load_dataset
+from fgvc.datasets.base import with_holdout
 from fgvc.engine.checkpoint import load_checkpoint
 from fgvc.engine.device import pick_device
 from fgvc.engine.freeze import count_parameters, plan_trainable
@@ -126,7 +127,7 @@ def run_recipe(recipe: Recipe, *, resume: bool = False, force: bool = False) -> 
         log.info("run folder %s", run_dir)
         seed_everything(recipe.seed)
         device = pick_device(recipe.device)
-        index = load_dataset(recipe.dataset.name, recipe.dataset.root, recipe.dataset.options)
+        index = load_recipe_dataset(recipe)
         _check_splits(recipe, index)
         model = create_model(recipe.model, index.num_classes).to(device)
         if recipe.model.channels_last and device.type == "cuda":
@@ -169,6 +170,15 @@ def run_recipe(recipe: Recipe, *, resume: bool = False, force: bool = False) -> 
     finally:
         logging.getLogger().removeHandler(handler)
         handler.close()
+
+
+def load_recipe_dataset(recipe: Recipe) -> DatasetIndex:
+    """The recipe's dataset, with its holdout split carved out when it asks for one."""
+    ds = recipe.dataset
+    index = load_dataset(ds.name, ds.root, ds.options)
+    if ds.holdout > 0:
+        index = with_holdout(index, ds.train_split, ds.holdout, recipe.seed)
+    return index
 
 
 def _check_splits(recipe: Recipe, index: DatasetIndex) -> None:

@@ -129,13 +129,18 @@ class StageConfig:
 
 @dataclass
 class DatasetConfig:
-    """Which adapter reads the data, where, and how bad images are treated."""
+    """Which adapter reads the data, where, and how bad images are treated.
+
+    ``holdout`` > 0 moves that fraction of ``train_split`` (stratified, seeded) into a split
+    named ``holdout``, for validating on datasets that ship only train and test.
+    """
 
     name: str
     root: str | None = None
     options: dict[str, Any] = field(default_factory=dict)
     train_split: str = "train"
     val_split: str = "val"
+    holdout: float = 0.0
     num_workers: int = 2
     on_bad_image: Literal["skip", "fail"] = "skip"
 
@@ -151,6 +156,8 @@ class DatasetConfig:
             out.append(("name", f"unknown dataset {self.name!r} (known: {', '.join(registry.names())})"))
         if self.num_workers < 0:
             out.append(("num_workers", f"must be >= 0, got {self.num_workers!r}"))
+        if not 0 <= self.holdout < 1:
+            out.append(("holdout", f"must be in [0, 1), got {self.holdout!r}"))
         return out
 
 
@@ -268,9 +275,19 @@ class Recipe:
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     predict: PredictConfig | None = field(default_factory=PredictConfig)
     submission: SubmissionConfig | None = field(default_factory=SubmissionConfig)
+    sweep_resolutions: list[int] | None = None
 
     def check(self) -> list[tuple[str, str]]:
         out = []
+        train_stage = self.stage("train")
+        if self.sweep_resolutions is not None:
+            if self.stage("adapt") is None:
+                out.append(("sweep_resolutions", "a resolution sweep needs an adapt stage"))
+            low = train_stage.resolution if train_stage else 1
+            bad = [r for r in self.sweep_resolutions if r < low]
+            if not self.sweep_resolutions or bad:
+                out.append(("sweep_resolutions", f"candidates must be >= the train resolution "
+                            f"{low}, got {self.sweep_resolutions!r}"))
         if not _NAME_RE.match(self.name):
             out.append(("name", f"must be letters, digits, '.', '_' or '-', got {self.name!r}"))
         if not self.stages:

@@ -98,3 +98,32 @@ def build_index(name: str, root: Path, categories: dict[str, str],
         out["trainval"] = out["train"] + out["val"]
     return DatasetIndex(name=name, root=root, classes=[categories[c] for c in order],
                         category_ids=order, splits=out, boxes=dict(boxes or {}))
+
+
+HOLDOUT_SPLIT = "holdout"
+
+
+def with_holdout(index: DatasetIndex, source: str, fraction: float, seed: int) -> DatasetIndex:
+    """Move ``fraction`` of each class of split ``source`` into a new split ``holdout``.
+
+    Deterministic for a seed, at least one image per class held out where the class has two or
+    more; the test split is never touched.
+    """
+    import random
+
+    by_label: dict[int, list[Sample]] = {}
+    for sample in index.split(source):
+        by_label.setdefault(sample.label, []).append(sample)
+    rng = random.Random(seed)
+    kept, held = [], []
+    for label in sorted(by_label):
+        samples = sorted(by_label[label], key=lambda s: s.image_id)
+        rng.shuffle(samples)
+        n = max(1, round(fraction * len(samples))) if len(samples) > 1 else 0
+        held += samples[:n]
+        kept += samples[n:]
+    splits = dict(index.splits)
+    splits[source] = kept
+    splits[HOLDOUT_SPLIT] = held
+    return DatasetIndex(index.name, index.root, index.classes, index.category_ids, splits,
+                        index.boxes, index.missing)

@@ -1,0 +1,249 @@
+"""``fgvc table3``: the paper's transfer-learning table (Table 3) as a resumable script.
+
+Per row (one recipe in ``recipes/table3/``): train the whole network at K_train; choose K_test
+by adapting at every candidate resolution and keeping the best on validation data (or take the
+recipe's adapt resolution when it has no sweep); adapt at K_test; report single-centre-crop
+top-1 on the evaluation split at K_train (the baseline), at K_test without adaptation, and
+after adaptation, beside the paper's figures.
+
+Every step is an ordinary fgvc run under ``<out>/rows/``, so a killed table resumes where it
+stopped (epoch checkpoints), and a finished row (``row.json``) is never recomputed.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fgvc.datasets.base import DatasetError
+from fgvc.recipe import Recipe, load_recipe, parse_recipe
+
+log = logging.getLogger(__name__)
+RECIPES_DIR = Path("recipes/table3")
+
+
+@dataclass(frozen=True)
+class PaperRow:
+    title: str
+    model: str
+    baseline: float
+    fixres: float
+    sota_model: str
+    sota: float
+
+
+# Table 3 of the paper, top-1 % (single centre crop).
+PAPER: dict[str, PaperRow] = {
+    "inaturalist2017": PaperRow("iNaturalist 2017", "SENet-154", 74.1, 75.4, "IncResNet-V2-SE", 67.3),
+    "stanford_cars": PaperRow("Stanford Cars", "SENet-154", 94.0, 94.4, "EfficientNet-B7", 94.7),
+    "cub200": PaperRow("CUB-200-2011", "SENet-154", 88.4, 88.7, "MPN-COV", 88.7),
+    "flowers102": PaperRow("Oxford 102 Flowers", "Inception-ResNet-V2", 95.0, 95.7,
+                           "EfficientNet-B7", 98.8),
+    "oxford_pets": PaperRow("Oxford-IIIT Pets", "SENet-154", 94.6, 94.8, "AmoebaNet-B", 95.9),
+    "nabirds": PaperRow("NABirds", "SENet-154", 88.3, 89.2, "PC-DenseNet-161", 82.8),
+    "birdsnap": PaperRow("Birdsnap", "SENet-154", 83.4, 84.3, "EfficientNet-B7", 84.3),
+}
+
+SMOKE_OVERRIDES = [
+    "model.arch=test_resnet", "model.pretrained=none", "dataset.num_workers=0",
+    "stages.train.resolution=32", "stages.train.epochs=2", "stages.train.batch_size=8",
+    "stages.train.optimizer.lr=0.05", "stages.adapt.resolution=48", "stages.adapt.epochs=1",
+    "stages.adapt.batch_size=8", "sweep_resolutions=[40, 48, 56]", "evaluate.batch_size=16",
+]
+
+
+@dataclass
+class RowResult:
+    dataset: str
+    status: str = "done"
+    model: str = ""
+    train_resolution: int | None = None
+    test_resolution: int | None = None
+    baseline: float | None = None
+    test_resolution_no_adaptation: float | None = None
+    adapted: float | None = None
+    sweep: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def gain(self) -> float | None:
+        if self.adapted is None or self.baseline is None:
+            return None
+        return self.adapted - self.baseline
+
+
+def _variant(recipe: Recipe, name: str, **changes: Any) -> Recipe:
+    data = recipe.to_dict()
+    data["name"] = name
+    data.update(changes)
+    return parse_recipe(data, f"table3 variant {name}")
+
+
+def _run(recipe: Recipe) -> dict[str, dict[str, dict]]:
+    from fgvc.pipeline import run_recipe
+
+    run_dir = run_recipe(recipe, resume=recipe.run_dir.exists())
+    return json.loads((run_dir / "evaluation.json").read_text())
+
+
+def run_row(dataset: str, recipe: Recipe, row_dir: Path) -> RowResult:
+    """Train, choose K_test, adapt, evaluate; each step resumable, the row cached when done."""
+    cached = row_dir / "row.json"
+    if cached.exists():
+        log.info("table3 %s: finished earlier, reusing %s", dataset, cached)
+        return RowResult(**json.loads(cached.read_text()))
+    from fgvc.pipeline import load_recipe_dataset
+
+    try:
+        load_recipe_dataset(recipe)
+    except DatasetError as err:
+        return RowResult(dataset, status=f"skipped: {err}")
+    train, adapt = recipe.stage("train"), recipe.stage("adapt")
+    eval_split = recipe.evaluate.split
+    base = {"output_root": str(row_dir), "predict": None, "submission": None,
+            "sweep_resolutions": None}
+
+    train_only = _variant(recipe, "train", stages=[asdict_stage(train)],
+                          evaluate={**recipe.to_dict()["evaluate"], "split": eval_split,
+                                    "resolutions": [train.resolution]}, **base)
+    _run(train_only)
+    weights = str(train_only.run_dir / "checkpoints" / "train.pt")
+    model = {**recipe.to_dict()["model"], "pretrained": "none", "weights": weights}
+
+    def adapted_at(resolution: int, split: str, name: str, resolutions: list[int]) -> dict:
+        stage = {**asdict_stage(adapt), "resolution": resolution}
+        variant = _variant(recipe, name, stages=[stage], model=model,
+                           evaluate={**recipe.to_dict()["evaluate"], "split": split,
+                                     "resolutions": resolutions}, **base)
+        return _run(variant)
+
+    sweep: dict[str, float] = {}
+    if recipe.sweep_resolutions:
+        for res in recipe.sweep_resolutions:
+            found = adapted_at(res, recipe.dataset.val_split, f"sweep-{res}", [res])
+            sweep[str(res)] = found["after_adaptation"][str(res)]["top1"]
+            log.info("table3 %s: adapted at %d px, %s top-1 %.2f", dataset, res,
+                     recipe.dataset.val_split, sweep[str(res)])
+        test_res = int(max(sweep, key=lambda r: (sweep[r], -int(r))))
+    else:
+        test_res = adapt.resolution
+    final = adapted_at(test_res, eval_split, f"adapt-{test_res}",
+                       sorted({train.resolution, test_res}))
+    result = RowResult(
+        dataset, model=recipe.model.arch, train_resolution=train.resolution,
+        test_resolution=test_res,
+        baseline=final["before_adaptation"][str(train.resolution)]["top1"],
+        test_resolution_no_adaptation=final["before_adaptation"][str(test_res)]["top1"],
+        adapted=final["after_adaptation"][str(test_res)]["top1"], sweep=sweep)
+    cached.write_text(json.dumps(asdict(result), indent=2) + "\n")
+    return result
+
+
+def asdict_stage(stage) -> dict:
+    from fgvc.schema import to_plain
+
+    return to_plain(stage)
+
+
+def row_recipe(dataset: str, root: Path | None, overrides: list[str],
+               recipes_dir: Path = RECIPES_DIR) -> Recipe:
+    path = recipes_dir / f"{dataset}.yaml"
+    sets = list(overrides) + ([f"dataset.root={root}"] if root else [])
+    recipe = load_recipe(path, sets)
+    if not isinstance(recipe, Recipe) or recipe.stage("train") is None or recipe.stage("adapt") is None:
+        raise ValueError(f"{path}: a Table 3 row needs a run recipe with train and adapt stages")
+    return recipe
+
+
+def smoke_data(dataset: str, out: Path) -> Path:
+    """Small generated data in the dataset's real layout, written once."""
+    from fgvc.datasets.layouts import WRITERS
+
+    root = out / "smoke-data" / dataset
+    if not (root / ".complete").exists():
+        import shutil
+
+        shutil.rmtree(root, ignore_errors=True)
+        WRITERS[dataset](root, num_classes=4, per_class=6)
+        (root / ".complete").write_text("")
+    return root
+
+
+def run_table(datasets: list[str], out: Path, roots: dict[str, Path] | None = None,
+              smoke: bool = False, overrides: list[str] | None = None,
+              recipes_dir: Path = RECIPES_DIR) -> list[RowResult]:
+    unknown = [d for d in datasets if d not in PAPER]
+    if unknown:
+        raise ValueError(f"--datasets: unknown row(s) {', '.join(unknown)} "
+                         f"(rows: {', '.join(PAPER)})")
+    roots = dict(roots or {})
+    results = []
+    for dataset in datasets:
+        sets = (SMOKE_OVERRIDES if smoke else []) + list(overrides or [])
+        root = smoke_data(dataset, out) if smoke else roots.get(dataset)
+        recipe = row_recipe(dataset, root, sets, recipes_dir)
+        log.info("table3 %s: %s on %s", dataset, recipe.model.arch, recipe.dataset.root)
+        results.append(run_row(dataset, recipe, out / "rows" / dataset))
+        write_outputs(results, out)
+    return results
+
+
+def _fmt(value: float | None) -> str:
+    return "" if value is None else f"{value:.1f}"
+
+
+def write_outputs(results: list[RowResult], out: Path) -> None:
+    """table3.md, table3.csv and table3.png, rewritten after every row."""
+    out.mkdir(parents=True, exist_ok=True)
+    columns = ["dataset", "model", "train px", "test px", "baseline (ours)",
+               "test px, no adaptation (ours)", "FixRes (ours)", "gain (ours)", "paper baseline",
+               "paper FixRes", "paper gain", "best published then", "status"]
+    rows = []
+    for r in results:
+        paper = PAPER[r.dataset]
+        rows.append([paper.title, r.model or paper.model, r.train_resolution or "",
+                     r.test_resolution or "", _fmt(r.baseline),
+                     _fmt(r.test_resolution_no_adaptation), _fmt(r.adapted), _fmt(r.gain),
+                     f"{paper.baseline:.1f}", f"{paper.fixres:.1f}",
+                     f"{paper.fixres - paper.baseline:.1f}", f"{paper.sota:.1f} ({paper.sota_model})",
+                     r.status])
+    with (out / "table3.csv").open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(columns)
+        writer.writerows(rows)
+    lines = ["# Table 3: transfer learning, single centre crop top-1 (%)", "",
+             "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    (out / "table3.md").write_text("\n".join(lines) + "\n")
+    _plot(results, out / "table3.png")
+
+
+def _plot(results: list[RowResult], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    names = [PAPER[r.dataset].title for r in results]
+    series = [("baseline (ours)", [r.baseline for r in results]),
+              ("FixRes (ours)", [r.adapted for r in results]),
+              ("paper baseline", [PAPER[r.dataset].baseline for r in results]),
+              ("paper FixRes", [PAPER[r.dataset].fixres for r in results])]
+    x = np.arange(len(results))
+    fig, ax = plt.subplots(figsize=(max(6, 1.4 * len(results)), 4), dpi=110)
+    width = 0.2
+    for i, (label, values) in enumerate(series):
+        ax.bar(x + (i - 1.5) * width, [v if v is not None else 0 for v in values], width,
+               label=label)
+    ax.set_xticks(x, names, rotation=20, ha="right")
+    ax.set_ylabel("top-1 accuracy (%)")
+    ax.legend(fontsize=8)
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
