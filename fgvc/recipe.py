@@ -260,8 +260,34 @@ class SubmissionConfig:
         return []
 
 
+class RunOutputs:
+    """Where a recipe's outputs go: shared by run and ensemble recipes."""
+
+    name: str
+    output_root: str
+    submission: SubmissionConfig | None
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.output_root) / self.name
+
+    @property
+    def submission_path(self) -> Path | None:
+        if self.submission is None:
+            return None
+        return Path(self.submission.path or f"submissions/{self.name}.csv")
+
+    def to_dict(self) -> dict[str, Any]:
+        return to_plain(self)
+
+    def check_name(self) -> list[tuple[str, str]]:
+        if _NAME_RE.match(self.name):
+            return []
+        return [("name", f"must be letters, digits, '.', '_' or '-', got {self.name!r}")]
+
+
 @dataclass
-class Recipe:
+class Recipe(RunOutputs):
     """A whole run: data, model, the stages in order, and what to write out."""
 
     name: str
@@ -288,8 +314,7 @@ class Recipe:
             if not self.sweep_resolutions or bad:
                 out.append(("sweep_resolutions", f"candidates must be >= the train resolution "
                             f"{low}, got {self.sweep_resolutions!r}"))
-        if not _NAME_RE.match(self.name):
-            out.append(("name", f"must be letters, digits, '.', '_' or '-', got {self.name!r}"))
+        out += self.check_name()
         if not self.stages:
             out.append(("stages", "must hold at least one stage (train, adapt or both)"))
         names = [s.name for s in self.stages if s is not None]
@@ -321,19 +346,6 @@ class Recipe:
             return sorted(set(self.evaluate.resolutions))
         return sorted({s.resolution for s in self.stages})
 
-    @property
-    def run_dir(self) -> Path:
-        return Path(self.output_root) / self.name
-
-    @property
-    def submission_path(self) -> Path | None:
-        if self.submission is None:
-            return None
-        return Path(self.submission.path or f"submissions/{self.name}.csv")
-
-    def to_dict(self) -> dict[str, Any]:
-        return to_plain(self)
-
 
 @dataclass
 class EnsembleMember:
@@ -356,7 +368,7 @@ class EnsembleMember:
 
 
 @dataclass
-class EnsembleRecipe:
+class EnsembleRecipe(RunOutputs):
     """``kind: ensemble``: combine the predictions of several runs into one submission.
     ``member_overrides`` apply to every member recipe, before the member's own ``overrides``."""
 
@@ -370,26 +382,12 @@ class EnsembleRecipe:
 
     def check(self) -> list[tuple[str, str]]:
         out = []
-        if not _NAME_RE.match(self.name):
-            out.append(("name", f"must be letters, digits, '.', '_' or '-', got {self.name!r}"))
+        out += self.check_name()
         if not self.members:
             out.append(("members", "an ensemble needs at least one member"))
         elif sum(m.weight for m in self.members if m is not None) <= 0:
             out.append(("members", "the weights must have a positive sum"))
         return out
-
-    @property
-    def run_dir(self) -> Path:
-        return Path(self.output_root) / self.name
-
-    @property
-    def submission_path(self) -> Path | None:
-        if self.submission is None:
-            return None
-        return Path(self.submission.path or f"submissions/{self.name}.csv")
-
-    def to_dict(self) -> dict[str, Any]:
-        return to_plain(self)
 
 
 def parse_recipe(data: Any, source: str | None = None) -> Recipe | EnsembleRecipe:

@@ -43,3 +43,26 @@ def tiny_recipe_dict(tiny_data_root, tmp_path) -> dict:
         "predict": {"split": "test", "batch_size": 16},
         "submission": {"path": str(tmp_path / "submissions" / "tiny.csv")},
     })
+
+
+@pytest.fixture
+def interrupt_training(monkeypatch):
+    """``restore = interrupt_training(n)``: the n-th training epoch from now raises
+    KeyboardInterrupt, as a Ctrl-C would; ``restore()`` makes training normal again."""
+    import fgvc.engine.stage as stage_module
+
+    real = stage_module.train_one_epoch
+
+    def install(n: int):
+        calls = {"n": 0}
+
+        def crash(*args, **kwargs):
+            calls["n"] += 1
+            if calls["n"] == n:
+                raise KeyboardInterrupt
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(stage_module, "train_one_epoch", crash)
+        return lambda: monkeypatch.setattr(stage_module, "train_one_epoch", real)
+
+    return install

@@ -87,24 +87,13 @@ def test_existing_submission_is_not_overwritten(tiny_recipe_dict, tmp_path, caps
     assert not (tmp_path / "runs" / "tiny").exists()
 
 
-def test_resume_continues_after_a_crash(tiny_recipe_dict, tmp_path, monkeypatch):
-    import fgvc.engine.stage as stage_module
-
-    real = stage_module.train_one_epoch
-    calls = {"n": 0}
-
-    def crash_on_second_epoch(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise KeyboardInterrupt
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(stage_module, "train_one_epoch", crash_on_second_epoch)
+def test_resume_continues_after_a_crash(tiny_recipe_dict, tmp_path, interrupt_training):
+    restore = interrupt_training(2)
     recipe = write_recipe(tmp_path, tiny_recipe_dict)
     assert main(["run", recipe]) == 130
     run_dir = tmp_path / "runs" / "tiny"
     assert (run_dir / "checkpoints" / "train_last.pt").is_file()
-    monkeypatch.setattr(stage_module, "train_one_epoch", real)
+    restore()
 
     assert main(["run", recipe, "--resume"]) == 0
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
@@ -114,27 +103,17 @@ def test_resume_continues_after_a_crash(tiny_recipe_dict, tmp_path, monkeypatch)
 
 
 def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tiny_recipe_dict, tmp_path,
-                                                                monkeypatch):
+                                                                interrupt_training):
     import torch
-
-    import fgvc.engine.stage as stage_module
 
     tiny_recipe_dict["stages"] = tiny_recipe_dict["stages"][:1]
     tiny_recipe_dict["predict"] = tiny_recipe_dict["submission"] = None
     recipe = write_recipe(tmp_path, tiny_recipe_dict)
     assert main(["run", recipe]) == 0
 
-    real, calls = stage_module.train_one_epoch, {"n": 0}
-
-    def crash_on_second_epoch(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise KeyboardInterrupt
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(stage_module, "train_one_epoch", crash_on_second_epoch)
+    restore = interrupt_training(2)
     assert main(["run", recipe]) == 130
-    monkeypatch.setattr(stage_module, "train_one_epoch", real)
+    restore()
     assert main(["run", recipe, "--resume"]) == 0
     straight = torch.load(tmp_path / "runs/tiny/checkpoints/train.pt", weights_only=True)["model"]
     resumed = torch.load(tmp_path / "runs/tiny-2/checkpoints/train.pt", weights_only=True)["model"]

@@ -48,28 +48,20 @@ def test_smoke_table_end_to_end(tmp_path, capsys):
         assert yaml.safe_load(final.read_text())["evaluate"]["split"] == expected
 
 
-def test_resume_after_an_interrupted_row(tmp_path, monkeypatch):
-    import fgvc.engine.stage as stage_module
+def test_resume_after_an_interrupted_row(tmp_path, monkeypatch, interrupt_training):
     import fgvc.pipeline as pipeline
 
     out = tmp_path / "t3"
     rows = ["cub200", "flowers102"]
-    real_stage, calls = stage_module.train_one_epoch, {"n": 0}
-
-    def crash_in_second_row(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 8:  # cub200 runs 2 train + 3 sweep + 1 final epochs; then flowers
-            raise KeyboardInterrupt
-        return real_stage(*args, **kwargs)
-
-    monkeypatch.setattr(stage_module, "train_one_epoch", crash_in_second_row)
+    # cub200 trains 2 + 3 sweep + 1 final epochs; the 8th is flowers102's second train epoch.
+    restore = interrupt_training(8)
     argv = ["table3", "--smoke", "--out", str(out), "--datasets", *rows]
     assert main(argv) == 130
     assert (out / "rows" / "cub200" / "row.json").is_file()
     assert not (out / "rows" / "flowers102" / "row.json").exists()
     assert (out / "rows" / "flowers102" / "train" / "checkpoints" / "train_last.pt").is_file()
 
-    monkeypatch.setattr(stage_module, "train_one_epoch", real_stage)
+    restore()
     runs = []
     real_run = pipeline.run_recipe
     monkeypatch.setattr(pipeline, "run_recipe",
