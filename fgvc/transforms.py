@@ -11,6 +11,7 @@ import random
 from dataclasses import dataclass
 from typing import Literal
 
+import torch
 from PIL import Image
 from torchvision import transforms as T
 from torchvision.transforms import functional as F
@@ -31,6 +32,8 @@ class DataConfig:
     std: tuple[float, float, float] = (0.229, 0.224, 0.225)
     interpolation: str = "bilinear"
     crop_pct: float = 224 / 256
+    input_range: float = 1.0  # 255 for networks trained on 0-255 pixels (Cadene's bninception)
+    input_space: str = "RGB"  # or "BGR"
 
     @property
     def mode(self) -> T.InterpolationMode:
@@ -56,8 +59,27 @@ class ShiftedCenterCrop:
         return F.crop(image, top, left, self.size, self.size)
 
 
+def to_model_input(tensor: torch.Tensor, cfg: DataConfig) -> torch.Tensor:
+    """A [0, 1] RGB tensor (C, H, W) in the model's channel order, range and normalisation."""
+    if cfg.input_space == "BGR":
+        tensor = tensor.flip(0)
+    if cfg.input_range != 1.0:
+        tensor = tensor * cfg.input_range
+    return F.normalize(tensor, cfg.mean, cfg.std)
+
+
+class ToModelInput:
+    """PIL image -> normalised tensor, as the model's pretrained configuration asks."""
+
+    def __init__(self, cfg: DataConfig):
+        self.cfg = cfg
+
+    def __call__(self, image: Image.Image) -> torch.Tensor:
+        return to_model_input(F.to_tensor(image), self.cfg)
+
+
 def _finish(cfg: DataConfig) -> list:
-    return [T.ToTensor(), T.Normalize(cfg.mean, cfg.std)]
+    return [ToModelInput(cfg)]
 
 
 def train_transform(resolution: int, cfg: DataConfig,

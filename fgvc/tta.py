@@ -16,7 +16,7 @@ import torch
 from PIL import Image
 from torchvision.transforms import functional as F
 
-from fgvc.transforms import DataConfig, resize_size
+from fgvc.transforms import DataConfig, resize_size, to_model_input
 
 CropMode = Literal["center", "center_flip", "ten_crop"]
 Average = Literal["probs", "logits"]
@@ -49,7 +49,7 @@ class MultiCrop:
     def __call__(self, image: Image.Image) -> torch.Tensor:
         resized = F.resize(image, resize_size(self.resolution, self.cfg.crop_pct),
                            interpolation=self.cfg.mode)
-        tensor = F.normalize(F.to_tensor(resized), self.cfg.mean, self.cfg.std)
+        tensor = to_model_input(F.to_tensor(resized), self.cfg)
         if self.mode == "ten_crop":
             crops = five_crops(tensor, self.resolution) + five_crops(tensor.flip(-1),
                                                                       self.resolution)

@@ -257,3 +257,19 @@ def test_models_list_json(capsys):
     assert rows["resnet50"]["groups"]["last_bn"] == ["layer4.2.bn3"]
     assert rows["mpncov_resnet101"]["groups"]["last_bn"] == ["reduce.1"]
     assert rows["mpncov_resnet101"]["default_resolution"] == 448
+
+
+def test_cadene_input_range_and_space_reach_the_transforms():
+    from PIL import Image
+
+    from fgvc.transforms import build_transform
+
+    with torch.device("meta"):
+        bninception = create_model(ModelConfig(arch="pretrainedmodels:bninception"), 3)
+    cfg = data_config(bninception, ModelConfig(arch="x"))
+    assert (cfg.input_range, cfg.input_space) == (255.0, "BGR")
+    red = Image.new("RGB", (40, 40), (255, 0, 0))
+    out = build_transform("test", 32, cfg)(red)
+    # BGR order, 0-255 range, Cadene's mean (std 1): the red channel is last.
+    assert torch.allclose(out[2], torch.full((32, 32), 255.0 - cfg.mean[2]))
+    assert torch.allclose(out[0], torch.full((32, 32), 0.0 - cfg.mean[0]))

@@ -78,6 +78,8 @@ def _create_cadene(cfg: ModelConfig, num_classes: int) -> nn.Module:
         "std": tuple(settings.get("std", (0.229, 0.224, 0.225))),
         "input_size": tuple(settings.get("input_size", (3, 224, 224))),
         "interpolation": "bilinear",
+        "input_range": tuple(settings.get("input_range", (0, 1))),
+        "input_space": settings.get("input_space", "RGB"),
     }
     in_features = model.last_linear.in_features
     model.last_linear = nn.Linear(in_features, num_classes)
@@ -85,11 +87,14 @@ def _create_cadene(cfg: ModelConfig, num_classes: int) -> nn.Module:
 
 
 def data_config(model: nn.Module, cfg: ModelConfig) -> DataConfig:
-    """The model's own normalisation and interpolation, with the recipe's overrides on top."""
+    """The model's own normalisation, input range, channel order and interpolation, with the
+    recipe's overrides on top."""
     pretrained = getattr(model, "pretrained_cfg", None) or {}
     return DataConfig(
         mean=tuple(cfg.mean or pretrained.get("mean", DataConfig.mean)),
         std=tuple(cfg.std or pretrained.get("std", DataConfig.std)),
         interpolation=cfg.interpolation or pretrained.get("interpolation", "bilinear"),
         crop_pct=cfg.crop_pct,
+        input_range=float(pretrained.get("input_range", (0, 1))[-1]),
+        input_space=str(pretrained.get("input_space", "RGB")),
     )
