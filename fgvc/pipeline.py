@@ -120,15 +120,17 @@ def run_recipe(recipe: Recipe, *, resume: bool = False, force: bool = False) -> 
         submission_path = submission_path.with_name(f"{run_dir.name}.csv")
     if submission_path is not None and not resume:
         check_writable(submission_path, force)
+    # Data, device and splits are checked before the run folder exists: a typo in a path
+    # leaves nothing behind.
+    device = pick_device(recipe.device)
+    index = load_recipe_dataset(recipe)
+    _check_splits(recipe, index)
     run_dir.mkdir(parents=True, exist_ok=True)
     handler = setup_file_logging(run_dir)
     try:
         (run_dir / "recipe.yaml").write_text(yaml.safe_dump(recipe.to_dict(), sort_keys=False))
         log.info("run folder %s", run_dir)
         seed_everything(recipe.seed)
-        device = pick_device(recipe.device)
-        index = load_recipe_dataset(recipe)
-        _check_splits(recipe, index)
         model = create_model(recipe.model, index.num_classes).to(device)
         if recipe.model.channels_last and device.type == "cuda":
             model = model.to(memory_format=torch.channels_last)

@@ -158,3 +158,13 @@ def test_bad_images_are_skipped_and_counted_or_fail(tiny_recipe_dict, tiny_data_
         assert json.loads(rows[0])["bad_images"] == 1
     else:
         assert "cannot read image" in capsys.readouterr().err
+
+
+def test_missing_data_is_a_clean_error_that_leaves_nothing_behind(tiny_recipe_dict, tmp_path,
+                                                                  capsys):
+    tiny_recipe_dict["dataset"] = {"name": "cub200", "root": str(tmp_path / "no_cub")}
+    assert main(["run", write_recipe(tmp_path, tiny_recipe_dict)]) == 2
+    err = capsys.readouterr().err
+    assert "missing" in err and "images.txt" in err and "datasets/cub200.md" in err
+    assert "Traceback" not in err
+    assert not (tmp_path / "runs").exists()
