@@ -42,6 +42,18 @@ def build_parser() -> argparse.ArgumentParser:
     validate = sub.add_parser("validate", help="check a recipe and print its plan; runs nothing")
     _add_recipe_args(validate)
 
+    predict = sub.add_parser("predict", help="predict again with a finished run's weights "
+                                             "(other crops, resolutions or split)")
+    predict.add_argument("run_dir", help="the run folder, e.g. runs/quickstart")
+    predict.add_argument("--split", help="split to predict (default: the recipe's)")
+    predict.add_argument("--resolutions", type=int, nargs="+", help="test resolution(s)")
+    predict.add_argument("--crops", choices=["center", "center_flip", "ten_crop"])
+    predict.add_argument("--average", choices=["probs", "logits"])
+    predict.add_argument("--out", help="predictions file (default: in the run folder)")
+    predict.add_argument("--submission", help="also write a submission CSV here")
+    predict.add_argument("--format", default="generic", help="submission format")
+    predict.add_argument("--force", action="store_true", help="overwrite existing outputs")
+
     ensemble = sub.add_parser("ensemble", help="average saved predictions (crops, resolutions, "
                                                "models) into one file and optionally a submission")
     ensemble.add_argument("predictions", nargs="+", help="predictions.npz files")
@@ -206,6 +218,27 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_predict(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from fgvc.pipeline import predict_run
+    from fgvc.submission import check_writable, write_submission
+
+    overrides = [f"predict.{key}={value}" for key, value in
+                 (("split", args.split), ("crops", args.crops), ("average", args.average),
+                  ("resolutions", args.resolutions)) if value is not None]
+    if args.submission:
+        check_writable(Path(args.submission), args.force)
+    out, preds = predict_run(Path(args.run_dir), overrides, Path(args.out) if args.out else None,
+                             force=args.force)
+    print(f"{len(preds.ids)} images predicted ({preds.meta['crops']} at "
+          f"{preds.meta['resolutions']} px) -> {out}")
+    if args.submission:
+        write_submission(preds, Path(args.submission), args.format, force=args.force)
+        print(f"submission ({args.format}) -> {args.submission}")
+    return 0
+
+
 def cmd_ensemble(args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -257,7 +290,8 @@ def cmd_table3(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"table3": cmd_table3, "run": cmd_run, "validate": cmd_validate, "datasets": cmd_datasets,
-            "models": cmd_models, "ensemble": cmd_ensemble, "submit": cmd_submit}
+            "models": cmd_models, "predict": cmd_predict, "ensemble": cmd_ensemble,
+            "submit": cmd_submit}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -7,6 +7,7 @@ Every step's output lands in ``runs/<name>/`` as soon as it exists, and a resume
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import shutil
@@ -203,3 +204,34 @@ def _describe_trainable(model: torch.nn.Module, trainable: str | list[str]) -> s
     if plan.everything:
         return "all"
     return ", ".join(f"{g} = {'/'.join(p)}" for g, p in plan.groups.items())
+
+
+def predict_run(run_dir: Path, overrides: list[str], out: Path | None = None,
+                force: bool = False) -> tuple[Path, Predictions]:
+    """Predict again with a finished run's weights, e.g. with other crops or resolutions
+    (``overrides`` such as ``predict.crops=ten_crop``); returns where the file went."""
+    from fgvc.recipe import apply_overrides, parse_recipe
+
+    saved = run_dir / "recipe.yaml"
+    if not saved.is_file():
+        raise FileNotFoundError(f"{run_dir} is not a fgvc run folder (no recipe.yaml)")
+    data = apply_overrides(yaml.safe_load(saved.read_text()), overrides, str(saved))
+    data["predict"] = data.get("predict") or {}
+    recipe = parse_recipe(data, str(saved))
+    weights = run_dir / "checkpoints" / f"{recipe.stages[-1].name}.pt"
+    if not weights.is_file():
+        raise FileNotFoundError(f"{weights} not found: the run has not finished its last stage "
+                                "(fgvc run --resume finishes it)")
+    cfg = recipe.predict
+    resolutions = cfg.resolutions or [recipe.final_resolution]
+    out = out or run_dir / f"predictions-{cfg.split}-{cfg.crops}-{'-'.join(map(str, resolutions))}.npz"
+    check_writable(out, force)
+    device = pick_device(recipe.device)
+    index = load_recipe_dataset(recipe)
+    model_cfg = dataclasses.replace(recipe.model, pretrained="none", weights=None)
+    model = create_model(model_cfg, index.num_classes).to(device)
+    model.load_state_dict(load_checkpoint(weights)["model"])
+    ctx = RunContext(recipe, run_dir, index, model, data_config(model, recipe.model), device)
+    preds = predict_split(ctx)
+    preds.save(out)
+    return out, preds

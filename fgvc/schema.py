@@ -60,9 +60,10 @@ def _convert(value: Any, hint: Any, path: str, problems: list[str], checks: list
         args = get_args(hint)
         if value is None and type(None) in args:
             return None
-        for arg in args:
-            if arg is type(None):
-                continue
+        arms = [a for a in args if a is not type(None)]
+        if len(arms) == 1:  # Optional[X]: X's own problems are the useful ones
+            return _convert(value, arms[0], path, problems, checks)
+        for arg in arms:
             trial: list[str] = []
             converted = _convert(value, arg, path, trial, checks)
             if not trial:

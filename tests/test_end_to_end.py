@@ -168,3 +168,26 @@ def test_missing_data_is_a_clean_error_that_leaves_nothing_behind(tiny_recipe_di
     assert "missing" in err and "images.txt" in err and "datasets/cub200.md" in err
     assert "Traceback" not in err
     assert not (tmp_path / "runs").exists()
+
+
+def test_predict_again_with_other_crops(tiny_recipe_dict, tmp_path, capsys):
+    recipe = write_recipe(tmp_path, tiny_recipe_dict)
+    assert main(["run", recipe]) == 0
+    run_dir = tmp_path / "runs" / "tiny"
+    # Same settings as the run: the same probabilities.
+    assert main(["predict", str(run_dir), "--out", str(tmp_path / "again.npz")]) == 0
+    original, again = (Predictions.load(p) for p in (run_dir / "predictions.npz",
+                                                     tmp_path / "again.npz"))
+    assert again.ids == original.ids
+    np.testing.assert_allclose(again.probs.astype(np.float32), original.probs.astype(np.float32),
+                               atol=2e-3)
+    # 10 crops at two resolutions, with a submission.
+    csv_path = tmp_path / "ten.csv"
+    assert main(["predict", str(run_dir), "--crops", "ten_crop", "--resolutions", "32", "48",
+                 "--submission", str(csv_path)]) == 0
+    ten = Predictions.load(run_dir / "predictions-test-ten_crop-32-48.npz")
+    assert ten.meta["crops"] == "ten_crop" and ten.meta["resolutions"] == [32, 48]
+    assert not np.allclose(ten.probs.astype(np.float32), original.probs.astype(np.float32))
+    assert len(csv_path.read_text().splitlines()) == len(original.ids) + 1
+    assert main(["predict", str(run_dir), "--crops", "ten_crop", "--resolutions", "32", "48"]) == 2
+    assert "exists; pass --force" in capsys.readouterr().err

@@ -129,3 +129,11 @@ def test_shipped_recipes_validate():
     assert recipes, "no recipe shipped"
     for path in recipes:
         load_recipe(path)
+
+
+def test_problems_inside_optional_sections_are_named():
+    data = copy.deepcopy(BASE)
+    data["predict"] = {"resolution": 448}
+    assert "predict.resolution: unknown field" in errors_of(data)
+    data["predict"] = {"crops": "twelve"}
+    assert "predict.crops: expected one of 'center', 'center_flip', 'ten_crop'" in errors_of(data)
