@@ -8,8 +8,10 @@ Every step's output lands in ``runs/<name>/`` as soon as it exists, and a resume
 from __future__ import annotations
 
 import dataclasses
+import glob
 import json
 import logging
+import re
 import shutil
 import time
 from pathlib import Path
@@ -39,9 +41,12 @@ def choose_run_dir(recipe: Recipe, resume: bool, force: bool) -> Path:
     """``runs/<name>``; an existing one is resumed (--resume), replaced (--force) or kept, in
     which case this run goes to ``runs/<name>-2``, ``-3``, ... so no earlier work is lost."""
     base = recipe.run_dir
-    taken = [base] + sorted(base.parent.glob(f"{base.name}-[0-9]*"),
-                            key=lambda p: int(p.name.rsplit("-", 1)[1]))
-    taken = [p for p in taken if p.exists()]
+    numbered = {}
+    for path in base.parent.glob(f"{glob.escape(base.name)}-*"):
+        match = re.fullmatch(rf"{re.escape(base.name)}-(\d+)", path.name)
+        if match:
+            numbered[int(match.group(1))] = path
+    taken = [p for p in [base] + [numbered[k] for k in sorted(numbered)] if p.exists()]
     if resume:
         if not taken:
             raise FileNotFoundError(f"--resume: no earlier run of {recipe.name!r} under "
@@ -52,9 +57,7 @@ def choose_run_dir(recipe: Recipe, resume: bool, force: bool) -> Path:
         return base
     if not taken:
         return base
-    last = taken[-1]
-    suffix = int(last.name.rsplit("-", 1)[1]) + 1 if last != base else 2
-    return base.with_name(f"{base.name}-{suffix}")
+    return base.with_name(f"{base.name}-{max(numbered, default=1) + 1}")
 
 
 def setup_file_logging(run_dir: Path) -> logging.Handler:
