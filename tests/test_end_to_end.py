@@ -94,10 +94,14 @@ def test_resume_continues_after_a_crash(tiny_recipe_dict, tmp_path, interrupt_tr
     run_dir = tmp_path / "runs" / "tiny"
     assert (run_dir / "checkpoints" / "train_last.pt").is_file()
     restore()
+    # As if the crash had come after epoch 2 was logged but before its checkpoint was saved.
+    with (run_dir / "metrics.jsonl").open("a") as f:
+        f.write(json.dumps({"stage": "train", "epoch": 2, "val_top1": -1}) + "\n")
 
     assert main(["run", recipe, "--resume"]) == 0
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [(r["stage"], r["epoch"]) for r in rows] == [("train", 1), ("train", 2), ("adapt", 1)]
+    assert all(r["val_top1"] >= 0 for r in rows)
     assert (run_dir / "report.md").is_file()
     assert not (tmp_path / "runs" / "tiny-2").exists()
 

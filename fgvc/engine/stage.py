@@ -62,6 +62,16 @@ class RunContext:
         with (self.run_dir / "metrics.jsonl").open("a") as f:
             f.write(json.dumps(row) + "\n")
 
+    def trim_metrics(self, stage: str, after_epoch: int) -> None:
+        """Drop rows a crash left beyond the checkpoint being resumed, so none is doubled."""
+        path = self.run_dir / "metrics.jsonl"
+        if not path.exists():
+            return
+        rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        kept = [r for r in rows if r.get("stage") != stage or r.get("epoch", 0) <= after_epoch]
+        if len(kept) != len(rows):
+            path.write_text("".join(json.dumps(r) + "\n" for r in kept))
+
     def train_loader(self, stage: StageConfig, epoch: int):
         """The stage's training data; the shuffle is a function of (seed, epoch), so a resumed
         run sees exactly the order it would have seen."""
@@ -96,6 +106,7 @@ def run_stage(ctx: RunContext, stage: StageConfig) -> None:
         optimizer.load_state_dict(state["optimizer"])
         start_epoch, step = state["epoch"], state["step"]
         prepare_batchnorm(model, plan, stage.bn_momentum, reset=False)
+        ctx.trim_metrics(stage.name, start_epoch)
         log.info("%s: resuming after epoch %d from %s", stage.name, start_epoch, last)
     elif not plan.everything:
         prepare_batchnorm(model, plan, stage.bn_momentum, reset=stage.bn_momentum is None)
