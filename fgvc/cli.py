@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 
 from fgvc.datasets.base import DatasetError
@@ -119,8 +120,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         run_dir = run_ensemble(recipe, Path(args.recipe), force=args.force)
     else:
         run_dir = run_recipe(recipe, resume=args.resume, force=args.force)
-    print(f"done: {run_dir / 'report.md'}")
-    print((run_dir / "report.md").read_text())
+    from fgvc.engine.distributed import current
+
+    if current().is_main:
+        print(f"done: {run_dir / 'report.md'}")
+        print((run_dir / "report.md").read_text())
     return 0
 
 
@@ -296,8 +300,11 @@ COMMANDS = {"table3": cmd_table3, "run": cmd_run, "validate": cmd_validate, "dat
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(levelname)s %(message)s", stream=sys.stderr)
+    # Under torchrun only the main process talks; the others report warnings and errors.
+    level = logging.DEBUG if args.verbose else logging.INFO
+    if int(os.environ.get("RANK", "0")) > 0:
+        level = logging.WARNING
+    logging.basicConfig(level=level, format="%(levelname)s %(message)s", stream=sys.stderr)
     try:
         return COMMANDS[args.command](args)
     except USER_ERRORS as err:
@@ -309,6 +316,10 @@ def main(argv: list[str] | None = None) -> int:
         print("interrupted: `fgvc run --resume` continues from the last checkpoint",
               file=sys.stderr)
         return 130
+    finally:
+        from fgvc.engine.distributed import shutdown
+
+        shutdown()
 
 
 if __name__ == "__main__":

@@ -24,6 +24,13 @@ from fgvc.datasets import DatasetIndex, load_dataset
 from fgvc.datasets.base import with_holdout
 from fgvc.engine.checkpoint import load_checkpoint
 from fgvc.engine.device import pick_device
+from fgvc.engine.distributed import (
+    barrier,
+    broadcast_object,
+    current,
+    init_distributed,
+    main_first,
+)
 from fgvc.engine.freeze import count_parameters, plan_trainable
 from fgvc.engine.loop import evaluate, predict_probabilities
 from fgvc.engine.seeding import seed_everything
@@ -71,7 +78,7 @@ def evaluate_resolutions(ctx: RunContext, phase: str) -> dict[str, dict]:
     """Accuracy at every evaluation resolution, stored in evaluation.json under ``phase``."""
     path = ctx.run_dir / "evaluation.json"
     stored = json.loads(path.read_text()) if path.exists() else {}
-    if phase in stored:
+    if broadcast_object(phase in stored):  # every process takes the same branch
         return stored[phase]
     results = {}
     cfg = ctx.recipe.evaluate
@@ -83,7 +90,8 @@ def evaluate_resolutions(ctx: RunContext, phase: str) -> dict[str, dict]:
         log.info("%s @%d px: top-1 %.1f%%, top-5 %.1f%%", phase, res,
                  results[str(res)]["top1"], results[str(res)]["top5"])
     stored[phase] = results
-    path.write_text(json.dumps(stored, indent=2) + "\n")
+    if current().is_main:
+        path.write_text(json.dumps(stored, indent=2) + "\n")
     return results
 
 
@@ -116,26 +124,33 @@ def predict_split(ctx: RunContext) -> Predictions:
 
 
 def run_recipe(recipe: Recipe, *, resume: bool = False, force: bool = False) -> Path:
-    """Run every step of ``recipe``; returns the run folder."""
+    """Run every step of ``recipe``; returns the run folder.
+
+    Under torchrun every process runs this; the main one chooses the folder and writes every
+    file, the others train and evaluate their shards.
+    """
     start = time.perf_counter()
-    run_dir = choose_run_dir(recipe, resume, force)
-    submission_path = recipe.submission_path
-    if submission_path is not None and recipe.submission.path is None:
-        submission_path = submission_path.with_name(f"{run_dir.name}.csv")
-    if submission_path is not None and not resume:
-        check_writable(submission_path, force)
-    # Data, device and splits are checked before the run folder exists: a typo in a path
-    # leaves nothing behind.
     device = pick_device(recipe.device)
-    index = load_recipe_dataset(recipe)
+    env = init_distributed(device)
+    if env.enabled and device.type == "cuda":
+        device = torch.device("cuda", env.local_rank)
+    run_dir, submission_path = broadcast_object(
+        _plan_outputs(recipe, resume, force) if env.is_main else None)
+    # Data and splits are checked before the run folder exists: a typo in a path leaves
+    # nothing behind. The main process reads (or generates) the data first.
+    index = main_first(lambda: load_recipe_dataset(recipe))
     _check_splits(recipe, index)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    handler = setup_file_logging(run_dir)
-    try:
+    handler = None
+    if env.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        handler = setup_file_logging(run_dir)
         (run_dir / "recipe.yaml").write_text(yaml.safe_dump(recipe.to_dict(), sort_keys=False))
-        log.info("run folder %s", run_dir)
+        log.info("run folder %s%s", run_dir,
+                 f" ({env.world_size} processes)" if env.enabled else "")
+    barrier()
+    try:
         seed_everything(recipe.seed)
-        model = create_model(recipe.model, index.num_classes).to(device)
+        model = main_first(lambda: create_model(recipe.model, index.num_classes)).to(device)
         if recipe.model.channels_last and device.type == "cuda":
             model = model.to(memory_format=torch.channels_last)
         ctx = RunContext(recipe, run_dir, index, model, data_config(model, recipe.model), device)
@@ -152,30 +167,51 @@ def run_recipe(recipe: Recipe, *, resume: bool = False, force: bool = False) -> 
             run_stage(ctx, stage)
         evaluate_resolutions(ctx, "after_adaptation" if recipe.stage("adapt")
                              else "before_adaptation")
-        summary = {
-            "num_classes": index.num_classes,
-            "split_sizes": {k: len(v) for k, v in index.splits.items()},
-            "parameters": count_parameters(model), "device": str(device),
-            "trainable": trainable,
-        }
-        if recipe.predict is not None:
-            preds = predict_split(ctx)
-            preds.save(run_dir / "predictions.npz")
-            summary["predictions"] = str(run_dir / "predictions.npz")
-            if submission_path is not None:
-                expected = [s.image_id for s in index.split(recipe.predict.split)]
-                write_submission(preds, submission_path, recipe.submission.format,
-                                 recipe.submission.top_k, expected_ids=expected, force=True)
-                summary["submission"] = str(submission_path)
-                log.info("submission written to %s", submission_path)
-        summary["seconds"] = time.perf_counter() - start
-        (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-        report = write_report(run_dir, recipe, summary)
-        log.info("report: %s", report)
+        preds = predict_split(ctx) if recipe.predict is not None else None
+        if env.is_main:
+            _write_outputs(ctx, preds, submission_path, start, trainable)
+        barrier()
         return run_dir
     finally:
-        logging.getLogger().removeHandler(handler)
-        handler.close()
+        if handler is not None:
+            logging.getLogger().removeHandler(handler)
+            handler.close()
+
+
+def _plan_outputs(recipe: Recipe, resume: bool, force: bool) -> tuple[Path, Path | None]:
+    """The run folder, and the submission path (named after the folder unless the recipe sets
+    one); an existing submission is refused here, before any work, unless forced."""
+    run_dir = choose_run_dir(recipe, resume, force)
+    submission_path = recipe.submission_path
+    if submission_path is not None and recipe.submission.path is None:
+        submission_path = submission_path.with_name(f"{run_dir.name}.csv")
+    if submission_path is not None and not resume:
+        check_writable(submission_path, force)
+    return run_dir, submission_path
+
+
+def _write_outputs(ctx: RunContext, preds: Predictions | None, submission_path: Path | None,
+                   start: float, trainable: dict[str, str]) -> None:
+    recipe, index, run_dir = ctx.recipe, ctx.index, ctx.run_dir
+    summary = {
+        "num_classes": index.num_classes,
+        "split_sizes": {k: len(v) for k, v in index.splits.items()},
+        "parameters": count_parameters(ctx.model), "device": str(ctx.device),
+        "processes": current().world_size, "trainable": trainable,
+    }
+    if preds is not None:
+        preds.save(run_dir / "predictions.npz")
+        summary["predictions"] = str(run_dir / "predictions.npz")
+        if submission_path is not None:
+            expected = [s.image_id for s in index.split(recipe.predict.split)]
+            write_submission(preds, submission_path, recipe.submission.format,
+                             recipe.submission.top_k, expected_ids=expected, force=True)
+            summary["submission"] = str(submission_path)
+            log.info("submission written to %s", submission_path)
+    summary["seconds"] = time.perf_counter() - start
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    report = write_report(run_dir, recipe, summary)
+    log.info("report: %s", report)
 
 
 def load_recipe_dataset(recipe: Recipe) -> DatasetIndex:
@@ -236,5 +272,6 @@ def predict_run(run_dir: Path, overrides: list[str], out: Path | None = None,
     model.load_state_dict(load_checkpoint(weights)["model"])
     ctx = RunContext(recipe, run_dir, index, model, data_config(model, recipe.model), device)
     preds = predict_split(ctx)
-    preds.save(out)
+    if current().is_main:
+        preds.save(out)
     return out, preds

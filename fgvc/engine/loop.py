@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from fgvc.engine.device import autocast
+from fgvc.engine.distributed import all_reduce_sum, gather_objects
 from fgvc.engine.optim import set_lr
 from fgvc.progress import progress
 from fgvc.tta import Average, combine_crops
@@ -69,9 +70,10 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim
         correct += (logits.argmax(1) == labels).sum().item()
         seen += len(labels)
         bar.set_postfix(loss=f"{total_loss / seen:.3f}", lr=f"{lr:.2e}")
+    total_loss, correct, seen, bad = all_reduce_sum([total_loss, correct, seen, bad])
     return EpochResult(
-        loss=total_loss / max(seen, 1), top1=100.0 * correct / max(seen, 1), images=seen,
-        bad_images=bad, seconds=time.perf_counter() - start, last_lr=lr, next_step=step)
+        loss=total_loss / max(seen, 1), top1=100.0 * correct / max(seen, 1), images=int(seen),
+        bad_images=int(bad), seconds=time.perf_counter() - start, last_lr=lr, next_step=step)
 
 
 @torch.no_grad()
@@ -113,10 +115,12 @@ def evaluate(model: nn.Module, loader: DataLoader, device: torch.device, *,
         correct5 += hits.any(dim=1).sum().item()
         loss_sum += F.nll_loss(probs.clamp_min(1e-12).log(), labels, reduction="sum").item()
         seen += len(labels)
+    correct1, correct5, loss_sum, seen, n_bad = all_reduce_sum(
+        [correct1, correct5, loss_sum, seen, bad[0]])
     if seen == 0:
-        raise RuntimeError(f"{desc}: no readable image to evaluate ({bad[0]} unreadable)")
+        raise RuntimeError(f"{desc}: no readable image to evaluate ({int(n_bad)} unreadable)")
     return {"top1": 100.0 * correct1 / seen, "top5": 100.0 * correct5 / seen,
-            "loss": loss_sum / seen, "images": seen, "bad_images": bad[0]}
+            "loss": loss_sum / seen, "images": int(seen), "bad_images": int(n_bad)}
 
 
 def predict_probabilities(model: nn.Module, loader: DataLoader, device: torch.device, *,
@@ -130,6 +134,14 @@ def predict_probabilities(model: nn.Module, loader: DataLoader, device: torch.de
                                              bad_counter=bad):
         chunks.append(probs.numpy())
         index_chunks.append(indices.numpy())
-    if not chunks:
-        raise RuntimeError(f"{desc}: no readable image to predict ({bad[0]} unreadable)")
-    return np.concatenate(index_chunks), np.concatenate(chunks), bad[0]
+    local = (np.concatenate(index_chunks) if index_chunks else np.zeros(0, dtype=np.int64),
+             np.concatenate(chunks) if chunks else None, bad[0])
+    shards = gather_objects(local)  # every process's shard, under torchrun
+    parts = [(i, p) for i, p, _ in shards if p is not None]
+    total_bad = sum(b for _, _, b in shards)
+    if not parts:
+        raise RuntimeError(f"{desc}: no readable image to predict ({total_bad} unreadable)")
+    indices = np.concatenate([i for i, _ in parts])
+    probs = np.concatenate([p for _, p in parts])
+    order = np.argsort(indices, kind="stable")
+    return indices[order], probs[order], total_bad

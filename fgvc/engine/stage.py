@@ -14,6 +14,7 @@ import torch.nn as nn
 from fgvc.datasets.base import DatasetIndex
 from fgvc.engine.checkpoint import load_checkpoint, save_checkpoint
 from fgvc.engine.data import make_loader
+from fgvc.engine.distributed import barrier, current
 from fgvc.engine.freeze import (
     apply_requires_grad,
     count_parameters,
@@ -59,13 +60,15 @@ class RunContext:
         return self.checkpoint_dir / f"{stage.name}_last.pt"
 
     def log_metrics(self, row: dict) -> None:
+        if not current().is_main:
+            return
         with (self.run_dir / "metrics.jsonl").open("a") as f:
             f.write(json.dumps(row) + "\n")
 
     def trim_metrics(self, stage: str, after_epoch: int) -> None:
         """Drop rows a crash left beyond the checkpoint being resumed, so none is doubled."""
         path = self.run_dir / "metrics.jsonl"
-        if not path.exists():
+        if not path.exists() or not current().is_main:
             return
         rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
         kept = [r for r in rows if r.get("stage") != stage or r.get("epoch", 0) <= after_epoch]
@@ -81,7 +84,7 @@ class RunContext:
         return make_loader(self.index, ds.train_split, transform=transform,
                            batch_size=stage.batch_size, num_workers=ds.num_workers,
                            on_bad_image=ds.on_bad_image, shuffle=True, drop_last=True,
-                           seed=self.recipe.seed * 100_003 + epoch)
+                           seed=self.recipe.seed, epoch=epoch)
 
     def eval_loader(self, split: str, resolution: int, batch_size: int,
                     crops: CropMode = "center"):
@@ -123,11 +126,15 @@ def run_stage(ctx: RunContext, stage: StageConfig) -> None:
         return lr_at(s, steps_per_epoch, stage.epochs, base_lr, stage.schedule)
 
     channels_last = recipe.model.channels_last
+    env = current()
+    trained = wrap_for_training(model, ctx.device)
     for epoch in range(start_epoch, stage.epochs):
-        seed_everything(recipe.seed * 100_003 + epoch)  # augmentation draws, resumable
+        # Augmentation draws: a function of (seed, epoch, process), so a resumed run repeats them.
+        seed_everything(recipe.seed * 100_003 + epoch * 7919 + env.rank)
         set_train_mode(model, plan)
         result = train_one_epoch(
-            model, ctx.train_loader(stage, epoch), optimizer, lr_fn=lr_fn, step=step, device=ctx.device,
+            trained, ctx.train_loader(stage, epoch), optimizer, lr_fn=lr_fn, step=step,
+            device=ctx.device,
             label_smoothing=stage.label_smoothing, grad_clip=stage.grad_clip,
             channels_last=channels_last, desc=f"{stage.name} {epoch + 1}/{stage.epochs}")
         step = result.next_step
@@ -145,9 +152,24 @@ def run_stage(ctx: RunContext, stage: StageConfig) -> None:
                  "%.0f img/s%s", stage.name, epoch + 1, stage.epochs, result.loss, result.top1,
                  val["top1"], val["top5"], row["images_per_second"],
                  f", {row['bad_images']} unreadable image(s) skipped" if row["bad_images"] else "")
-        save_checkpoint(last, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                               "epoch": epoch + 1, "step": step, "stage": stage.name})
-    save_checkpoint(ctx.final_checkpoint(stage), {
-        "model": model.state_dict(), "stage": stage.name, "resolution": stage.resolution,
-        "arch": recipe.model.arch, "category_ids": list(ctx.index.category_ids)})
-    last.unlink(missing_ok=True)
+        if env.is_main:
+            save_checkpoint(last, {"model": model.state_dict(),
+                                   "optimizer": optimizer.state_dict(),
+                                   "epoch": epoch + 1, "step": step, "stage": stage.name})
+    if env.is_main:
+        save_checkpoint(ctx.final_checkpoint(stage), {
+            "model": model.state_dict(), "stage": stage.name, "resolution": stage.resolution,
+            "arch": recipe.model.arch, "category_ids": list(ctx.index.category_ids)})
+        last.unlink(missing_ok=True)
+    barrier()
+
+
+def wrap_for_training(model: nn.Module, device: torch.device) -> nn.Module:
+    """DistributedDataParallel under torchrun (gradients averaged across processes, the
+    parameters broadcast from the main process); the model itself otherwise."""
+    if not current().enabled or not any(p.requires_grad for p in model.parameters()):
+        return model
+    from torch.nn.parallel import DistributedDataParallel
+
+    ids = [device.index] if device.type == "cuda" else None
+    return DistributedDataParallel(model, device_ids=ids)
