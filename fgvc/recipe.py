@@ -202,11 +202,10 @@ AverageName = Literal["probs", "logits"]
 
 
 @dataclass
-class EvaluateConfig:
-    """Accuracy on a labelled split at several test resolutions, before and after adaptation.
-    ``crops``: centre crop, centre + flip or 10-crop; ``average``: how crops are combined."""
+class InferenceConfig:
+    """Shared by evaluation and prediction: test resolutions, batch size, and test-time crops
+    (``center``, ``center_flip`` or ``ten_crop``) with how they are combined (``average``)."""
 
-    split: str = "val"
     resolutions: list[int] | None = None
     batch_size: int = 64
     crops: CropModeName = "center"
@@ -223,25 +222,19 @@ class EvaluateConfig:
 
 
 @dataclass
-class PredictConfig:
+class EvaluateConfig(InferenceConfig):
+    """Accuracy on a labelled split at each test resolution, before and after adaptation."""
+
+    split: str = "val"
+
+
+@dataclass
+class PredictConfig(InferenceConfig):
     """Class probabilities for every image of a split, usually the unlabelled test split:
-    averaged over ``crops`` at each of ``resolutions`` (default: the last stage's), then over
-    the resolutions."""
+    crops combined at each of ``resolutions`` (default: the last stage's), then the
+    resolutions averaged."""
 
     split: str = "test"
-    resolutions: list[int] | None = None
-    batch_size: int = 64
-    crops: CropModeName = "center"
-    average: AverageName = "probs"
-
-    def check(self) -> list[tuple[str, str]]:
-        out = []
-        for i, r in enumerate(self.resolutions or []):
-            if r <= 0:
-                out.append((f"resolutions[{i}]", f"must be a positive number of pixels, got {r!r}"))
-        if self.batch_size <= 0:
-            out.append(("batch_size", f"must be > 0, got {self.batch_size!r}"))
-        return out
 
 
 @dataclass
