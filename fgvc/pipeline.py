@@ -25,6 +25,7 @@ from fgvc.datasets.base import with_holdout
 from fgvc.engine.checkpoint import load_checkpoint
 from fgvc.engine.device import pick_device
 from fgvc.engine.distributed import (
+    DistEnv,
     barrier,
     broadcast_object,
     current,
@@ -119,7 +120,7 @@ def predict_split(ctx: RunContext) -> Predictions:
         meta={"model": ctx.recipe.model.arch, "run": ctx.run_dir.name,
               "weights": str(ctx.final_weights) if ctx.final_weights else ctx.recipe.model.weights,
               "resolutions": resolutions, "crops": cfg.crops, "average": cfg.average,
-              "split": cfg.split, "dataset": ctx.index.name},
+              "split": cfg.split, "dataset": ctx.index.name, "processes": current().world_size},
     )
 
 
@@ -130,10 +131,7 @@ def run_recipe(recipe: Recipe, *, resume: bool = False, force: bool = False) -> 
     file, the others train and evaluate their shards.
     """
     start = time.perf_counter()
-    device = pick_device(recipe.device)
-    env = init_distributed(device)
-    if env.enabled and device.type == "cuda":
-        device = torch.device("cuda", env.local_rank)
+    device, env = _device_and_processes(recipe)
     run_dir, submission_path = broadcast_object(
         _plan_outputs(recipe, resume, force) if env.is_main else None)
     # Data and splits are checked before the run folder exists: a typo in a path leaves
@@ -176,6 +174,15 @@ def run_recipe(recipe: Recipe, *, resume: bool = False, force: bool = False) -> 
         if handler is not None:
             logging.getLogger().removeHandler(handler)
             handler.close()
+
+
+def _device_and_processes(recipe: Recipe) -> tuple[torch.device, DistEnv]:
+    """The device, and this process's place under torchrun (one GPU per process)."""
+    device = pick_device(recipe.device)
+    env = init_distributed(device)
+    if env.enabled and device.type == "cuda":
+        device = torch.device("cuda", env.local_rank)
+    return device, env
 
 
 def _plan_outputs(recipe: Recipe, resume: bool, force: bool) -> tuple[Path, Path | None]:
@@ -264,14 +271,16 @@ def predict_run(run_dir: Path, overrides: list[str], out: Path | None = None,
     cfg = recipe.predict
     resolutions = cfg.resolutions or [recipe.final_resolution]
     out = out or run_dir / f"predictions-{cfg.split}-{cfg.crops}-{'-'.join(map(str, resolutions))}.npz"
-    check_writable(out, force)
-    device = pick_device(recipe.device)
-    index = load_recipe_dataset(recipe)
+    device, env = _device_and_processes(recipe)
+    if env.is_main:
+        check_writable(out, force)
+    index = main_first(lambda: load_recipe_dataset(recipe))
     model_cfg = dataclasses.replace(recipe.model, pretrained="none", weights=None)
     model = create_model(model_cfg, index.num_classes).to(device)
     model.load_state_dict(load_checkpoint(weights)["model"])
     ctx = RunContext(recipe, run_dir, index, model, data_config(model, recipe.model), device)
     preds = predict_split(ctx)
-    if current().is_main:
+    if env.is_main:
         preds.save(out)
+    barrier()
     return out, preds

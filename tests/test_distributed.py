@@ -61,6 +61,7 @@ def test_two_process_run(tiny_recipe_dict, tiny_data_root, tmp_path):
     result = torchrun("predict", str(run_dir), "--out", str(tmp_path / "sharded.npz"))
     assert result.returncode == 0, result.stderr[-3000:]
     single, sharded = (Predictions.load(tmp_path / f) for f in ("single.npz", "sharded.npz"))
+    assert (single.meta["processes"], sharded.meta["processes"]) == (1, 2)  # really sharded
     assert sharded.ids == single.ids
     np.testing.assert_allclose(sharded.probs.astype(np.float32), single.probs.astype(np.float32),
                                atol=2e-3)
