@@ -72,6 +72,14 @@ def build_parser() -> argparse.ArgumentParser:
     submit.add_argument("--competition", required=True, help="e.g. inaturalist-2019-fgvc6")
     submit.add_argument("-m", "--message", required=True, help="the submission's description")
 
+    resolution = sub.add_parser("resolution", help="the paper's object-size arithmetic: which "
+                                                   "test resolution matches a train resolution")
+    resolution.add_argument("--train", type=int, required=True, help="train resolution K_train")
+    resolution.add_argument("--crop-scale", type=float, nargs=2, default=[0.08, 1.0],
+                            metavar=("MIN", "MAX"), help="RandomResizedCrop area range")
+    resolution.add_argument("--crop-pct", type=float, default=0.875, help="test DA crop ratio")
+    resolution.add_argument("--multiple", type=int, default=32, help="round to this multiple")
+
     table3 = sub.add_parser("table3", help="the paper's Table 3 transfer benchmark, resumable")
     table3.add_argument("--datasets", nargs="+", help="rows to run (default: all seven)")
     table3.add_argument("--root", action="append", default=[], metavar="DATASET=PATH",
@@ -272,6 +280,19 @@ def cmd_submit(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_resolution(args: argparse.Namespace) -> int:
+    from fgvc.analysis import matching_test_resolution, object_size_ratio
+
+    scale = tuple(args.crop_scale)
+    best = matching_test_resolution(args.train, args.crop_pct, scale, args.multiple)
+    print(f"train {args.train} px, crops of {scale[0]:g}-{scale[1]:g} of the image area, test "
+          f"crop ratio {args.crop_pct:g}: objects look as large as in training at about {best} px")
+    print("\n| test px | E[r_test / r_train] |\n|---|---|")
+    for k in sorted({args.train, best, *range(args.train, 2 * args.train + 1, args.multiple)}):
+        print(f"| {k} | {object_size_ratio(args.train, k, args.crop_pct, scale):.2f} |")
+    return 0
+
+
 def cmd_table3(args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -293,9 +314,11 @@ def cmd_table3(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"table3": cmd_table3, "run": cmd_run, "validate": cmd_validate, "datasets": cmd_datasets,
-            "models": cmd_models, "predict": cmd_predict, "ensemble": cmd_ensemble,
-            "submit": cmd_submit}
+COMMANDS = {
+    "run": cmd_run, "validate": cmd_validate, "predict": cmd_predict, "ensemble": cmd_ensemble,
+    "submit": cmd_submit, "datasets": cmd_datasets, "models": cmd_models,
+    "resolution": cmd_resolution, "table3": cmd_table3,
+}
 
 
 def main(argv: list[str] | None = None) -> int:
