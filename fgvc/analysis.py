@@ -36,4 +36,4 @@ def matching_test_resolution(train_resolution: int, crop_pct: float = 0.875,
     """The test resolution at which objects look as large as in training, rounded to a
     multiple of ``multiple`` (the paper, appendix B: other sizes lose accuracy)."""
     exact = train_resolution * crop_pct / apparent_size_factor(*scale)
-    return max(multiple, multiple * round(exact / multiple))
+    return max(multiple, multiple * math.floor(exact / multiple + 0.5))
