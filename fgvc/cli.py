@@ -72,6 +72,11 @@ def build_parser() -> argparse.ArgumentParser:
     submit.add_argument("--competition", required=True, help="e.g. inaturalist-2019-fgvc6")
     submit.add_argument("-m", "--message", required=True, help="the submission's description")
 
+    sweep = sub.add_parser("sweep", help="train once, adapt at each of sweep_resolutions, keep "
+                                         "the best on validation, report the evaluation split")
+    _add_recipe_args(sweep)
+    sweep.add_argument("--out", help="output folder (default: <output_root>/<name>-sweep)")
+
     resolution = sub.add_parser("resolution", help="the paper's object-size arithmetic: which "
                                                    "test resolution matches a train resolution")
     resolution.add_argument("--train", type=int, required=True, help="train resolution K_train")
@@ -280,6 +285,22 @@ def cmd_submit(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from fgvc.recipe import Recipe
+    from fgvc.sweep import format_result, run_protocol
+
+    recipe = load_recipe(args.recipe, args.overrides)
+    if not isinstance(recipe, Recipe):
+        raise ValueError(f"{args.recipe}: fgvc sweep takes a run recipe, not an ensemble")
+    out = Path(args.out) if args.out else Path(recipe.output_root) / f"{recipe.name}-sweep"
+    text = format_result(recipe, run_protocol(recipe, out))
+    (out / "result.md").write_text(text)
+    print(text, end="")
+    return 0
+
+
 def cmd_resolution(args: argparse.Namespace) -> int:
     from fgvc.analysis import matching_test_resolution, object_size_ratio
 
@@ -317,7 +338,7 @@ def cmd_table3(args: argparse.Namespace) -> int:
 COMMANDS = {
     "run": cmd_run, "validate": cmd_validate, "predict": cmd_predict, "ensemble": cmd_ensemble,
     "submit": cmd_submit, "datasets": cmd_datasets, "models": cmd_models,
-    "resolution": cmd_resolution, "table3": cmd_table3,
+    "sweep": cmd_sweep, "resolution": cmd_resolution, "table3": cmd_table3,
 }
 
 

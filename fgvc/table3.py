@@ -6,21 +6,20 @@ recipe's adapt resolution when it has no sweep); adapt at K_test; report single-
 top-1 on the evaluation split at K_train (the baseline), at K_test without adaptation, and
 after adaptation, beside the paper's figures.
 
-Every step is an ordinary fgvc run under ``<out>/rows/``, so a killed table resumes where it
-stopped (epoch checkpoints), and a finished row (``row.json``) is never recomputed.
+Every step is an ordinary fgvc run under ``<out>/rows/<dataset>/``, so a killed table resumes
+where it stopped (epoch checkpoints), and a finished row (``result.json``) is never recomputed.
 """
 
 from __future__ import annotations
 
 import csv
-import json
 import logging
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
 
 from fgvc.datasets.base import DatasetError
-from fgvc.recipe import Recipe, load_recipe, parse_recipe
+from fgvc.recipe import Recipe, load_recipe
+from fgvc.sweep import run_protocol
 
 log = logging.getLogger(__name__)
 RECIPES_DIR = Path("recipes/table3")
@@ -75,77 +74,17 @@ class RowResult:
         return self.adapted - self.baseline
 
 
-def _variant(recipe: Recipe, name: str, **changes: Any) -> Recipe:
-    data = recipe.to_dict()
-    data["name"] = name
-    data.update(changes)
-    return parse_recipe(data, f"table3 variant {name}")
-
-
-def _run(recipe: Recipe) -> dict[str, dict[str, dict]]:
-    from fgvc.pipeline import run_recipe
-
-    run_dir = run_recipe(recipe, resume=recipe.run_dir.exists())
-    return json.loads((run_dir / "evaluation.json").read_text())
-
-
 def run_row(dataset: str, recipe: Recipe, row_dir: Path) -> RowResult:
-    """Train, choose K_test, adapt, evaluate; each step resumable, the row cached when done."""
-    cached = row_dir / "row.json"
-    if cached.exists():
-        log.info("table3 %s: finished earlier, reusing %s", dataset, cached)
-        return RowResult(**json.loads(cached.read_text()))
+    """One row: the FixRes protocol of ``fgvc.sweep``, or a skip when the data is absent."""
     from fgvc.pipeline import load_recipe_dataset
 
-    try:
-        load_recipe_dataset(recipe)
-    except DatasetError as err:
-        return RowResult(dataset, status=f"skipped: {err}")
-    train, adapt = recipe.stage("train"), recipe.stage("adapt")
-    eval_split = recipe.evaluate.split
-    base = {"output_root": str(row_dir), "predict": None, "submission": None,
-            "sweep_resolutions": None}
-
-    train_only = _variant(recipe, "train", stages=[asdict_stage(train)],
-                          evaluate={**recipe.to_dict()["evaluate"], "split": eval_split,
-                                    "resolutions": [train.resolution]}, **base)
-    _run(train_only)
-    weights = str(train_only.run_dir / "checkpoints" / "train.pt")
-    model = {**recipe.to_dict()["model"], "pretrained": "none", "weights": weights}
-
-    def adapted_at(resolution: int, split: str, name: str, resolutions: list[int]) -> dict:
-        stage = {**asdict_stage(adapt), "resolution": resolution}
-        variant = _variant(recipe, name, stages=[stage], model=model,
-                           evaluate={**recipe.to_dict()["evaluate"], "split": split,
-                                     "resolutions": resolutions}, **base)
-        return _run(variant)
-
-    sweep: dict[str, float] = {}
-    if recipe.sweep_resolutions:
-        for res in recipe.sweep_resolutions:
-            found = adapted_at(res, recipe.dataset.val_split, f"sweep-{res}", [res])
-            sweep[str(res)] = found["after_adaptation"][str(res)]["top1"]
-            log.info("table3 %s: adapted at %d px, %s top-1 %.2f", dataset, res,
-                     recipe.dataset.val_split, sweep[str(res)])
-        test_res = int(max(sweep, key=lambda r: (sweep[r], -int(r))))
-    else:
-        test_res = adapt.resolution
-    final = adapted_at(test_res, eval_split, f"adapt-{test_res}",
-                       sorted({train.resolution, test_res}))
-    result = RowResult(
-        dataset, model=recipe.model.arch, train_resolution=train.resolution,
-        test_resolution=test_res,
-        baseline=final["before_adaptation"][str(train.resolution)]["top1"],
-        test_resolution_no_adaptation=final["before_adaptation"][str(test_res)]["top1"],
-        adapted=final["after_adaptation"][str(test_res)]["top1"], sweep=sweep)
-    cached.write_text(json.dumps(asdict(result), indent=2) + "\n")
-    return result
-
-
-def asdict_stage(stage) -> dict:
-    from fgvc.schema import to_plain
-
-    return to_plain(stage)
+    if not (row_dir / "result.json").exists():
+        try:
+            load_recipe_dataset(recipe)
+        except DatasetError as err:
+            return RowResult(dataset, status=f"skipped: {err}")
+    result = run_protocol(recipe, row_dir)
+    return RowResult(dataset, **asdict(result))
 
 
 def row_recipe(dataset: str, root: Path | None, overrides: list[str],

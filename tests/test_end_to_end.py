@@ -195,3 +195,22 @@ def test_predict_again_with_other_crops(tiny_recipe_dict, tmp_path, capsys):
     assert len(csv_path.read_text().splitlines()) == len(original.ids) + 1
     assert main(["predict", str(run_dir), "--crops", "ten_crop", "--resolutions", "32", "48"]) == 2
     assert "exists; pass --force" in capsys.readouterr().err
+
+
+def test_sweep_chooses_the_test_resolution_on_validation(tiny_recipe_dict, tmp_path, capsys):
+    tiny_recipe_dict["sweep_resolutions"] = [32, 40, 48]
+    tiny_recipe_dict["evaluate"]["split"] = "val"
+    tiny_recipe_dict["dataset"].update(holdout=0.25, val_split="holdout")
+    out = tmp_path / "sweep"
+    assert main(["sweep", write_recipe(tmp_path, tiny_recipe_dict), "--out", str(out)]) == 0
+    result = json.loads((out / "result.json").read_text())
+    best = max(result["sweep"].items(), key=lambda kv: (kv[1], -int(kv[0])))[0]
+    assert result["test_resolution"] == int(best)
+    assert set(result["sweep"]) == {"32", "40", "48"}
+    for name in ("train", f"adapt-{best}", "sweep-40"):
+        assert (out / name / "evaluation.json").is_file()
+    swept = yaml.safe_load((out / "sweep-40" / "recipe.yaml").read_text())
+    assert swept["evaluate"]["split"] == "holdout"  # chosen on held-out training images
+    printed = capsys.readouterr().out
+    assert f"| {best} (chosen) |" in printed and "adapted |" in printed
+    assert (out / "result.md").read_text() == printed

@@ -57,8 +57,8 @@ def test_resume_after_an_interrupted_row(tmp_path, monkeypatch, interrupt_traini
     restore = interrupt_training(8)
     argv = ["table3", "--smoke", "--out", str(out), "--datasets", *rows]
     assert main(argv) == 130
-    assert (out / "rows" / "cub200" / "row.json").is_file()
-    assert not (out / "rows" / "flowers102" / "row.json").exists()
+    assert (out / "rows" / "cub200" / "result.json").is_file()
+    assert not (out / "rows" / "flowers102" / "result.json").exists()
     assert (out / "rows" / "flowers102" / "train" / "checkpoints" / "train_last.pt").is_file()
 
     restore()
