@@ -125,6 +125,18 @@ def test_oxford_pets(trees):
     assert index.classes == ["Abyssinian", "american bulldog", "Bengal", "beagle"]
     assert index.split("trainval")[0] == type(index.split("trainval")[0])(
         "images/Abyssinian_0.jpg", 0, "Abyssinian_0")
+    assert set(index.boxes) == {s.image_id for s in index.split("trainval")}
+    from PIL import Image
+
+    w, h = Image.open(index.root / "images" / "Abyssinian_0.jpg").size
+    assert index.boxes["Abyssinian_0"] == (2.0, 3.0, w - 4.0, h - 6.0)
+
+
+def test_oxford_pets_broken_xml(trees, tmp_path):
+    root = copy_tree(trees, tmp_path, "oxford_pets")
+    (root / "annotations" / "xmls" / "Bengal_2.xml").write_text("<annotation><object>")
+    with pytest.raises(DatasetError, match=r"Bengal_2\.xml: expected a Pascal VOC annotation"):
+        load_dataset("oxford_pets", root)
 
 
 def test_nabirds_maps_noncontiguous_leaf_ids(trees):

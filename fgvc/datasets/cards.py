@@ -116,7 +116,8 @@ CARDS: dict[str, Card] = {
         "images/<Breed_Name>_<n>.jpg, annotations/{list.txt, trainval.txt, test.txt}",
         "CC BY-SA 4.0.",
         "Table 3, SENet-154: baseline 94.6, with FixRes 94.8 (best published then 95.9).",
-        ["A few original JPEGs are corrupt or not JPEG: run `fgvc datasets verify`."]),
+        ["A few original JPEGs are corrupt or not JPEG: run `fgvc datasets verify`.",
+         "Head bounding boxes are read from annotations/xmls/ (trainval images only)."]),
     "nabirds": Card(
         "NABirds", 555, {"train": 23929, "test": 24633},
         "https://dl.allaboutbirds.org/nabirds",

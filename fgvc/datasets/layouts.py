@@ -244,6 +244,13 @@ def write_oxford_pets(root: Path, num_classes: int = 4, per_class: int = 3, seed
         name = f"{breed}_{item.number + (0 if item.split == 'trainval' else 500)}"
         _save(item.image, root / "images" / f"{name}.jpg")
         lines[item.split].append(f"{name} {item.label + 1} {species} {item.label // 2 + 1}")
+        if item.split == "trainval":  # head boxes ship for trainval images only
+            w, h = item.image.size
+            _write_lines(root / "annotations" / "xmls" / f"{name}.xml", [
+                f"<annotation><filename>{name}.jpg</filename><size><width>{w}</width>"
+                f"<height>{h}</height><depth>3</depth></size><object><name>"
+                f"{'cat' if species == 1 else 'dog'}</name><bndbox><xmin>2</xmin><ymin>3</ymin>"
+                f"<xmax>{w - 2}</xmax><ymax>{h - 3}</ymax></bndbox></object></annotation>"])
     comments = ["#Image CLASS-ID SPECIES BREED ID", "#ID: 1:37 Class ids", "#SPECIES: 1:Cat 2:Dog"]
     _write_lines(root / "annotations" / "trainval.txt", lines["trainval"])
     _write_lines(root / "annotations" / "test.txt", lines["test"])

@@ -95,7 +95,8 @@ PETS_LAYOUT = "images/<Breed_Name>_<n>.jpg, annotations/{trainval.txt, test.txt}
 
 @register("oxford_pets", "Oxford-IIIT Pets: images/ + annotations/{trainval,test}.txt", 37)
 def load_oxford_pets(root: Path, options: dict[str, Any]) -> DatasetIndex:
-    """Splits trainval and test; class names come from the image names (breed prefix)."""
+    """Splits trainval and test; class names come from the image names (breed prefix); the
+    head boxes of ``annotations/xmls/`` (trainval images only) where present."""
     _no_options("oxford_pets", options)
     splits, categories = {}, {}
     for split, file in (("trainval", "trainval.txt"), ("test", "test.txt")):
@@ -106,7 +107,24 @@ def load_oxford_pets(root: Path, options: dict[str, Any]) -> DatasetIndex:
             categories.setdefault(class_id, image.rsplit("_", 1)[0].replace("_", " "))
             samples.append(RawSample(f"images/{image}.jpg", class_id, image))
         splits[split] = samples
-    return build_index("oxford_pets", root, categories, splits)
+    boxes = _pets_head_boxes(root / "annotations" / "xmls")
+    return build_index("oxford_pets", root, categories, splits, boxes)
+
+
+def _pets_head_boxes(folder: Path) -> dict[str, tuple[float, float, float, float]]:
+    """Pascal-VOC files ``<image>.xml``: the first object's box as (x, y, width, height)."""
+    import xml.etree.ElementTree as ET
+
+    boxes = {}
+    for path in sorted(folder.glob("*.xml")) if folder.is_dir() else []:
+        try:
+            box = ET.parse(path).getroot().find("object/bndbox")
+            x1, y1, x2, y2 = (float(box.findtext(k)) for k in ("xmin", "ymin", "xmax", "ymax"))
+        except (ET.ParseError, AttributeError, TypeError, ValueError):
+            raise DatasetError(f"{path}: expected a Pascal VOC annotation with "
+                               "object/bndbox/{xmin,ymin,xmax,ymax}") from None
+        boxes[path.stem] = (x1, y1, x2 - x1, y2 - y1)
+    return boxes
 
 
 BIRDSNAP_LAYOUT = ("species.txt, images.txt, test_images.txt (tab-separated, with headers) and "
