@@ -295,9 +295,12 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     if not isinstance(recipe, Recipe):
         raise ValueError(f"{args.recipe}: fgvc sweep takes a run recipe, not an ensemble")
     out = Path(args.out) if args.out else Path(recipe.output_root) / f"{recipe.name}-sweep"
+    from fgvc.engine.distributed import current
+
     text = format_result(recipe, run_protocol(recipe, out))
-    (out / "result.md").write_text(text)
-    print(text, end="")
+    if current().is_main:
+        (out / "result.md").write_text(text)
+        print(text, end="")
     return 0
 
 
@@ -326,8 +329,12 @@ def cmd_table3(args: argparse.Namespace) -> int:
             raise ValueError(f"--root {item!r}: expected DATASET=PATH with DATASET one of "
                              f"{', '.join(PAPER)}")
         roots[name] = Path(path)
+    from fgvc.engine.distributed import current
+
     out = Path(args.out)
     results = run_table(args.datasets or list(PAPER), out, roots, args.smoke, args.overrides)
+    if not current().is_main:
+        return 0
     print((out / "table3.md").read_text())
     skipped = [r for r in results if r.status != "done"]
     for r in skipped:

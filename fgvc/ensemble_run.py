@@ -9,6 +9,7 @@ from pathlib import Path
 
 import yaml
 
+from fgvc.engine.distributed import current
 from fgvc.ensemble import combine, load_members
 from fgvc.predictions import Predictions
 from fgvc.recipe import EnsembleMember, EnsembleRecipe, Recipe, load_recipe
@@ -62,6 +63,8 @@ def run_ensemble(recipe: EnsembleRecipe, source: Path | None = None, *,
     if submission_path is not None:
         check_writable(submission_path, force)
     paths = [member_predictions(recipe, m, source) for m in recipe.members]
+    if not current().is_main:  # under torchrun the members ran sharded; one process combines
+        return recipe.run_dir
     members = load_members(paths)
     preds: Predictions = combine(members, [m.weight for m in recipe.members], recipe.combine)
     run_dir = recipe.run_dir

@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from fgvc.engine.distributed import barrier, current
 from fgvc.recipe import Recipe, parse_recipe
 from fgvc.schema import to_plain
 
@@ -89,7 +90,9 @@ def run_protocol(recipe: Recipe, out_dir: Path) -> ProtocolResult:
         baseline=final["before_adaptation"][str(train.resolution)]["top1"],
         test_resolution_no_adaptation=final["before_adaptation"][str(test_res)]["top1"],
         adapted=final["after_adaptation"][str(test_res)]["top1"], sweep=sweep)
-    cached.write_text(json.dumps(asdict(result), indent=2) + "\n")
+    if current().is_main:
+        cached.write_text(json.dumps(asdict(result), indent=2) + "\n")
+    barrier()
     return result
 
 

@@ -135,7 +135,11 @@ def _fmt(value: float | None) -> str:
 
 
 def write_outputs(results: list[RowResult], out: Path) -> None:
-    """table3.md, table3.csv and table3.png, rewritten after every row."""
+    """table3.md, table3.csv and table3.png, rewritten after every row (by the main process)."""
+    from fgvc.engine.distributed import current
+
+    if not current().is_main:
+        return
     out.mkdir(parents=True, exist_ok=True)
     columns = ["dataset", "model", "train px", "test px", "baseline (ours)",
                "test px, no adaptation (ours)", "FixRes (ours)", "gain (ours)", "paper baseline",
