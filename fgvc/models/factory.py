@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import warnings
 
 import timm
@@ -13,7 +12,6 @@ from fgvc.models.weights import WeightsError, load_weights
 from fgvc.recipe import ModelConfig
 from fgvc.transforms import DataConfig
 
-log = logging.getLogger(__name__)
 CADENE_PREFIX = "pretrainedmodels:"
 
 
