@@ -15,8 +15,8 @@ import torch
 from PIL import Image
 from torchvision import transforms as T
 
+from fgvc.inference.tta import MultiCrop
 from fgvc.transforms import DataConfig, resize_size
-from fgvc.tta import MultiCrop
 
 
 def images(count: int, seed: int = 0) -> list[Image.Image]:

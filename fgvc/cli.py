@@ -8,12 +8,12 @@ import os
 import sys
 
 from fgvc.datasets.base import DatasetError
-from fgvc.ensemble import EnsembleError
+from fgvc.inference.ensemble import EnsembleError
+from fgvc.inference.submission import SubmissionError
 from fgvc.models.groups import GroupError
 from fgvc.models.weights import WeightsError
-from fgvc.recipe import load_recipe
-from fgvc.schema import SchemaError
-from fgvc.submission import SubmissionError
+from fgvc.recipes.recipe import load_recipe
+from fgvc.recipes.schema import SchemaError
 
 USER_ERRORS = (SchemaError, DatasetError, GroupError, WeightsError, SubmissionError, EnsembleError,
                FileNotFoundError, ValueError, RuntimeError)
@@ -124,9 +124,9 @@ def build_parser() -> argparse.ArgumentParser:
 def cmd_run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from fgvc.ensemble_run import run_ensemble
-    from fgvc.pipeline import run_recipe
-    from fgvc.recipe import EnsembleRecipe
+    from fgvc.recipes.recipe import EnsembleRecipe
+    from fgvc.workflows.ensemble_run import run_ensemble
+    from fgvc.workflows.pipeline import run_recipe
 
     recipe = load_recipe(args.recipe, args.overrides)
     if isinstance(recipe, EnsembleRecipe):
@@ -144,8 +144,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_validate(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from fgvc.plan import describe_ensemble, describe_plan
-    from fgvc.recipe import EnsembleRecipe
+    from fgvc.recipes.plan import describe_ensemble, describe_plan
+    from fgvc.recipes.recipe import EnsembleRecipe
 
     recipe = load_recipe(args.recipe, args.overrides)
     print(f"{args.recipe}: valid")
@@ -168,7 +168,7 @@ def user_message(err: BaseException) -> str:
 def _load_for_cli(args: argparse.Namespace):
     from fgvc.datasets import load_dataset
     from fgvc.datasets.inspect import default_root
-    from fgvc.recipe import apply_overrides
+    from fgvc.recipes.recipe import apply_overrides
 
     options = apply_overrides({}, args.option)
     return load_dataset(args.name, args.root or default_root(args.name), options)
@@ -238,8 +238,8 @@ def cmd_models(args: argparse.Namespace) -> int:
 def cmd_predict(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from fgvc.pipeline import predict_run
-    from fgvc.submission import check_writable, write_submission
+    from fgvc.inference.submission import check_writable, write_submission
+    from fgvc.workflows.pipeline import predict_run
 
     overrides = [f"predict.{key}={value}" for key, value in
                  (("split", args.split), ("crops", args.crops), ("average", args.average),
@@ -259,8 +259,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
 def cmd_ensemble(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from fgvc.ensemble import combine, load_members
-    from fgvc.submission import check_writable, write_submission
+    from fgvc.inference.ensemble import combine, load_members
+    from fgvc.inference.submission import check_writable, write_submission
 
     out = Path(args.out)
     check_writable(out, args.force)
@@ -278,7 +278,7 @@ def cmd_ensemble(args: argparse.Namespace) -> int:
 def cmd_submit(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from fgvc.submission import submit
+    from fgvc.inference.submission import submit
 
     submit(Path(args.file), args.competition, args.message)
     print(f"submitted {args.file} to {args.competition}")
@@ -288,8 +288,8 @@ def cmd_submit(args: argparse.Namespace) -> int:
 def cmd_sweep(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from fgvc.recipe import Recipe
-    from fgvc.sweep import format_result, run_protocol
+    from fgvc.recipes.recipe import Recipe
+    from fgvc.workflows.sweep import format_result, run_protocol
 
     recipe = load_recipe(args.recipe, args.overrides)
     if not isinstance(recipe, Recipe):
@@ -305,7 +305,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def cmd_resolution(args: argparse.Namespace) -> int:
-    from fgvc.analysis import matching_test_resolution, object_size_ratio
+    from fgvc.analysis.resolution import matching_test_resolution, object_size_ratio
 
     scale = tuple(args.crop_scale)
     best = matching_test_resolution(args.train, args.crop_pct, scale, args.multiple)
@@ -320,7 +320,7 @@ def cmd_resolution(args: argparse.Namespace) -> int:
 def cmd_table3(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from fgvc.table3 import PAPER, run_table
+    from fgvc.workflows.table3 import PAPER, run_table
 
     roots = {}
     for item in args.root:

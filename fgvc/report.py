@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from fgvc.recipe import Recipe
+from fgvc.recipes.recipe import Recipe
 
 CROP_TITLES = {"center": "single centre crop", "center_flip": "centre crop + flip",
                "ten_crop": "10 crops"}

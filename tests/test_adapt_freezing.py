@@ -11,7 +11,7 @@ import torch
 from fgvc.datasets import load_dataset
 from fgvc.engine.stage import RunContext, run_stage
 from fgvc.models import create_model, data_config
-from fgvc.recipe import parse_recipe
+from fgvc.recipes.recipe import parse_recipe
 
 
 def snapshot(model: torch.nn.Module) -> dict[str, torch.Tensor]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from fgvc.analysis import apparent_size_factor, matching_test_resolution, object_size_ratio
+from fgvc.analysis.resolution import apparent_size_factor, matching_test_resolution, object_size_ratio
 from fgvc.cli import main
 
 

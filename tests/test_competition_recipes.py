@@ -12,7 +12,7 @@ import yaml
 from fgvc.cli import main
 from fgvc.datasets import load_dataset
 from fgvc.datasets.layouts import write_herbarium2019, write_inaturalist
-from fgvc.recipe import load_recipe
+from fgvc.recipes.recipe import load_recipe
 
 REPO = Path(__file__).resolve().parents[1]
 COMPETITIONS = {

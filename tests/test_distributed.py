@@ -15,7 +15,7 @@ import yaml
 from fgvc.cli import main
 from fgvc.datasets.synthetic import read_test_labels
 from fgvc.engine.distributed import ShardSampler
-from fgvc.predictions import Predictions
+from fgvc.inference.predictions import Predictions
 
 
 def free_port() -> int:

@@ -11,7 +11,7 @@ import yaml
 
 from fgvc.cli import main
 from fgvc.datasets.synthetic import read_test_labels
-from fgvc.predictions import Predictions
+from fgvc.inference.predictions import Predictions
 
 OUTPUTS = ["recipe.yaml", "metrics.jsonl", "evaluation.json", "predictions.npz", "report.md",
            "accuracy_vs_resolution.png", "summary.json", "log.txt", "checkpoints/train.pt",

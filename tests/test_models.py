@@ -16,7 +16,7 @@ import torch.nn as nn
 from fgvc.models import GroupError, WeightsError, create_model, data_config, resolve_groups
 from fgvc.models.mpncov import covariance, newton_schulz_sqrt, upper_triangle
 from fgvc.models.zoo import SUPPORTED
-from fgvc.recipe import ModelConfig
+from fgvc.recipes.recipe import ModelConfig
 
 # Fixed-size pooling in Cadene's networks needs their own input size; the rest run small.
 PROBE = {"pretrainedmodels:senet154": 224, "pretrainedmodels:se_resnext101_32x4d": 224,
@@ -198,7 +198,7 @@ def test_mpncov_loads_a_plain_resnet_backbone(tmp_path):
 
 
 def test_pretrained_offline_is_a_clear_error():
-    code = ("from fgvc.models import create_model\nfrom fgvc.recipe import ModelConfig\n"
+    code = ("from fgvc.models import create_model\nfrom fgvc.recipes.recipe import ModelConfig\n"
             "create_model(ModelConfig(arch='resnet18', pretrained='imagenet'), 3)\n")
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,

@@ -8,8 +8,8 @@ import copy
 import pytest
 import yaml
 
-from fgvc.recipe import apply_overrides, load_recipe, parse_recipe
-from fgvc.schema import SchemaError
+from fgvc.recipes.recipe import apply_overrides, load_recipe, parse_recipe
+from fgvc.recipes.schema import SchemaError
 
 BASE = {
     "name": "ok",

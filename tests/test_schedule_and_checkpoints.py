@@ -10,7 +10,7 @@ import torch
 
 from fgvc.engine.checkpoint import load_checkpoint, save_checkpoint
 from fgvc.engine.optim import lr_at
-from fgvc.recipe import ScheduleConfig
+from fgvc.recipes.recipe import ScheduleConfig
 
 
 def test_warmup_then_cosine_to_min_lr():

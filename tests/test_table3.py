@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from fgvc.cli import main
-from fgvc.table3 import PAPER
+from fgvc.workflows.table3 import PAPER
 
 REPO = Path(__file__).resolve().parents[1]
 REFERENCE = REPO.parent / "shared" / "reference" / "fixres-method.md"
@@ -49,7 +49,7 @@ def test_smoke_table_end_to_end(tmp_path, capsys):
 
 
 def test_resume_after_an_interrupted_row(tmp_path, monkeypatch, interrupt_training):
-    import fgvc.pipeline as pipeline
+    import fgvc.workflows.pipeline as pipeline
 
     out = tmp_path / "t3"
     rows = ["cub200", "flowers102"]
@@ -118,7 +118,7 @@ def test_paper_figures_equal_the_reference_table(tmp_path):
         assert (paper.model, paper.baseline, paper.fixres, paper.sota) == (model, baseline, fixres,
                                                                             sota)
     # And the written table carries them unchanged.
-    from fgvc.table3 import RowResult, write_outputs
+    from fgvc.workflows.table3 import RowResult, write_outputs
 
     write_outputs([RowResult(name, status="skipped: test") for name in PAPER], tmp_path)
     for row in read_csv(tmp_path / "table3.csv"):

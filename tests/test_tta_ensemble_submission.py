@@ -12,11 +12,11 @@ from PIL import Image
 from torchvision import transforms as T
 
 from fgvc.cli import main
-from fgvc.ensemble import EnsembleError, combine
-from fgvc.predictions import Predictions
-from fgvc.submission import FORMATS, SubmissionError, validate_csv, write_submission
+from fgvc.inference.ensemble import EnsembleError, combine
+from fgvc.inference.predictions import Predictions
+from fgvc.inference.submission import FORMATS, SubmissionError, validate_csv, write_submission
+from fgvc.inference.tta import MultiCrop, combine_crops
 from fgvc.transforms import DataConfig, build_transform, resize_size
-from fgvc.tta import MultiCrop, combine_crops
 
 CFG = DataConfig()
 

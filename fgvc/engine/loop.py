@@ -15,8 +15,8 @@ from torch.utils.data import DataLoader
 from fgvc.engine.device import autocast
 from fgvc.engine.distributed import all_reduce_sum, gather_objects
 from fgvc.engine.optim import set_lr
+from fgvc.inference.tta import Average, combine_crops
 from fgvc.progress import progress
-from fgvc.tta import Average, combine_crops
 
 
 @dataclass

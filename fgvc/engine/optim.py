@@ -7,7 +7,7 @@ import math
 import torch
 import torch.nn as nn
 
-from fgvc.recipe import OptimizerConfig, ScheduleConfig
+from fgvc.recipes.recipe import OptimizerConfig, ScheduleConfig
 
 
 def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:

@@ -25,9 +25,9 @@ from fgvc.engine.freeze import (
 from fgvc.engine.loop import evaluate, train_one_epoch
 from fgvc.engine.optim import build_optimizer, lr_at
 from fgvc.engine.seeding import seed_everything
-from fgvc.recipe import Recipe, StageConfig
+from fgvc.inference.tta import CropMode, MultiCrop
+from fgvc.recipes.recipe import Recipe, StageConfig
 from fgvc.transforms import DataConfig, build_transform
-from fgvc.tta import CropMode, MultiCrop
 
 log = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ import torch
 
 from fgvc.models.groups import GROUP_RESOLVERS, GroupError
 from fgvc.models.zoo import SUPPORTED
-from fgvc.recipe import ModelConfig
+from fgvc.recipes.recipe import ModelConfig
 
 
 def describe(arch: str, num_classes: int = 1000) -> dict:

@@ -9,7 +9,7 @@ import torch.nn as nn
 
 from fgvc.models import zoo  # noqa: F401  (registers fgvc's own architectures with timm)
 from fgvc.models.weights import WeightsError, load_weights
-from fgvc.recipe import ModelConfig
+from fgvc.recipes.recipe import ModelConfig
 from fgvc.transforms import DataConfig
 
 CADENE_PREFIX = "pretrainedmodels:"

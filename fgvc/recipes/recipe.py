@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 import yaml
 
-from fgvc.schema import SchemaError, build, describe, to_plain
+from fgvc.recipes.schema import SchemaError, build, describe, to_plain
 
 ADAPT_GROUPS = ("classifier", "last_bn", "last_stage")
 STAGE_ORDER = ("train", "adapt")

@@ -18,8 +18,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from fgvc.datasets.base import DatasetError
-from fgvc.recipe import Recipe, load_recipe
-from fgvc.sweep import run_protocol
+from fgvc.recipes.recipe import Recipe, load_recipe
+from fgvc.workflows.sweep import run_protocol
 
 log = logging.getLogger(__name__)
 RECIPES_DIR = Path("recipes/table3")
@@ -75,8 +75,8 @@ class RowResult:
 
 
 def run_row(dataset: str, recipe: Recipe, row_dir: Path) -> RowResult:
-    """One row: the FixRes protocol of ``fgvc.sweep``, or a skip when the data is absent."""
-    from fgvc.pipeline import load_recipe_dataset
+    """One row: the FixRes protocol of ``fgvc.workflows.sweep``, or a skip when the data is absent."""
+    from fgvc.workflows.pipeline import load_recipe_dataset
 
     if not (row_dir / "result.json").exists():
         try:

@@ -10,10 +10,10 @@ from pathlib import Path
 import yaml
 
 from fgvc.engine.distributed import current
-from fgvc.ensemble import combine, load_members
-from fgvc.predictions import Predictions
-from fgvc.recipe import EnsembleMember, EnsembleRecipe, Recipe, load_recipe
-from fgvc.submission import check_writable, write_submission
+from fgvc.inference.ensemble import combine, load_members
+from fgvc.inference.predictions import Predictions
+from fgvc.inference.submission import check_writable, write_submission
+from fgvc.recipes.recipe import EnsembleMember, EnsembleRecipe, Recipe, load_recipe
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +43,7 @@ def member_predictions(recipe: EnsembleRecipe, member: EnsembleMember, source: P
     (resuming the member's run if an earlier attempt stopped half-way)."""
     if member.predictions is not None:
         return Path(member.predictions)
-    from fgvc.pipeline import run_recipe
+    from fgvc.workflows.pipeline import run_recipe
 
     member_recipe = load_member(recipe, member, source)
     run_dir = member_recipe.run_dir

@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from fgvc.engine.distributed import barrier, current
-from fgvc.recipe import Recipe, parse_recipe
-from fgvc.schema import to_plain
+from fgvc.recipes.recipe import Recipe, parse_recipe
+from fgvc.recipes.schema import to_plain
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +44,7 @@ def _variant(recipe: Recipe, name: str, **changes: Any) -> Recipe:
 
 
 def _evaluation(recipe: Recipe) -> dict[str, dict[str, dict]]:
-    from fgvc.pipeline import run_recipe
+    from fgvc.workflows.pipeline import run_recipe
 
     run_dir = run_recipe(recipe, resume=recipe.run_dir.exists())
     return json.loads((run_dir / "evaluation.json").read_text())

@@ -12,7 +12,7 @@ from typing import Literal
 
 import numpy as np
 
-from fgvc.predictions import Predictions
+from fgvc.inference.predictions import Predictions
 
 Combine = Literal["probs", "log_probs"]
 

@@ -12,7 +12,7 @@ import torch
 
 from fgvc.datasets import registry
 from fgvc.engine.freeze import apply_requires_grad, count_parameters, plan_trainable
-from fgvc.recipe import EnsembleRecipe, Recipe
+from fgvc.recipes.recipe import EnsembleRecipe, Recipe
 
 
 def _meta_model(recipe: Recipe, num_classes: int) -> torch.nn.Module:
@@ -76,7 +76,7 @@ def describe_plan(recipe: Recipe) -> str:
 
 def describe_ensemble(recipe: EnsembleRecipe, source: Path | None = None) -> str:
     """The members (each member recipe validated with its overrides) and the outputs."""
-    from fgvc.ensemble_run import load_member
+    from fgvc.workflows.ensemble_run import load_member
 
     lines = [f"ensemble {recipe.name!r} of {len(recipe.members)} member(s), combined by "
              f"{recipe.combine} -> {recipe.run_dir}/predictions.npz"]

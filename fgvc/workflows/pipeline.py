@@ -36,11 +36,11 @@ from fgvc.engine.freeze import count_parameters, plan_trainable
 from fgvc.engine.loop import evaluate, predict_probabilities
 from fgvc.engine.seeding import seed_everything
 from fgvc.engine.stage import RunContext, run_stage
+from fgvc.inference.predictions import Predictions
+from fgvc.inference.submission import check_writable, write_submission
 from fgvc.models import create_model, data_config
-from fgvc.predictions import Predictions
-from fgvc.recipe import Recipe
+from fgvc.recipes.recipe import Recipe
 from fgvc.report import write_report
-from fgvc.submission import check_writable, write_submission
 
 log = logging.getLogger(__name__)
 
@@ -256,7 +256,7 @@ def predict_run(run_dir: Path, overrides: list[str], out: Path | None = None,
                 force: bool = False) -> tuple[Path, Predictions]:
     """Predict again with a finished run's weights, e.g. with other crops or resolutions
     (``overrides`` such as ``predict.crops=ten_crop``); returns where the file went."""
-    from fgvc.recipe import apply_overrides, parse_recipe
+    from fgvc.recipes.recipe import apply_overrides, parse_recipe
 
     saved = run_dir / "recipe.yaml"
     if not saved.is_file():

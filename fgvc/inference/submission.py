@@ -8,7 +8,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from fgvc.predictions import Predictions
+from fgvc.inference.predictions import Predictions
 
 
 class SubmissionError(RuntimeError):

@@ -1,0 +1,1 @@
+"""Analysis: the paper's resolution arithmetic (and, later, activation and statistical tools)."""

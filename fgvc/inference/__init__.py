@@ -1,0 +1,1 @@
+"""Inference: test-time augmentation, saved predictions, ensembles and competition submissions."""
