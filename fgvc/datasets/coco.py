@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from fgvc.datasets.base import DatasetError, DatasetIndex, RawSample, build_index
+from fgvc.datasets.base import DatasetError, DatasetIndex, RawColumns, RawSample, build_index
 from fgvc.datasets.files import read_json, require_file
 from fgvc.datasets.registry import register
 
@@ -23,7 +23,8 @@ def _field(obj: dict, key: str, path: Path, what: str, position: int) -> Any:
 
 
 def read_coco_split(json_path: Path, root: Path, categories: dict[str, str],
-                    boxes: dict[str, tuple[float, float, float, float]]) -> list[RawSample]:
+                    boxes: dict[str, tuple[float, float, float, float]]
+                    ) -> list[RawSample] | RawColumns:
     """Samples of one COCO-style file; adds its categories and boxes to the given mappings."""
     data = read_json(json_path)
     if not isinstance(data, dict) or "images" not in data:
@@ -32,6 +33,9 @@ def read_coco_split(json_path: Path, root: Path, categories: dict[str, str],
         cid = str(_field(cat, "id", json_path, "category", i))
         categories.setdefault(cid, str(cat.get("name", cid)))
     prefix = _path_prefix(json_path, root, data["images"])
+    columns = _columns(data, prefix, boxes)
+    if columns is not None:
+        return columns
     labels: dict[str, str] = {}
     for i, ann in enumerate(data.get("annotations") or []):
         image_id = str(_field(ann, "image_id", json_path, "annotation", i))
@@ -50,6 +54,29 @@ def read_coco_split(json_path: Path, root: Path, categories: dict[str, str],
     return samples
 
 
+def _columns(data: dict, prefix: str, boxes: dict[str, tuple[float, float, float, float]]
+             ) -> RawColumns | None:
+    """The split as columns by whole-list comprehensions, several times faster than a loop over
+    entries at 2.7 M images; ``None`` when any entry is irregular (a missing key, an image
+    without annotation, ...): the entry-by-entry reader below then names it."""
+    images, annotations = data["images"], data.get("annotations") or []
+    try:
+        ids = [str(image["id"]) for image in images]
+        paths = [prefix + image["file_name"] for image in images]
+        labels = dict(zip([str(a["image_id"]) for a in annotations],
+                          [str(a["category_id"]) for a in annotations], strict=True))
+    except (KeyError, TypeError):
+        return None
+    category_ids = [labels.get(i) for i in ids] if annotations else [None] * len(ids)
+    if annotations and None in category_ids:
+        return None
+    bboxes = [(a, a.get("bbox")) for a in annotations if "bbox" in a]
+    for ann, bbox in bboxes:
+        if isinstance(bbox, list) and len(bbox) == 4:
+            boxes[str(ann["image_id"])] = tuple(float(v) for v in bbox)
+    return RawColumns(paths, category_ids, ids)
+
+
 def _path_prefix(json_path: Path, root: Path, images: list) -> str:
     """'' when file names are relative to the root, else the JSON folder relative to the root."""
     if not images or not isinstance(images[0], dict) or "file_name" not in images[0]:
@@ -66,7 +93,7 @@ def load_coco(name: str, root: Path, split_files: dict[str, str],
     """Read every split's JSON; a split listed in ``optional`` may be absent."""
     categories: dict[str, str] = {}
     boxes: dict[str, tuple[float, float, float, float]] = {}
-    splits: dict[str, list[RawSample]] = {}
+    splits: dict[str, list[RawSample] | RawColumns] = {}
     layout = ", ".join(f"{s}: {f}" for s, f in split_files.items())
     for split, file_name in split_files.items():
         path = root / file_name

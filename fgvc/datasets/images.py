@@ -10,7 +10,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
-from fgvc.datasets.base import DatasetError, Sample
+from fgvc.datasets.base import DatasetError, Sample, SampleTable
 
 log = logging.getLogger(__name__)
 BAD_IMAGE_ERRORS = (OSError, UnidentifiedImageError, ValueError, SyntaxError)
@@ -31,7 +31,7 @@ class ImageDataset(Dataset):
     def __init__(self, root: Path, samples: Sequence[Sample], transform: Callable,
                  on_bad_image: str = "skip"):
         self.root = Path(root)
-        self.samples = list(samples)
+        self.samples = samples if isinstance(samples, SampleTable) else list(samples)  # compact
         self.transform = transform
         self.on_bad_image = on_bad_image
 
