@@ -6,9 +6,9 @@ and float64 ensembling it replaced (the previous code, taken from git, run in th
 
 Per repeat, interleaved: save (the old ``np.savez_compressed``, the new directory with fsync);
 load + top-5 of every image; and, each in a fresh subprocess, ensembling two saved members into
-a saved result, whose peak resident memory (``VmHWM`` after the operation minus ``VmRSS`` before) is reported as a
-multiple of the two members' probabilities. Prints min and median of the ratios, then a linear
-extrapolation to 500,000 x 10,000.
+a saved result, whose peak resident memory (``VmHWM`` after the operation minus ``VmRSS``
+before) is reported as a multiple of the two members' probabilities. Prints min and median of
+the ratios, then a linear extrapolation to 500,000 x 10,000.
 """
 
 from __future__ import annotations
@@ -146,13 +146,13 @@ def main() -> None:
         for repeat in range(args.repeats):
             old = old_predictions.Predictions(ids, classes, probs[0], {"model": "m0"})
             new = Predictions(ids, classes, probs[0], {"model": "m0"})
-            old_sv.append(timed(lambda: old.save(work / "old0.npz")))
-            new_sv.append(timed(lambda: new.save(work / "new0")))
-            expect = old_predictions.Predictions.load(work / "old0.npz").top_k(5)
-            old_ld.append(timed(lambda: old_predictions.Predictions.load(work / "old0.npz").top_k(5)))
-            got = []
-            new_ld.append(timed(lambda: got.append(Predictions.load(work / "new0").top_k(5))))
-            assert got[0] == expect, "top-5 differs from the previous implementation"
+            old_sv.append(timed(lambda o=old: o.save(work / "old0.npz")))
+            new_sv.append(timed(lambda m=new: m.save(work / "new0")))
+            got: dict[str, list] = {}
+            old_ld.append(timed(lambda g=got: g.update(
+                old=old_predictions.Predictions.load(work / "old0.npz").top_k(5))))
+            new_ld.append(timed(lambda g=got: g.update(new=Predictions.load(work / "new0").top_k(5))))
+            assert got["old"] == got["new"], "top-5 differs from the previous implementation"
             o = run_child("old", work / "old0.npz", work / "old1.npz", work / "oldab.npz", work)
             m = run_child("new", work / "new0", work / "new1", work / "newab", work)
             old_mem.append(o["peak_bytes"] / member_bytes)

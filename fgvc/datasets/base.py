@@ -25,22 +25,24 @@ class Sample:
 
 
 class StringColumn:
-    """Many strings in one UTF-8 buffer with offsets: two objects instead of one per string.
+    """Many strings in one buffer with offsets: two objects instead of one per string.
 
-    Hand-written because no maintained library fits: a numpy ``U`` array pads every string to
-    the longest (4 bytes a character), Arrow's string arrays would be a new heavy dependency.
+    The buffer is the joined text itself when it is ASCII (one byte a character, sliced without
+    decoding), else its UTF-8 encoding. Hand-written because no maintained library fits: a numpy
+    ``U`` array pads every string to the longest at 4 bytes a character, and Arrow's string
+    arrays would be a new heavy dependency.
     """
 
     __slots__ = ("buffer", "offsets")
 
-    def __init__(self, buffer: bytes, offsets: np.ndarray) -> None:
+    def __init__(self, buffer: str | bytes, offsets: np.ndarray) -> None:
         self.buffer, self.offsets = buffer, offsets
 
     @classmethod
     def build(cls, values: list[str]) -> StringColumn:
-        joined = "".join(values)
-        if joined.isascii():
-            buffer, lengths = joined.encode("ascii"), map(len, values)
+        buffer: str | bytes = "".join(values)
+        if buffer.isascii():
+            lengths = map(len, values)
         else:
             encoded = [v.encode("utf-8") for v in values]
             buffer, lengths = b"".join(encoded), map(len, encoded)
@@ -52,10 +54,33 @@ class StringColumn:
         return len(self.offsets) - 1
 
     def __getitem__(self, i: int) -> str:
-        return self.buffer[self.offsets[i]:self.offsets[i + 1]].decode("utf-8")
+        value = self.buffer[self.offsets[i]:self.offsets[i + 1]]
+        return value if type(value) is str else value.decode("utf-8")
 
-    def take(self, rows: np.ndarray) -> StringColumn:
-        return StringColumn.build([self[i] for i in rows.tolist()])
+
+class DecimalColumn:
+    """Integer ids (as COCO files give them) kept as one int64 array, read back as text."""
+
+    __slots__ = ("values",)
+
+    def __init__(self, values: np.ndarray) -> None:
+        self.values = values
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+    def __getitem__(self, i: int) -> str:
+        return str(self.values[i])
+
+
+def id_column(values: list) -> StringColumn | DecimalColumn:
+    """Image ids as compactly as they come: all integers -> int64, else UTF-8 text."""
+    if set(map(type, values)) == {int}:  # not bool, not numpy: exactly what JSON gives
+        try:
+            return DecimalColumn(np.array(values, dtype=np.int64))
+        except OverflowError:
+            pass
+    return StringColumn.build([v if type(v) is str else str(v) for v in values])
 
 
 class SampleStore:
@@ -63,15 +88,17 @@ class SampleStore:
 
     __slots__ = ("paths", "image_ids", "labels")
 
-    def __init__(self, paths: StringColumn, image_ids: StringColumn, labels: np.ndarray) -> None:
+    def __init__(self, paths: StringColumn, image_ids: StringColumn | DecimalColumn,
+                 labels: np.ndarray) -> None:
         if not len(paths) == len(image_ids) == len(labels):
             raise ValueError("sample columns of different lengths")
         self.paths, self.image_ids, self.labels = paths, image_ids, labels
 
     @classmethod
-    def build(cls, paths: list[str], image_ids: list[str], labels: Sequence[int] | np.ndarray
+    def build(cls, paths: list[str], image_ids: list, labels: Sequence[int] | np.ndarray
               ) -> SampleStore:
-        return cls(StringColumn.build(paths), StringColumn.build(image_ids),
+        """``image_ids``: text, or integers (stored as such, read back as decimal text)."""
+        return cls(StringColumn.build(paths), id_column(image_ids),
                    np.asarray(labels, dtype=np.int32))
 
 
@@ -206,16 +233,40 @@ def category_sort_key(category_id: str) -> tuple:
 
 @dataclass
 class RawColumns:
-    """A split as three columns: what fast readers hand over instead of a ``RawSample`` each."""
+    """A split as three columns: what fast readers hand over instead of a ``RawSample`` each.
+
+    Image and category ids may be integers as a JSON file gives them: they mean their decimal
+    text (``str(id)``), which is what ``Sample.image_id`` and the category ids hold.
+    """
 
     paths: list[str]
-    category_ids: list[str | None]
-    image_ids: list[str]
+    category_ids: list[str | int | None]
+    image_ids: list[str | int]
 
     @classmethod
     def from_samples(cls, raw: Iterable[RawSample]) -> RawColumns:
         raw = list(raw)
         return cls([r.path for r in raw], [r.category_id for r in raw], [r.image_id for r in raw])
+
+
+def paused_gc(fn):
+    """Run ``fn`` with the cyclic garbage collector paused. Parsing a metadata file allocates
+    millions of containers, none of them in a cycle; every few hundred of them would trigger a
+    collection that walks the growing heap. Reference counting still frees everything."""
+    import functools
+    import gc
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        was_enabled = gc.isenabled()
+        gc.disable()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            if was_enabled:
+                gc.enable()
+
+    return wrapper
 
 
 def build_index(name: str, root: Path, categories: dict[str, str],
@@ -231,31 +282,43 @@ def build_index(name: str, root: Path, categories: dict[str, str],
     Every split goes into one ``SampleStore`` (train then val first, so trainval is a range).
     """
     order = sorted(categories, key=category_sort_key)
-    label_of: dict[str | None, int] = {cid: i for i, cid in enumerate(order)}
+    label_of: dict[str | int | None, int] = {cid: i for i, cid in enumerate(order)}
     label_of[None] = UNLABELLED
     unknown = UNLABELLED - 1
     stored = sorted(splits, key=lambda s: (s != "train", s != "val"))  # stable otherwise
     columns = {s: c if isinstance(c, RawColumns) else RawColumns.from_samples(c)
                for s, c in splits.items()}
-    labels: list[int] = []
+    for c in {c for col in columns.values() for c in set(col.category_ids)} - label_of.keys():
+        if str(c) in label_of:  # an integer id from JSON: its text
+            label_of[c] = label_of[str(c)]
+    labels: list[np.ndarray] = []
     ranges: dict[str, range] = {}
+    start = 0
     for split in stored:
-        split_labels = [label_of.get(c, unknown) for c in columns[split].category_ids]
-        if unknown in split_labels:
-            at = split_labels.index(unknown)
+        col = columns[split]
+        split_labels = np.array([label_of.get(c, unknown) for c in col.category_ids],
+                                dtype=np.int32)
+        bad = np.flatnonzero(split_labels == unknown)
+        if bad.size:
             raise DatasetError(f"{name}{' ' + source if source else ''}: image "
-                               f"{columns[split].image_ids[at]!r} has category "
-                               f"{columns[split].category_ids[at]!r}, which is not among the "
+                               f"{str(col.image_ids[bad[0]])!r} has category "
+                               f"{str(col.category_ids[bad[0]])!r}, which is not among the "
                                "dataset's categories")
-        ranges[split] = range(len(labels), len(labels) + len(split_labels))
-        labels += split_labels
-    store = SampleStore.build([p for s in stored for p in columns[s].paths],
-                              [i for s in stored for i in columns[s].image_ids], labels)
+        ranges[split] = range(start, start + len(split_labels))
+        start += len(split_labels)
+        labels.append(split_labels)
+    parts = [columns[s] for s in stored]
+    store = SampleStore.build(_chain([c.paths for c in parts]), _chain([c.image_ids for c in parts]),
+                              np.concatenate(labels) if labels else np.zeros(0, np.int32))
     out = {split: SampleTable(store, ranges[split]) for split in splits}
     if "train" in out and "val" in out and "trainval" not in out:
         out["trainval"] = out["train"] + out["val"]
     return DatasetIndex(name=name, root=root, classes=[categories[c] for c in order],
                         category_ids=order, splits=out, boxes=dict(boxes or {}))
+
+
+def _chain(lists: list[list]) -> list:
+    return lists[0] if len(lists) == 1 else [v for part in lists for v in part]
 
 
 HOLDOUT_SPLIT = "holdout"

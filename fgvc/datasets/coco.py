@@ -11,7 +11,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from fgvc.datasets.base import DatasetError, DatasetIndex, RawColumns, RawSample, build_index
+from fgvc.datasets.base import (
+    DatasetError,
+    DatasetIndex,
+    RawColumns,
+    RawSample,
+    build_index,
+    paused_gc,
+)
 from fgvc.datasets.files import read_json, require_file
 from fgvc.datasets.registry import register
 
@@ -22,6 +29,7 @@ def _field(obj: dict, key: str, path: Path, what: str, position: int) -> Any:
     return obj[key]
 
 
+@paused_gc
 def read_coco_split(json_path: Path, root: Path, categories: dict[str, str],
                     boxes: dict[str, tuple[float, float, float, float]]
                     ) -> list[RawSample] | RawColumns:
@@ -57,24 +65,31 @@ def read_coco_split(json_path: Path, root: Path, categories: dict[str, str],
 def _columns(data: dict, prefix: str, boxes: dict[str, tuple[float, float, float, float]]
              ) -> RawColumns | None:
     """The split as columns by whole-list comprehensions, several times faster than a loop over
-    entries at 2.7 M images; ``None`` when any entry is irregular (a missing key, an image
-    without annotation, ...): the entry-by-entry reader below then names it."""
+    entries at 2.7 M images; ids stay as the file gives them (``RawColumns`` reads integers as
+    their text). ``None`` when any entry is irregular (a missing key, an image without
+    annotation, ids that match only as text, ...): the entry-by-entry reader then names it."""
     images, annotations = data["images"], data.get("annotations") or []
     try:
-        ids = [str(image["id"]) for image in images]
-        paths = [prefix + image["file_name"] for image in images]
-        labels = dict(zip([str(a["image_id"]) for a in annotations],
-                          [str(a["category_id"]) for a in annotations], strict=True))
+        ids = [image["id"] for image in images]
+        names = [image["file_name"] for image in images]
+        annotated = [a["image_id"] for a in annotations]
+        category_ids = [a["category_id"] for a in annotations]
     except (KeyError, TypeError):
         return None
-    category_ids = [labels.get(i) for i in ids] if annotations else [None] * len(ids)
+    if set(map(type, names)) - {str}:
+        return None
+    if not annotations:
+        category_ids = [None] * len(ids)
+    elif annotated != ids or len(set(ids)) != len(ids):  # else (iNaturalist) no lookup needed
+        labels = dict(zip(annotated, category_ids, strict=True))
+        category_ids = [labels.get(i) for i in ids]
     if annotations and None in category_ids:
         return None
-    bboxes = [(a, a.get("bbox")) for a in annotations if "bbox" in a]
-    for ann, bbox in bboxes:
+    for ann in [a for a in annotations if "bbox" in a]:
+        bbox = ann.get("bbox")
         if isinstance(bbox, list) and len(bbox) == 4:
             boxes[str(ann["image_id"])] = tuple(float(v) for v in bbox)
-    return RawColumns(paths, category_ids, ids)
+    return RawColumns([prefix + n for n in names] if prefix else names, category_ids, ids)
 
 
 def _path_prefix(json_path: Path, root: Path, images: list) -> str:
