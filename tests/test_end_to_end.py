@@ -195,6 +195,14 @@ def test_predict_again_with_other_crops(tiny_recipe_dict, tmp_path, capsys):
     assert len(csv_path.read_text().splitlines()) == len(original.ids) + 1
     assert main(["predict", str(run_dir), "--crops", "ten_crop", "--resolutions", "32", "48"]) == 2
     assert "exists; pass --force" in capsys.readouterr().err
+    # only the top-2 of each image kept; enough for a top-1 submission
+    assert main(["predict", str(run_dir), "--keep-top-k", "2", "--out", str(tmp_path / "top2"),
+                 "--submission", str(tmp_path / "top2.csv")]) == 0
+    top2 = Predictions.load(tmp_path / "top2")
+    assert top2.kept_top_k == 2 and top2.probs is None and top2.ids == original.ids
+    assert top2.top_k(2) == again.top_k(2)
+    assert main(["predict", str(run_dir), "--out", str(tmp_path / "p.npz")]) == 2
+    assert "without the .npz suffix" in capsys.readouterr().err
 
 
 def test_sweep_chooses_the_test_resolution_on_validation(tiny_recipe_dict, tmp_path, capsys):

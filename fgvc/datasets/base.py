@@ -135,10 +135,10 @@ class SampleTable(Sequence[Sample]):
         return Sample(store.paths[row], int(store.labels[row]), store.image_ids[row])
 
     def __iter__(self) -> Iterator[Sample]:
-        store = self.store
-        paths, ids, labels = store.paths, store.image_ids, store.labels.tolist()
-        for row in (self.rows if isinstance(self.rows, range) else self.rows.tolist()):
-            yield Sample(paths[row], labels[row], ids[row])
+        paths, ids = self.store.paths, self.store.image_ids
+        rows = self.rows if isinstance(self.rows, range) else self.rows.tolist()
+        for row, label in zip(rows, self.labels.tolist(), strict=True):
+            yield Sample(paths[row], label, ids[row])
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Sequence) or isinstance(other, str):
