@@ -11,6 +11,7 @@ any other unreadable file.
 from __future__ import annotations
 
 import io
+import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +41,11 @@ class DecodeOptions:
 DEFAULT_OPTIONS = DecodeOptions()
 
 
+def decode_options(dataset_config) -> DecodeOptions:
+    """The recipe's ``dataset.max_image_pixels`` and ``dataset.exif_transpose``."""
+    return DecodeOptions(dataset_config.max_image_pixels, dataset_config.exif_transpose)
+
+
 def image_bytes_or_path(root: Path, rel: str) -> Path | io.BytesIO:
     """A file path, or the encoded bytes of an image stored inside a Parquet/Arrow file
     (``<file>#<column>[<row>]``, see ``fgvc.datasets.parquet``)."""
@@ -53,10 +59,12 @@ def image_bytes_or_path(root: Path, rel: str) -> Path | io.BytesIO:
 
 def exists(root: Path, rel: str) -> bool:
     """Whether the file holding the image is there (for Parquet rows: the Parquet file)."""
-    from fgvc.datasets.parquet import parse_reference
+    if "#" in rel:
+        from fgvc.datasets.parquet import parse_reference
 
-    ref = parse_reference(rel)
-    return (root / (ref.file if ref else rel)).is_file()
+        ref = parse_reference(rel)
+        rel = ref.file if ref else rel
+    return os.path.isfile(os.path.join(root, rel))
 
 
 def open_rgb(root: Path, rel: str, options: DecodeOptions = DEFAULT_OPTIONS) -> Image.Image:

@@ -47,16 +47,16 @@ def read_table(path: Path, columns: int, *, sep: str | None = None, max_split: i
     error naming the file and line.
     """
     rows = []
-    with path.open(encoding="utf-8-sig") as f:
-        for number, line in enumerate(f, start=1):
-            text = line.rstrip("\n\r")
-            if not text.strip() or (comment and text.lstrip().startswith(comment)):
-                continue
-            fields = text.split(sep, max_split) if max_split is not None else text.split(sep)
-            if len(fields) < columns:
-                raise DatasetError(f"{path}:{number}: expected {columns} fields, got "
-                                   f"{len(fields)}: {text!r}")
-            rows.append((number, [x.strip() for x in fields]))
+    split_at = -1 if max_split is None else max_split
+    strip = sep is not None or max_split is not None  # whitespace splitting leaves none inside
+    for number, text in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), start=1):
+        if not text or text.isspace() or (comment and text.lstrip().startswith(comment)):
+            continue
+        fields = text.split(sep, split_at)
+        if len(fields) < columns:
+            raise DatasetError(f"{path}:{number}: expected {columns} fields, got "
+                               f"{len(fields)}: {text!r}")
+        rows.append((number, [x.strip() for x in fields] if strip else fields))
     return rows
 
 
@@ -90,6 +90,13 @@ def as_float(value: str, path: Path, line: int, what: str) -> float:
         return float(value)
     except ValueError:
         raise DatasetError(f"{path}:{line}: {what} must be a number, got {value!r}") from None
+
+
+def as_floats(values: list[str], path: Path, line: int, what: str) -> tuple[float, ...]:
+    try:
+        return tuple(map(float, values))
+    except ValueError:
+        return tuple(as_float(v, path, line, what) for v in values)  # names the bad value
 
 
 def read_json(path: Path) -> Any:

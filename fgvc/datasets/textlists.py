@@ -10,6 +10,7 @@ from typing import Any
 from fgvc.datasets.base import DatasetError, DatasetIndex, RawSample, build_index
 from fgvc.datasets.files import (
     as_float,
+    as_floats,
     as_int,
     path_mapping,
     read_dict_table,
@@ -63,28 +64,31 @@ def load_birds_lists(name: str, root: Path, folder: str, leaf_classes_only: bool
     layout = (f"{folder}/images/<class folder>/<file>.jpg, {folder}/images.txt, "
               "image_class_labels.txt, classes.txt, train_test_split.txt[, bounding_boxes.txt]")
 
-    def table(file: str, columns: int, max_split: int | None = None):
-        return read_table(require_file(root / file, name, layout), columns, max_split=max_split)
+    files = {f: root / f for f in ("images.txt", "image_class_labels.txt", "classes.txt",
+                                   "train_test_split.txt", "bounding_boxes.txt")}
 
-    paths = keyed(root / "images.txt", [(n, i, rel) for n, (i, rel) in table("images.txt", 2, 1)])
-    labels = keyed(root / "image_class_labels.txt",
-                   [(n, i, str(as_int(c, root / "image_class_labels.txt", n, "class id")))
-                    for n, (i, c) in table("image_class_labels.txt", 2)], paths)
-    names = keyed(root / "classes.txt", [(n, str(as_int(c, root / "classes.txt", n, "class id")), cn)
-                                         for n, (c, cn) in table("classes.txt", 2, 1)])
+    def table(file: str, columns: int, max_split: int | None = None):
+        return read_table(require_file(files[file], name, layout), columns, max_split=max_split)
+
+    paths = keyed(files["images.txt"], [(n, i, rel) for n, (i, rel) in table("images.txt", 2, 1)])
+    path = files["image_class_labels.txt"]
+    labels = keyed(path, [(n, i, str(as_int(c, path, n, "class id")))
+                          for n, (i, c) in table("image_class_labels.txt", 2)], paths)
+    path = files["classes.txt"]
+    names = keyed(path, [(n, str(as_int(c, path, n, "class id")), cn)
+                         for n, (c, cn) in table("classes.txt", 2, 1)])
     flags = []
     for n, (image_id, flag) in table("train_test_split.txt", 2):
         if flag not in ("0", "1"):
-            raise DatasetError(f"{root / 'train_test_split.txt'}:{n}: expected 1 (train) or 0 "
+            raise DatasetError(f"{files['train_test_split.txt']}:{n}: expected 1 (train) or 0 "
                                f"(test), got {flag!r}")
         flags.append((n, image_id, flag == "1"))
-    is_train = keyed(root / "train_test_split.txt", flags, paths)
+    is_train = keyed(files["train_test_split.txt"], flags, paths)
     boxes = {}
-    if (root / "bounding_boxes.txt").is_file():
-        box_file = root / "bounding_boxes.txt"
-        boxes = keyed(box_file, [(n, image_id, tuple(as_float(v, box_file, n, "box coordinate")
-                                                      for v in xywh[:4]))
-                                 for n, (image_id, *xywh) in read_table(box_file, 5)], paths)
+    path = files["bounding_boxes.txt"]
+    if path.is_file():
+        boxes = keyed(path, [(n, image_id, as_floats(xywh[:4], path, n, "box coordinate"))
+                             for n, (image_id, *xywh) in read_table(path, 5)], paths)
     splits: dict[str, list[RawSample]] = {"train": [], "test": []}
     for image_id, rel in paths.items():
         for what, mapping in (("image_class_labels.txt", labels), ("train_test_split.txt", is_train)):
