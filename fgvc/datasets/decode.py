@@ -70,21 +70,34 @@ def exists(root: Path, rel: str) -> bool:
 def open_rgb(root: Path, rel: str, options: DecodeOptions = DEFAULT_OPTIONS) -> Image.Image:
     """Decode ``root/rel`` fully into 8-bit RGB; raises one of ``BAD_IMAGE_ERRORS``."""
     source = image_bytes_or_path(root, rel)
-    limit = options.max_image_pixels
+    with _open(source, options.max_image_pixels) as image:
+        image.load()  # a truncated file fails here, not at open()
+        if options.exif_transpose:
+            image = ImageOps.exif_transpose(image)
+        return to_rgb8(image)
+
+
+def _open(source: Path | io.BytesIO, limit: int | None) -> Image.Image:
+    """``Image.open`` with the recipe's pixel limit in place of Pillow's: Pillow's own check
+    (a warning over its limit, an error over twice that) is silenced, or lifted for this call
+    when the recipe allows more; images over ``limit`` raise ``BadImage`` before decoding."""
+    saved = Image.MAX_IMAGE_PIXELS
+    lift = saved is not None and (limit is None or limit > saved)
     with warnings.catch_warnings():
-        # The limit is checked below with the recipe's value; Pillow's warning would only repeat it.
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-        if limit is None or limit > Image.MAX_IMAGE_PIXELS:
-            Image.MAX_IMAGE_PIXELS = None  # the recipe's limit is the one that applies
-        with Image.open(source) as image:
-            width, height = image.size
-            if limit is not None and width * height > limit:
-                raise BadImage(f"{width}x{height} = {width * height:,} pixels is over "
-                               f"dataset.max_image_pixels = {limit:,} (a decompression bomb?)")
-            image.load()  # a truncated file fails here, not at open()
-            if options.exif_transpose:
-                image = ImageOps.exif_transpose(image)
-            return to_rgb8(image)
+        if lift:
+            Image.MAX_IMAGE_PIXELS = None
+        try:
+            image = Image.open(source)
+        finally:
+            if lift:
+                Image.MAX_IMAGE_PIXELS = saved
+    width, height = image.size
+    if limit is not None and width * height > limit:
+        image.close()
+        raise BadImage(f"{width}x{height} = {width * height:,} pixels is over "
+                       f"dataset.max_image_pixels = {limit:,} (a decompression bomb?)")
+    return image
 
 
 def to_rgb8(image: Image.Image) -> Image.Image:
