@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import shutil
 from pathlib import Path
 
@@ -46,17 +47,53 @@ def tree(pristine, tmp_path):
     return copy
 
 
+def inat_json(tree, file: str) -> tuple[Path, dict]:
+    """A fresh iNaturalist 2019 tree and one of its JSON files, to break."""
+    root = tree("inaturalist2019")
+    return root, json.loads((root / file).read_text())
+
+
+def save(path: Path, doc: dict) -> None:
+    path.write_text(json.dumps(doc))
+
+
+def edit_mat(path: Path, change) -> dict:
+    """Apply ``change`` to a MATLAB file's variables in place; returns them."""
+    from scipy.io import loadmat, savemat
+
+    data = {k: v for k, v in loadmat(path).items() if not k.startswith("__")}
+    change(data)
+    savemat(path, data)
+    return data
+
+
+def error_then_warning(name: str, root: Path, caplog, message: str):
+    """A downgradable problem: an error by default, a warning (and the index) under ``warn``."""
+    with pytest.raises(DatasetError, match=message):
+        load_dataset(name, root)
+    with caplog.at_level(logging.WARNING):
+        index = load_dataset(name, root, integrity="warn")
+    assert re.search(message.split(" \\(or set")[0], caplog.text)
+    return index
+
+
+def same_image_in(first: str, second: str):
+    def change(ids: dict) -> None:
+        ids[second][0, 0] = ids[first][0, 0]
+    return change
+
+
 # ---- labels out of the declared range ----
 
 
 @pytest.mark.parametrize("bad", [0, 99999])
 def test_flowers_label_out_of_range(tree, bad):
-    from scipy.io import loadmat, savemat
+    def relabel(data: dict) -> None:
+        data["labels"] = data["labels"].astype(np.int64)
+        data["labels"][0, 4] = bad
 
     root = tree("flowers102")
-    labels = loadmat(root / "imagelabels.mat")["labels"].astype(np.int64)
-    labels[0, 4] = bad
-    savemat(root / "imagelabels.mat", {"labels": labels})
+    edit_mat(root / "imagelabels.mat", relabel)
     with pytest.raises(DatasetError, match=rf"imagelabels\.mat: image 5: label {bad} is outside the "
                                            r"declared range 1\.\.102; fix: correct the label"):
         load_dataset("flowers102", root)
@@ -77,12 +114,9 @@ def test_pets_class_id_out_of_range(tree):
 
 
 def test_cars_class_out_of_range(tree):
-    from scipy.io import loadmat, savemat
-
     root = tree("stanford_cars")
-    data = loadmat(root / "devkit" / "cars_train_annos.mat")
-    data["annotations"][0, 2]["class"] = np.uint8(9)  # 4 classes in cars_meta.mat
-    savemat(root / "devkit" / "cars_train_annos.mat", {"annotations": data["annotations"]})
+    edit_mat(root / "devkit" / "cars_train_annos.mat",  # 4 classes in cars_meta.mat
+             lambda data: data["annotations"][0, 2].__setitem__("class", np.uint8(9)))
     with pytest.raises(DatasetError, match=r"cars_train_annos\.mat: entry 3: class 9 is outside the "
                                            r"declared range 1\.\.4"):
         load_dataset("stanford_cars", root)
@@ -92,39 +126,27 @@ def test_cars_class_out_of_range(tree):
 
 
 def test_flowers_image_in_two_splits(tree, caplog):
-    from scipy.io import loadmat, savemat
-
     root = tree("flowers102")
-    ids = loadmat(root / "setid.mat")
-    ids["tstid"][0, 0] = ids["trnid"][0, 0]
-    savemat(root / "setid.mat", {k: ids[k] for k in ("trnid", "valid", "tstid")})
+    ids = edit_mat(root / "setid.mat", same_image_in("trnid", "tstid"))
     first = f"jpg/image_{int(ids['trnid'][0, 0]):05d}.jpg"
-    with pytest.raises(DatasetError, match=rf"setid\.mat: image {first}: listed in both train and "
-                                           r"test; fix: .*remove it from the other \(or set "
-                                           r"dataset\.integrity: warn"):
-        load_dataset("flowers102", root)
-    with caplog.at_level(logging.WARNING):
-        index = load_dataset("flowers102", root, integrity="warn")
-    assert "listed in both train and test" in caplog.text
+    index = error_then_warning("flowers102", root, caplog,
+                               rf"setid\.mat: image {first}: listed in both train and test; fix: "
+                               r".*remove it from the other \(or set dataset\.integrity: warn")
     assert first in {s.path for s in index.split("train")} & {s.path for s in index.split("test")}
 
 
-# ---- repeated entries and duplicate ids within a split ----
+# ---- repeated entries, duplicate ids, conflicting annotations, unknown references ----
 
 
 def test_cars_repeated_rows(tree, caplog):
-    from scipy.io import loadmat, savemat
+    def double_first_two(data: dict) -> None:
+        data["annotations"] = np.concatenate([data["annotations"], data["annotations"][:, :2]], axis=1)
 
     root = tree("stanford_cars")
-    data = loadmat(root / "devkit" / "cars_train_annos.mat")
-    doubled = np.concatenate([data["annotations"], data["annotations"][:, :2]], axis=1)
-    savemat(root / "devkit" / "cars_train_annos.mat", {"annotations": doubled})
-    with pytest.raises(DatasetError, match=r"devkit: train image 'train/00001\.jpg': "
-                                           r"cars_train/00001\.jpg is listed twice in train; fix: "
-                                           r"remove the repeated entry"):
-        load_dataset("stanford_cars", root)
-    with caplog.at_level(logging.WARNING):
-        index = load_dataset("stanford_cars", root, integrity="warn")
+    edit_mat(root / "devkit" / "cars_train_annos.mat", double_first_two)
+    index = error_then_warning("stanford_cars", root, caplog,
+                               r"devkit: train image 'train/00001\.jpg': cars_train/00001\.jpg is "
+                               r"listed twice in train; fix: remove the repeated entry")
     assert sizes(index) == {"train": 12, "test": 12}  # the repeats are dropped
 
 
@@ -140,58 +162,53 @@ def test_repeated_entry_with_another_label_is_a_conflict(tree):
         load_dataset("oxford_pets", root, integrity="warn")
 
 
-def test_duplicate_test_ids(tree):
-    root = tree("inaturalist2019")
-    doc = json.loads((root / "test2019.json").read_text())
+def _conflicting(doc: dict) -> None:
+    first = doc["annotations"][0]
+    doc["annotations"].append(dict(first, id=999, category_id=(first["category_id"] + 1) % 4))
+
+
+def _renumber(doc: dict) -> None:
     doc["images"][1]["id"] = doc["images"][0]["id"]
-    (root / "test2019.json").write_text(json.dumps(doc))
-    with pytest.raises(DatasetError, match=r"test image '3000': the id names two images in test "
-                                           r"\(test2019/.*\.jpg and test2019/.*\.jpg\); fix: give "
-                                           r"every image its own id"):
-        load_dataset("inaturalist2019", root, integrity="warn")
 
 
-# ---- conflicting annotations, unknown references ----
+def _unknown_category(doc: dict) -> None:
+    doc["annotations"][2]["category_id"] = 77
 
 
-def test_coco_conflicting_annotations(tree):
-    root = tree("inaturalist2019")
-    doc = json.loads((root / "train2019.json").read_text())
-    extra = dict(doc["annotations"][0], id=999, category_id=(doc["annotations"][0]["category_id"] + 1) % 4)
-    doc["annotations"].append(extra)
-    (root / "train2019.json").write_text(json.dumps(doc))
-    with pytest.raises(DatasetError, match=r"train2019\.json: annotation #12 \(image 1000\): image "
-                                           r"1000 is annotated with both category 0 and 1; fix: keep "
-                                           r"one annotation per image"):
+COCO_BREAKAGES = {
+    "duplicate test ids": ("test2019.json", _renumber,
+                           r"test image '3000': the id names two images in test \(test2019/.*\.jpg "
+                           r"and test2019/.*\.jpg\); fix: give every image its own id"),
+    "conflicting annotations": ("train2019.json", _conflicting,
+                                r"train2019\.json: annotation #12 \(image 1000\): image 1000 is "
+                                r"annotated with both category 0 and 1; fix: keep one annotation per "
+                                r"image"),
+    "annotation of an unknown image": (
+        "train2019.json",
+        lambda doc: doc["annotations"].append({"id": 999, "image_id": 424242, "category_id": 1}),
+        r"annotation #12 \(image 424242\): image 424242 is not in 'images'; fix: remove the "
+        r"annotation or add the image"),
+    "unknown category": ("train2019.json", _unknown_category,
+                         r"train2019\.json.*: train image '1002': category '77' is not among the "
+                         r"dataset's 4 categories; fix:"),
+}
+
+
+@pytest.mark.parametrize("breakage", list(COCO_BREAKAGES))
+def test_coco_breakages_are_errors_even_under_warn(tree, breakage):
+    file, mutate, message = COCO_BREAKAGES[breakage]
+    root, doc = inat_json(tree, file)
+    mutate(doc)
+    save(root / file, doc)
+    with pytest.raises(DatasetError, match=message):
         load_dataset("inaturalist2019", root, integrity="warn")
 
 
 def test_coco_same_annotation_twice_is_accepted(tree):
-    root = tree("inaturalist2019")
-    doc = json.loads((root / "train2019.json").read_text())
+    root, doc = inat_json(tree, "train2019.json")
     doc["annotations"].append(dict(doc["annotations"][0], id=999))
-    (root / "train2019.json").write_text(json.dumps(doc))
+    save(root / "train2019.json", doc)
     assert sizes(load_dataset("inaturalist2019", root))["train"] == 12
-
-
-def test_coco_annotation_of_unknown_image(tree):
-    root = tree("inaturalist2019")
-    doc = json.loads((root / "train2019.json").read_text())
-    doc["annotations"].append({"id": 999, "image_id": 424242, "category_id": 1})
-    (root / "train2019.json").write_text(json.dumps(doc))
-    with pytest.raises(DatasetError, match=r"annotation #12 \(image 424242\): image 424242 is not in "
-                                           r"'images'; fix: remove the annotation or add the image"):
-        load_dataset("inaturalist2019", root)
-
-
-def test_coco_unknown_category(tree):
-    root = tree("inaturalist2019")
-    doc = json.loads((root / "train2019.json").read_text())
-    doc["annotations"][2]["category_id"] = 77
-    (root / "train2019.json").write_text(json.dumps(doc))
-    with pytest.raises(DatasetError, match=r"train2019\.json.*: train image '1002': category '77' is "
-                                           r"not among the dataset's 4 categories; fix:"):
-        load_dataset("inaturalist2019", root)
 
 
 def test_cub_unknown_and_conflicting_references(tree):
@@ -223,10 +240,9 @@ def test_birdsnap_test_list_names_unknown_image(tree):
 @pytest.mark.parametrize("file_name", ["../../etc/passwd", "/etc/passwd", "train_val2019/../../x.jpg",
                                        "C:\\Windows\\x.jpg"])
 def test_paths_leaving_the_root(tree, file_name):
-    root = tree("inaturalist2019")
-    doc = json.loads((root / "val2019.json").read_text())
+    root, doc = inat_json(tree, "val2019.json")
     doc["images"][1]["file_name"] = file_name
-    (root / "val2019.json").write_text(json.dumps(doc))
+    save(root / "val2019.json", doc)
     with pytest.raises(DatasetError, match=r"val image '2001': path .* leaves the dataset root; fix: "
                                            r"paths in the metadata must be relative"):
         load_dataset("inaturalist2019", root, integrity="warn")
@@ -269,28 +285,20 @@ def test_integrity_recipe_field_and_cli(tree, capsys):
     assert DatasetConfig(name="cub200").integrity == "strict"
     with pytest.raises(SchemaError, match="integrity"):
         load_recipe("recipes/quickstart.yaml", ["dataset.integrity=lenient"])
-    from scipy.io import loadmat, savemat
-
     root = tree("flowers102")
-    ids = loadmat(root / "setid.mat")
-    ids["valid"][0, 0] = ids["trnid"][0, 0]
-    savemat(root / "setid.mat", {k: ids[k] for k in ("trnid", "valid", "tstid")})
+    edit_mat(root / "setid.mat", same_image_in("trnid", "valid"))
     assert main(["datasets", "info", "flowers102", "--root", str(root)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "listed in both train and val" in err and len(err.splitlines()) == 1
     assert main(["datasets", "info", "flowers102", "--root", str(root), "--integrity", "warn"]) == 0
 
 
-def test_pipeline_passes_the_integrity_policy(tree, monkeypatch):
-    from scipy.io import loadmat, savemat
-
+def test_pipeline_passes_the_integrity_policy(tree):
     from fgvc.recipes.recipe import load_recipe
     from fgvc.workflows.pipeline import load_recipe_dataset
 
     root = tree("flowers102")
-    ids = loadmat(root / "setid.mat")
-    ids["valid"][0, 0] = ids["trnid"][0, 0]
-    savemat(root / "setid.mat", {k: ids[k] for k in ("trnid", "valid", "tstid")})
+    edit_mat(root / "setid.mat", same_image_in("trnid", "valid"))
     base = ["dataset.name=flowers102", f"dataset.root={root}", "dataset.options={}"]
     with pytest.raises(DatasetError, match="listed in both"):
         load_recipe_dataset(load_recipe("recipes/quickstart.yaml", base))
