@@ -200,7 +200,8 @@ def cmd_datasets(args: argparse.Namespace) -> int:
         for row in rows:
             splits = ", ".join(f"{k} {v:,}" for k, v in row["splits"].items()) or "as on disk"
             classes = row["classes"] or "-"
-            print(f"{row['name']:<16} {classes!s:>6} classes  {splits:<40} {row['title']}")
+            variants = f" (reads: {', '.join(row['variants'])})" if row["variants"] else ""
+            print(f"{row['name']:<16} {classes!s:>6} classes  {splits:<40} {row['title']}{variants}")
         return 0
     index = _load_for_cli(args)
     if args.datasets_command == "info":

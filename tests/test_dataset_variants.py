@@ -115,6 +115,21 @@ def test_pets_matches_torchvision(tmp_path):
         assert {(s.path, s.label) for s in index.split(split)} == theirs
 
 
+def test_flowers_matches_torchvision(tmp_path, monkeypatch):
+    from torchvision.datasets import Flowers102
+
+    from fgvc.datasets.layouts import write_flowers102
+
+    write_flowers102(tmp_path / "flowers-102")
+    monkeypatch.setattr(Flowers102, "_check_integrity", lambda self: True)  # md5 of the real files
+    index = load_dataset("flowers102", tmp_path / "flowers-102")
+    for split in ("train", "val", "test"):
+        tv = Flowers102(tmp_path, split=split, download=False)
+        theirs = {(Path(p).relative_to(index.root).as_posix(), t)
+                  for p, t in zip(tv._image_files, tv._labels, strict=True)}
+        assert {(s.path, int(index.category_ids[s.label]) - 1) for s in index.split(split)} == theirs
+
+
 # ---- iNaturalist ----
 
 

@@ -22,7 +22,8 @@ def list_rows() -> list[dict]:
         card = CARDS.get(name)
         rows.append({"name": name, "title": card.title if card else get(name).summary,
                      "classes": card.classes if card else None,
-                     "splits": dict(card.splits) if card else {}})
+                     "splits": dict(card.splits) if card else {},
+                     "variants": list(card.variants) if card else []})
     return rows
 
 
