@@ -277,8 +277,13 @@ def test_herbarium_path_prefix_survives_a_missing_first_image(tmp_path):
     assert all((tmp_path / p).is_file() for p in paths[1:])
 
 
-def test_herbarium_without_metadata_names_both_layouts(tmp_path):
+def test_herbarium_without_metadata_or_with_two_editions_names_the_candidates(tmp_path):
     with pytest.raises(DatasetError, match=r"train/metadata\.json.*2020/2021.*train_metadata\.json"):
+        load_dataset("herbarium2020", tmp_path)
+    write_herbarium2020(tmp_path, edition=2021)
+    write_herbarium2020(tmp_path, edition=2022)
+    with pytest.raises(DatasetError, match=r"two editions' metadata \(train/metadata\.json and "
+                                           r"train_metadata\.json\); fix: give the root of one"):
         load_dataset("herbarium2020", tmp_path)
 
 

@@ -192,10 +192,15 @@ def load_herbarium(root: Path, options: dict[str, Any]) -> DatasetIndex:
     metadata's (32,093 / 64,500 / 15,501)."""
     _check_options("herbarium2020", options)
     root = herbarium_root(root)
-    for _edition, files, folders in HERBARIUM_LAYOUTS:
-        if (root / files["train"]).is_file():
-            return load_coco("herbarium2020", root, {**files, **options.get("files", {})},
-                             folders=folders)
+    found = [layout for layout in HERBARIUM_LAYOUTS if (root / layout[1]["train"]).is_file()]
+    if len(found) > 1:
+        raise DatasetError(f"herbarium2020: {root} holds two editions' metadata ("
+                           f"{' and '.join(files['train'] for _, files, _ in found)}); fix: give the "
+                           "root of one edition")
+    if found:
+        _edition, files, folders = found[0]
+        return load_coco("herbarium2020", root, {**files, **options.get("files", {})},
+                         folders=folders)
     expected = "; or ".join(f"{', '.join(files.values())} ({edition})"
                             for edition, files, _ in HERBARIUM_LAYOUTS)
     raise DatasetError(f"herbarium2020: no metadata under {root} (expected {expected}); "

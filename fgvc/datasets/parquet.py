@@ -74,11 +74,19 @@ def _arrow_table(path: Path):
         return pa.ipc.open_stream(source).read_all()
 
 
+def _field(column, name: str):
+    """Field ``name`` of a chunked struct column, chunk by chunk: no copy, so a memory-mapped
+    Arrow file stays on disk."""
+    import pyarrow as pa
+
+    return pa.chunked_array([chunk.field(name) for chunk in column.chunks], column.type.field(name).type)
+
+
 def _binary(column):
     """The encoded bytes of an image column: a struct's ``bytes`` field, or the column itself."""
     import pyarrow as pa
 
-    return column.combine_chunks().field("bytes") if pa.types.is_struct(column.type) else column
+    return _field(column, "bytes") if pa.types.is_struct(column.type) else column
 
 
 def read_image_bytes(root: Path, ref: RowReference) -> bytes:
@@ -295,7 +303,7 @@ def read_split_file(root: Path, path: Path, options: dict[str, Any],
 
 def _stored_paths(table, cols: Columns) -> list[str | None] | None:
     if cols.image_kind == "struct":
-        return table.column(cols.image).combine_chunks().field("path").to_pylist()
+        return _field(table.column(cols.image), "path").to_pylist()
     if cols.image_kind == "path":
         return table.column(cols.image).to_pylist()
     return None
