@@ -344,6 +344,13 @@ def test_parquet_options_and_errors(tmp_path):
         load_dataset("parquet", tmp_path, {"files": {"train": "data/nothing*"}})
     with pytest.raises(DatasetError, match=r"no \.parquet or \.arrow file under"):
         load_dataset("parquet", tmp_path / "empty")
+    (tmp_path / "inner").mkdir()
+    with pytest.raises(DatasetError, match=r"'\.\./data/\*\.parquet' leaves the dataset root"):
+        load_dataset("parquet", tmp_path / "inner", {"files": {"train": "../data/*.parquet"}})
+    (tmp_path / "data" / "extra-00000-of-00001.parquet").write_bytes(b"PAR1 not really")
+    with pytest.raises(DatasetError, match=r"extra-00000-of-00001\.parquet: not a readable "
+                                           r"Parquet/Arrow file"):
+        load_dataset("parquet", tmp_path)
 
 
 def test_parquet_label_outside_class_label_range(tmp_path):

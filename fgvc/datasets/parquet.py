@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from fgvc.datasets.base import DatasetError, DatasetIndex, RawSample, build_index
-from fgvc.datasets.files import path_mapping
+from fgvc.datasets.files import path_mapping, read_json
 from fgvc.datasets.integrity import check_label_range
 from fgvc.datasets.registry import register
 
@@ -151,6 +151,10 @@ def discover(root: Path, files: dict[str, Any] | None) -> dict[str, list[Path]]:
         for split, patterns in files.items():
             for pattern in [patterns] if isinstance(patterns, str) else list(patterns):
                 matches = sorted(root.glob(str(pattern)))
+                outside = [m for m in matches if not m.resolve().is_relative_to(root.resolve())]
+                if outside:
+                    raise DatasetError(f"dataset.options.files.{split}: {pattern!r} leaves the "
+                                       f"dataset root {root}; fix: give paths under the root")
                 if not matches:
                     raise DatasetError(f"dataset.options.files.{split}: {pattern!r} matches no file "
                                        f"under {root}")
@@ -176,10 +180,13 @@ def _schema(path: Path):
 def hf_features(path: Path, schema) -> dict[str, Any]:
     """The ``features`` of the Hugging Face metadata in the schema or a ``dataset_info.json``."""
     raw = (schema.metadata or {}).get(b"huggingface")
-    info = json.loads(raw).get("info", {}) if raw else {}
+    try:
+        info = json.loads(raw).get("info", {}) if raw else {}
+    except (json.JSONDecodeError, AttributeError):
+        raise DatasetError(f"{path}: the 'huggingface' schema metadata is not a JSON object") from None
     sidecar = path.parent / "dataset_info.json"
     if not info and sidecar.is_file():
-        info = json.loads(sidecar.read_text(encoding="utf-8-sig"))
+        info = read_json(sidecar)
     features = info.get("features", {}) if isinstance(info, dict) else {}
     return features if isinstance(features, dict) else {}
 
@@ -332,12 +339,19 @@ def load_parquet(root: Path, options: dict[str, Any]) -> DatasetIndex:
                            f"parquet (known: {', '.join(sorted(OPTIONS))})")
     try:
         import pyarrow  # noqa: F401
-    except ImportError:
+    except ImportError:  # a declared dependency, but installs without it exist
         raise DatasetError("parquet: needs the pyarrow package (pip install 'pyarrow>=14')") from None
     categories: dict[str, str] = {}
     splits: dict[str, list[RawSample]] = {}
     files = discover(root, options.get("files"))
+    import pyarrow as pa
+
     for split, paths in files.items():
-        splits[split] = [s for p in paths for s in read_split_file(root, p, options, categories)]
+        splits[split] = []
+        for path in paths:
+            try:
+                splits[split] += read_split_file(root, path, options, categories)
+            except (pa.ArrowException, OSError) as err:
+                raise DatasetError(f"{path}: not a readable Parquet/Arrow file ({err})") from None
     listed = ", ".join(p.relative_to(root).as_posix() for paths in files.values() for p in paths)
     return build_index("parquet", root, categories, splits, source=f"{root} ({listed})")
