@@ -15,15 +15,20 @@ from fgvc.datasets import DatasetError
 from fgvc.datasets.decode import PILLOW_MAX_IMAGE_PIXELS, BadImage, DecodeOptions, open_rgb
 
 
-def bomb_png(path: Path, width: int, height: int) -> None:
-    """A valid PNG header declaring ``width x height`` with almost no data: what a
-    decompression bomb looks like before it is decoded."""
+def png_bytes(width: int, height: int, bit_depth: int, colour_type: int, raw: bytes) -> bytes:
+    """A PNG written chunk by chunk (Pillow cannot write some of the files tested here)."""
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)  # 8-bit greyscale
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr)
-                     + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b""))
+    ihdr = struct.pack(">IIBBBBB", width, height, bit_depth, colour_type, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(raw))
+            + chunk(b"IEND", b""))
+
+
+def bomb_png(path: Path, width: int, height: int) -> None:
+    """A valid PNG header declaring ``width x height`` (8-bit grey) with almost no data: what a
+    decompression bomb looks like before it is decoded."""
+    path.write_bytes(png_bytes(width, height, 8, 0, b"\x00" * 64))
 
 
 def test_default_limit_is_pillows():
@@ -97,6 +102,12 @@ def test_16_bit_greyscale_scaled_not_clipped(tmp_path, fmt):
     assert np.abs(decoded[..., 0].astype(int) - expected).max() <= 1
     assert (decoded[..., 0] == decoded[..., 2]).all()
     assert abs(decoded.mean() - 127.5) < 1.0  # Pillow's convert("RGB") gives about 254
+
+
+def test_16_bit_rgb_png(tmp_path):
+    row = b"\x00" + struct.pack(">HHH", 0x8000, 0xFFFF, 0x0100) * 4  # filter byte, 4 pixels
+    (tmp_path / "rgb16.png").write_bytes(png_bytes(4, 2, 16, 2, row * 2))
+    assert np.asarray(open_rgb(tmp_path, "rgb16.png"))[1, 3].tolist() == [128, 255, 1]
 
 
 def test_32_bit_integer_and_float_images(tmp_path):
