@@ -64,20 +64,23 @@ def _cadene_names() -> list[str]:
     return list(pretrainedmodels.model_names)
 
 
-def create_model(cfg: ModelConfig, num_classes: int) -> nn.Module:
-    """The network with a ``num_classes`` classifier, and its weights when the recipe names any."""
+def create_model(cfg: ModelConfig, num_classes: int, **arch_kwargs) -> nn.Module:
+    """The network with a ``num_classes`` classifier, and its weights when the recipe names any.
+
+    ``arch_kwargs`` go to timm's constructor (``depth=2, embed_dim=64``: small variants of a
+    family for tests)."""
     if cfg.arch.startswith(CADENE_PREFIX):
         model = _create_cadene(cfg, num_classes)
     else:
-        model = _create_timm(cfg, num_classes)
+        model = _create_timm(cfg, num_classes, arch_kwargs)
     if cfg.weights:
         load_weights(model, cfg.weights)
     return model
 
 
-def _create_timm(cfg: ModelConfig, num_classes: int) -> nn.Module:
+def _create_timm(cfg: ModelConfig, num_classes: int, arch_kwargs: dict) -> nn.Module:
     pretrained = cfg.pretrained == "imagenet"
-    kwargs: dict = {"pretrained": pretrained, "num_classes": num_classes}
+    kwargs: dict = {"pretrained": pretrained, "num_classes": num_classes, **arch_kwargs}
     if cfg.drop_rate:
         kwargs["drop_rate"] = cfg.drop_rate
     extra: dict = {"dynamic_img_size": True}
