@@ -18,10 +18,9 @@ from fgvc.models.mpncov import covariance, newton_schulz_sqrt, upper_triangle
 from fgvc.models.zoo import SUPPORTED
 from fgvc.recipes.recipe import ModelConfig
 
-# Fixed-size pooling in Cadene's networks needs their own input size; the rest run small.
-PROBE = {"pretrainedmodels:senet154": 224, "pretrainedmodels:se_resnext101_32x4d": 224,
-         "pretrainedmodels:inceptionresnetv2": 299, "pretrainedmodels:pnasnet5large": 331,
-         "pretrainedmodels:resnet50": 224, "inception_resnet_v2": 96, "pnasnet5large": 96}
+# Every network runs small (Cadene's fixed pooling is made adaptive on load); Inception's
+# unpadded stem needs at least 75 px.
+PROBE = {"pretrainedmodels:inceptionresnetv2": 96, "inception_resnet_v2": 96, "pnasnet5large": 96}
 HEAVY = {"resnext101_32x16d", "resnext101_32x32d", "resnext101_32x48d"}  # structure on meta only
 
 

@@ -67,10 +67,12 @@ def classifier_paths(model: nn.Module) -> list[str]:
 
 
 def _probe_resolutions(model: nn.Module) -> list[int]:
-    """A small probe first (cheap on the CPU), then the model's own input size."""
+    """A small probe first (cheap on the CPU), then the model's own input size; on the meta
+    device the model's own size at once."""
     cfg = getattr(model, "pretrained_cfg", None) or {}
     size = int(cfg.get("input_size", (3, 224, 224))[-1])
-    return [min(size, 128), size] if size > 128 else [size]
+    on_meta = next(model.parameters()).device.type == "meta"  # no compute: no need to go small
+    return [min(size, 128), size] if size > 128 and not on_meta else [size]
 
 
 def _run_probe(model: nn.Module, run: Callable[[int], None]) -> None:
@@ -144,7 +146,12 @@ def last_norm_paths(model: nn.Module) -> list[str]:
     last of them lies in a block (ResNet, RegNet, PNASNet), else those outside every block
     (ViT's ``norm``, EfficientNet's ``bn2``, ConvNeXt's ``head.norm``)."""
     result: list[tuple[list[str], list[str]]] = []
-    _run_probe(model, lambda r: result.append(feeding_norms(model, r)))
+    try:
+        _run_probe(model, lambda r: result.append(feeding_norms(model, r)))
+    except Exception as err:  # noqa: BLE001 - reported in one line, as every group problem is
+        raise GroupError(f"cannot trace {type(model).__name__} to find its last norm "
+                         f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})"
+                         ) from None
     order, feeding = result[-1]
     if not order:
         raise GroupError("the model runs no normalisation layer, so it has no 'last_norm' group")

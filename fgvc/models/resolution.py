@@ -17,8 +17,9 @@ import torch.nn as nn
 
 from fgvc.recipes.recipe import ModelConfig
 
-# Sizes tried around a failing one, nearest first, for the "use ... instead" hint.
-_HINT_STEPS = range(1, 33)
+# Grids tried around a failing size for the "nearest sizes that work" hint: patch sizes and
+# total strides.
+_GRIDS = (8, 14, 16, 32)
 
 
 class ResolutionError(ValueError):
@@ -65,12 +66,20 @@ def runs_at(model: nn.Module, size: int) -> str | None:
     return None
 
 
+def _candidates(size: int) -> tuple[list[int], list[int]]:
+    """Sizes below and above ``size`` on the grids networks usually need (multiples of their
+    patch or total stride), nearest first: a handful of probes, not a scan."""
+    below = {size // m * m for m in _GRIDS if size // m * m not in (0, size)}
+    above = {(size // m + 1) * m for m in _GRIDS}
+    return sorted(below, reverse=True), sorted(above)
+
+
 def nearest_working(model: nn.Module, size: int) -> list[int]:
     """The closest size below and above ``size`` that run (either may be missing)."""
-    below = next((size - d for d in _HINT_STEPS if size - d > 0 and runs_at(model, size - d)
-                  is None), None)
-    above = next((size + d for d in _HINT_STEPS if runs_at(model, size + d) is None), None)
-    return [s for s in (below, above) if s is not None]
+    below, above = _candidates(size)
+    found_below = next((s for s in below if runs_at(model, s) is None), None)
+    found_above = next((s for s in above if runs_at(model, s) is None), None)
+    return [s for s in (found_below, found_above) if s is not None]
 
 
 def check_resolutions(model: nn.Module, arch: str, sizes: list[int]) -> None:
@@ -80,6 +89,33 @@ def check_resolutions(model: nn.Module, arch: str, sizes: list[int]) -> None:
         if why is None:
             continue
         hint = nearest_working(model, size)
-        use = (f"; nearest sizes that work: {' or '.join(f'{s} px' for s in hint)}" if hint
-               else "; no nearby size works")
+        built = native_size(model)
+        if hint:
+            use = f"; nearest sizes that work: {' or '.join(f'{s} px' for s in hint)}"
+        elif built != size and runs_at(model, built) is None:
+            use = (f"; this family runs only at the size it is built for ({built} px; timm gives "
+                   "it no dynamic image size): set model.img_size to build it for another, "
+                   "one size per run")
+        else:
+            use = "; no nearby size works"
         raise ResolutionError(f"model {arch!r} cannot run at {size} px ({why}){use}")
+
+
+def native_size(model: nn.Module) -> int:
+    cfg = getattr(model, "pretrained_cfg", None) or {}
+    return int(cfg.get("input_size", (3, 224, 224))[-1])
+
+
+def validate_arch(arch: str, sizes: list[int] | None = None,
+                  groups: tuple[str, ...] = ("classifier", "last_bn")) -> nn.Module:
+    """What ``fgvc validate`` asks of a model, for one name: built on the meta device, run at
+    ``sizes`` (default 1.5 times its own size; the group tracing runs its own size), its
+    default adaptation groups resolved.
+    Fails only with fgvc's one-line errors."""
+    from fgvc.models.groups import resolve_groups
+
+    model = meta_model(ModelConfig(arch=arch), 1000)
+    size = native_size(model)
+    check_resolutions(model, arch, sizes or [size * 3 // 2])
+    resolve_groups(model, list(groups))  # traces a forward pass at the model's own size
+    return model
