@@ -14,6 +14,7 @@ import dataclasses
 
 import torch
 import torch.nn as nn
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from fgvc.recipes.recipe import ModelConfig
 
@@ -35,6 +36,22 @@ def _first_line(err: BaseException) -> str:
     return f"{type(err).__name__}: {text[0] if text else ''}".rstrip(": ")
 
 
+class _SkipInitOnMeta(TorchDispatchMode):
+    """Weight initialisation on the meta device computes nothing but still costs its Python
+    decompositions (half of building a large model there). In-place ops on meta tensors
+    return their input instead; those that change a tensor's shape or strides still run."""
+
+    SHAPING = {"resize_", "resize_as_", "as_strided_", "squeeze_", "unsqueeze_", "transpose_",
+               "t_", "set_", "swapdims_", "swapaxes_", "requires_grad_", "detach_"}
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        name = func.__name__.split(".")[0]
+        if (name.endswith("_") and name not in self.SHAPING and args
+                and isinstance(args[0], torch.Tensor) and args[0].is_meta):
+            return args[0]
+        return func(*args, **(kwargs or {}))
+
+
 def meta_model(cfg: ModelConfig, num_classes: int) -> nn.Module:
     """The network on the meta device, without weights; any failure as one line."""
     from fgvc.models.factory import create_model
@@ -42,7 +59,7 @@ def meta_model(cfg: ModelConfig, num_classes: int) -> nn.Module:
 
     cfg = dataclasses.replace(cfg, pretrained="none", weights=None)
     try:
-        with torch.device("meta"):
+        with _SkipInitOnMeta(), torch.device("meta"):
             return create_model(cfg, num_classes)
     except WeightsError:
         raise
@@ -112,10 +129,13 @@ def validate_arch(arch: str, sizes: list[int] | None = None,
     ``sizes`` (default 1.5 times its own size; the group tracing runs its own size), its
     default adaptation groups resolved.
     Fails only with fgvc's one-line errors."""
-    from fgvc.models.groups import resolve_groups
+    from fgvc.models.groups import GroupError, resolve_groups
 
     model = meta_model(ModelConfig(arch=arch), 1000)
     size = native_size(model)
     check_resolutions(model, arch, sizes or [size * 3 // 2])
-    resolve_groups(model, list(groups))  # traces a forward pass at the model's own size
+    try:
+        resolve_groups(model, list(groups))  # traces a forward pass at the model's own size
+    except GroupError as err:
+        raise GroupError(f"model {arch!r}: {err}") from None
     return model
