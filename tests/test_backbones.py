@@ -128,7 +128,7 @@ def directly_feeding_bns(model: nn.Module, size: int) -> set[str]:
         h.remove()
     names = list(leaves)
     grads = torch.autograd.grad(pooled[0].sum(), [leaves[n] for n in names], allow_unused=True)
-    return {n for n, g in zip(names, grads) if g is not None}
+    return {n for n, g in zip(names, grads, strict=True) if g is not None}
 
 
 @pytest.mark.parametrize("arch", ["pretrainedmodels:pnasnet5large", "pnasnet5large"])

@@ -1,10 +1,11 @@
 """iSQRT-COV (fast MPN-COV) pooling on a ResNet: second-order features for fine-grained work.
 
-Head, after the last residual stage (stride 1, as in the authors' release): 1x1 convolution to 256 channels with BN and ReLU ->
-covariance of the features over spatial positions -> divide by the trace -> matrix square
-root by Newton-Schulz iterations -> multiply by sqrt(trace) -> the upper triangle as a vector
-(256 * 257 / 2 = 32,896 values) -> linear classifier. Every step is differentiable, and the
-iterations use only matrix products, so it runs fast on GPUs (no eigendecomposition).
+Head, after the last residual stage (stride 1, as in the authors' release): 1x1 convolution
+to 256 channels with BN and ReLU -> covariance of the features over spatial positions ->
+divide by the trace -> matrix square root by Newton-Schulz iterations -> multiply by
+sqrt(trace) -> the upper triangle as a vector (256 * 257 / 2 = 32,896 values) -> linear
+classifier. Every step is differentiable, and the iterations use only matrix products, so it
+runs fast on GPUs (no eigendecomposition).
 """
 
 from __future__ import annotations
