@@ -195,3 +195,43 @@ def test_mpncov_refuses_a_checkpoint_with_unused_or_missing_tensors(tmp_path, dr
     official_checkpoint(tmp_path / "bad.pth", drop=drop, extra=extra)
     with pytest.raises(WeightsError, match=names.replace(".", r"\.")):
         create_model(ModelConfig(arch="mpncov_resnet50", weights=str(tmp_path / "bad.pth")), 10)
+
+
+def test_local_weights_of_another_grid_are_resampled(tmp_path):
+    """A ViT checkpoint saved at 32 px (4x4 patches) loads into the same ViT built for 48 px
+    (6x6): timm's conversion for the family resamples the position embedding."""
+    source = create_model(ModelConfig(arch="vit_fgvc_tiny_patch8", img_size=32), 4)
+    torch.save(source.state_dict(), tmp_path / "vit32.pth")
+    target = create_model(ModelConfig(arch="vit_fgvc_tiny_patch8", img_size=48,
+                                      weights=str(tmp_path / "vit32.pth")), 4)
+    assert target.pos_embed.shape == (1, 36, 96)
+    assert torch.equal(target.blocks[0].attn.qkv.weight, source.blocks[0].attn.qkv.weight)
+
+
+def test_tagged_arch_brings_its_data_settings():
+    from fgvc.models import data_config
+
+    cfg = ModelConfig(arch="convnext_base.fb_in22k_ft_in1k_384")
+    with torch.device("meta"):
+        model = create_model(cfg, 3)
+    data = data_config(model, cfg)
+    assert (data.interpolation, data.crop_pct) == ("bicubic", 1.0)
+    untagged = ModelConfig(arch="convnext_base")
+    assert data_config(model, untagged).crop_pct == 224 / 256  # the paper's, without a tag
+
+
+def test_hf_hub_name_offline_is_one_line_saying_where_the_files_go(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    code = ("from fgvc.models import create_model\nfrom fgvc.recipes.recipe import ModelConfig\n"
+            "create_model(ModelConfig(arch='hf-hub:timm/not_cached_here'), 3)\n")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode != 0
+    last = result.stderr.strip().splitlines()[-1]
+    assert "cannot read 'hf-hub:timm/not_cached_here' from the Hugging Face Hub" in last
+    assert f"{tmp_path / 'hf' / 'hub'}/models--timm--not_cached_here" in last
+    assert "HF_HUB_OFFLINE=1" in last
