@@ -1,99 +1,113 @@
 """Compact sample storage: the same samples as the previous list-of-objects storage on every
-layout fixture (the previous code is taken from git and run beside the current one), the
+layout fixture (what each adapter hands over, stored the previous way beside the new way), the
 columnar COCO reader equal to the entry-by-entry one, and the SampleTable sequence behaviour."""
 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from fgvc.datasets import coco, load_dataset
+from fgvc.datasets import base, coco, load_dataset
 from fgvc.datasets.base import (
     UNLABELLED,
     DatasetIndex,
+    RawColumns,
+    RawSample,
     Sample,
     SampleTable,
     with_holdout,
 )
 from fgvc.datasets.layouts import WRITERS
 
-ROOT = Path(__file__).resolve().parents[1]
-PREVIOUS = "edb7d9a"  # the last commit storing one Sample object per image
-
-DUMP = """
-import json, sys
-from pathlib import Path
-from fgvc.datasets import load_dataset
-from fgvc.datasets.base import with_holdout
-out = {}
-for key, name, root, options in json.loads(sys.argv[1]):
-    index = load_dataset(name, Path(root), options)
-    if key.endswith("+holdout"):
-        index = with_holdout(index, "train", 0.3, 7)
-    out[key] = {"classes": index.classes, "category_ids": index.category_ids,
-                "boxes": {k: list(v) for k, v in index.boxes.items()}, "missing": index.missing,
-                "labelled": {s: index.is_labelled(s) for s in index.splits},
-                "splits": {s: [[x.path, x.label, x.image_id] for x in v]
-                           for s, v in index.splits.items()}}
-print(json.dumps(out))
-"""
-
 
 @pytest.fixture(scope="module")
 def fixtures(tmp_path_factory) -> list[tuple[str, str, str, dict]]:
     """(key, dataset, root, options) for every layout writer, imagefolder, csv, synthetic."""
-    base = tmp_path_factory.mktemp("layouts")
+    trees = tmp_path_factory.mktemp("layouts")
     cases = []
     for name, write in WRITERS.items():
-        write(base / name)
-        cases.append((name, name, str(base / name), {}))
-    folder = base / "folders"
+        write(trees / name)
+        cases.append((name, name, str(trees / name), {}))
+    folder = trees / "folders"
     for split, cls in [("train", "cat"), ("train", "dog"), ("val", "cat"), ("test", "")]:
         (folder / split / cls).mkdir(parents=True, exist_ok=True)
         Image.new("RGB", (8, 8)).save(folder / split / cls / f"{cls or 'x'}1.jpg")
     (folder / "train.csv").write_text("path,label\ntrain/cat/cat1.jpg,cat\ntrain/dog/dog1.jpg,dog\n")
     (folder / "test.csv").write_text("path,label,id\ntest/x1.jpg,,x1\n")
     cases += [("imagefolder", "imagefolder", str(folder), {}), ("csv", "csv", str(folder), {})]
-    cases.append(("synthetic", "synthetic", str(base / "synthetic"),
+    cases.append(("synthetic", "synthetic", str(trees / "synthetic"),
                   {"num_classes": 3, "train_per_class": 4, "val_per_class": 2,
                    "test_per_class": 2, "min_side": 32, "max_side": 40, "seed": 1}))
     cases.append(("synthetic+holdout", *cases[-1][1:]))
-    cases.append(("cub200+holdout", "cub200", str(base / "cub200"), {}))
+    cases.append(("cub200+holdout", "cub200", str(trees / "cub200"), {}))
     return cases
 
 
-def dump(cases, code_root: Path) -> dict:
-    """What the fgvc package under ``code_root`` reads (run there: ``-c`` puts the working
-    directory first on the path)."""
-    out = subprocess.run([sys.executable, "-c", DUMP, json.dumps(cases)], check=True,
-                         capture_output=True, text=True, cwd=code_root,
-                         env={**os.environ, "PYTHONPATH": str(code_root)})
-    return json.loads(out.stdout)
+def previous_storage(index, raw: dict) -> dict[str, list[Sample]]:
+    """The samples as the previous storage built them: one ``Sample`` per entry of what the
+    adapter handed over (after the integrity checks), labels by the index's category order."""
+    label_of = {c: i for i, c in enumerate(index.category_ids)}
+    out = {}
+    for split, entries in raw.items():
+        if isinstance(entries, RawColumns):
+            entries = [RawSample(p, None if c is None else str(c), str(i)) for p, c, i in
+                       zip(entries.paths, entries.category_ids, entries.image_ids, strict=True)]
+        out[split] = [Sample(e.path, UNLABELLED if e.category_id is None
+                             else label_of[e.category_id], e.image_id) for e in entries]
+    if "train" in out and "val" in out and "trainval" not in out:
+        out["trainval"] = out["train"] + out["val"]
+    return out
 
 
-def test_same_samples_as_the_previous_storage(fixtures, tmp_path):
-    archive = subprocess.run(["git", "-C", str(ROOT), "archive", PREVIOUS, "fgvc"],
-                             capture_output=True)
-    if archive.returncode != 0:
-        pytest.skip(f"commit {PREVIOUS} not in this checkout's history")
-    old_root = tmp_path / "previous"
-    old_root.mkdir()
-    subprocess.run(["tar", "-x", "-C", str(old_root)], input=archive.stdout, check=True)
-    for _, name, root, options in fixtures:  # the synthetic generator runs once, here
-        load_dataset(name, Path(root), options)
-    new, old = dump(fixtures, ROOT), dump(fixtures, old_root)
-    assert "SampleTable" not in (old_root / "fgvc" / "datasets" / "base.py").read_text()
-    assert set(new) == {case[0] for case in fixtures}
-    for key in new:
-        assert new[key] == old[key], key
-        assert sum(map(len, new[key]["splits"].values())) > 0, key
+def previous_holdout(samples: list[Sample], fraction: float, seed: int):
+    """The previous ``with_holdout`` on a list of ``Sample``."""
+    import random
+
+    by_label: dict[int, list[Sample]] = {}
+    for sample in samples:
+        by_label.setdefault(sample.label, []).append(sample)
+    rng = random.Random(seed)
+    kept, held = [], []
+    for label in sorted(by_label):
+        group = sorted(by_label[label], key=lambda s: s.image_id)
+        rng.shuffle(group)
+        n = max(1, round(fraction * len(group))) if len(group) > 1 else 0
+        held += group[:n]
+        kept += group[n:]
+    return kept, held
+
+
+def test_same_samples_as_the_previous_storage(fixtures, monkeypatch):
+    handed: list = []  # what each adapter passed on: columns or RawSample lists, or Sample lists
+    checked = base.checked_splits
+    monkeypatch.setattr(base, "checked_splits",
+                        lambda splits, file: handed.append(checked(splits, file)) or handed[-1])
+    from_samples = SampleTable.from_samples.__func__
+    monkeypatch.setattr(SampleTable, "from_samples", classmethod(
+        lambda cls, samples: handed.append(list(samples)) or from_samples(cls, handed[-1])))
+    for key, name, root, options in fixtures:
+        handed.clear()
+        index = load_dataset(name, Path(root), options)
+        if handed and isinstance(handed[0], dict):  # through build_index
+            expected = previous_storage(index, handed[0])
+        else:  # the synthetic adapter builds Sample lists itself
+            expected = dict(zip(index.splits, handed, strict=True))
+        assert index.splits.keys() == expected.keys(), key
+        for split, samples in index.splits.items():
+            assert isinstance(samples, SampleTable)
+            assert list(samples) == expected[split], (key, split)
+            np.testing.assert_array_equal(samples.labels, [s.label for s in expected[split]])
+            assert index.is_labelled(split) == (bool(expected[split]) and all(
+                s.label != UNLABELLED for s in expected[split]))
+        assert sum(map(len, expected.values())) > 0, key
+        if key.endswith("+holdout"):
+            held = with_holdout(index, "train", 0.3, 7)
+            kept, out = previous_holdout(expected["train"], 0.3, 7)
+            assert list(held.split("train")) == kept and list(held.split("holdout")) == out
 
 
 def test_columnar_coco_reader_equals_the_entry_by_entry_one(fixtures, monkeypatch):

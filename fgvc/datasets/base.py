@@ -17,7 +17,11 @@ class DatasetError(RuntimeError):
 
 @dataclass(frozen=True)
 class Sample:
-    """One image: its path relative to the dataset root, its label index and the dataset's id."""
+    """One image: its path relative to the dataset root, its label index and the dataset's id.
+
+    ``path`` is a file, or ``<file>#<column>[<row>]`` for an image stored as encoded bytes in
+    row ``row`` of a Parquet/Arrow file (``fgvc.datasets.parquet``); ``decode.open_rgb`` reads both.
+    """
 
     path: str
     label: int
@@ -269,6 +273,34 @@ def paused_gc(fn):
     return wrapper
 
 
+def checked_splits(splits: dict[str, list[RawSample] | RawColumns], file: str
+                   ) -> dict[str, list[RawSample] | RawColumns]:
+    """``integrity.check_splits``, without a Python object per sample where it can: splits
+    given as columns pass whole-column tests (no path with '..', a leading slash or a drive;
+    no repeated path or id in a split; no path in two splits) and are returned as they are;
+    if any test fails, or a split is a list, every split goes through ``check_splits`` entry by
+    entry, which names the entry and applies ``dataset.integrity``."""
+    from fgvc.datasets.integrity import check_splits
+
+    columns = [c for c in splits.values() if isinstance(c, RawColumns)]
+    if len(columns) == len(splits):
+        seen: set[str] = set()
+        clean = True
+        for col in columns:
+            text = "\n" + "\n".join(col.paths)
+            paths = set(col.paths)
+            clean = clean and not (".." in text or "\n/" in text or "\n\\" in text or ":" in text
+                                   or len(paths) != len(col.paths) or not paths.isdisjoint(seen)
+                                   or len(set(col.image_ids)) != len(col.image_ids))
+            seen |= paths
+        if clean:
+            return splits
+    lists = {s: [RawSample(p, None if c is None else str(c), str(i))
+                 for p, c, i in zip(v.paths, v.category_ids, v.image_ids, strict=True)]
+             if isinstance(v, RawColumns) else v for s, v in splits.items()}
+    return check_splits(lists, file)
+
+
 def build_index(name: str, root: Path, categories: dict[str, str],
                 splits: dict[str, list[RawSample] | RawColumns],
                 boxes: dict[str, tuple[float, float, float, float]] | None = None,
@@ -279,8 +311,12 @@ def build_index(name: str, root: Path, categories: dict[str, str],
     order (numeric when the ids are numbers). ``categories`` maps id -> class name; a sample
     whose category is not listed is an error naming it. Where the dataset has both ``train`` and
     ``val``, a ``trainval`` split (their union) is added, as papers often train on it.
+    The splits pass ``integrity.check_splits`` first; ``source`` names the metadata in errors.
     Every split goes into one ``SampleStore`` (train then val first, so trainval is a range).
     """
+    from fgvc.datasets.integrity import problem
+
+    splits = checked_splits(splits, source or f"{name} metadata under {root}")
     order = sorted(categories, key=category_sort_key)
     label_of: dict[str | int | None, int] = {cid: i for i, cid in enumerate(order)}
     label_of[None] = UNLABELLED
@@ -300,10 +336,10 @@ def build_index(name: str, root: Path, categories: dict[str, str],
                                 dtype=np.int32)
         bad = np.flatnonzero(split_labels == unknown)
         if bad.size:
-            raise DatasetError(f"{name}{' ' + source if source else ''}: image "
-                               f"{str(col.image_ids[bad[0]])!r} has category "
-                               f"{str(col.category_ids[bad[0]])!r}, which is not among the "
-                               "dataset's categories")
+            problem("unknown_reference", source or name, f"{split} image "
+                    f"{str(col.image_ids[bad[0]])!r}", f"category "
+                    f"{str(col.category_ids[bad[0]])!r} is not among the dataset's {len(order)} "
+                    "categories", "correct the category or declare it")
         ranges[split] = range(start, start + len(split_labels))
         start += len(split_labels)
         labels.append(split_labels)
