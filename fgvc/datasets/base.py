@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from itertools import repeat
 from pathlib import Path
 
 import numpy as np
@@ -287,11 +288,12 @@ def checked_splits(splits: dict[str, list[RawSample] | RawColumns], file: str
         seen: set[str] = set()
         clean = True
         for col in columns:
-            text = "\n" + "\n".join(col.paths)
             paths = set(col.paths)
-            clean = clean and not (".." in text or "\n/" in text or "\n\\" in text or ":" in text
-                                   or len(paths) != len(col.paths) or not paths.isdisjoint(seen)
-                                   or len(set(col.image_ids)) != len(col.image_ids))
+            clean = clean and not (
+                any(map(str.__contains__, col.paths, repeat(".."))) or any(map(
+                    str.__contains__, col.paths, repeat(":"))) or any(map(
+                    str.startswith, col.paths, repeat(("/", "\\")))) or len(paths) != len(col.paths)
+                or not paths.isdisjoint(seen) or len(set(col.image_ids)) != len(col.image_ids))
             seen |= paths
         if clean:
             return splits
