@@ -156,6 +156,10 @@ class DatasetConfig:
     holdout: float = 0.0
     num_workers: int = 2
     on_bad_image: Literal["skip", "fail"] = "skip"
+    # fgvc/datasets/integrity.py (what `warn` downgrades) and fgvc/datasets/decode.py
+    integrity: Literal["strict", "warn"] = "strict"
+    max_image_pixels: int | None = 89_478_485  # Pillow's default; null lifts the limit
+    exif_transpose: bool = True
 
     def __post_init__(self) -> None:
         if self.root is None:
@@ -171,6 +175,9 @@ class DatasetConfig:
             out.append(("num_workers", f"must be >= 0, got {self.num_workers!r}"))
         if not 0 <= self.holdout < 1:
             out.append(("holdout", f"must be in [0, 1), got {self.holdout!r}"))
+        if self.max_image_pixels is not None and self.max_image_pixels < 1:
+            out.append(("max_image_pixels", f"must be a positive pixel count or null (no limit), "
+                        f"got {self.max_image_pixels!r}"))
         return out
 
 
