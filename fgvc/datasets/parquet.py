@@ -344,6 +344,8 @@ def load_parquet(root: Path, options: dict[str, Any]) -> DatasetIndex:
     categories: dict[str, str] = {}
     splits: dict[str, list[RawSample]] = {}
     files = discover(root, options.get("files"))
+    usual = {name: i for i, name in enumerate(("train", "val", "test"))}
+    files = dict(sorted(files.items(), key=lambda item: (usual.get(item[0], len(usual)), item[0])))
     import pyarrow as pa
 
     for split, paths in files.items():
