@@ -86,7 +86,7 @@ def _coco_adapter(name: str, files: dict[str, str], classes: int, summary: str) 
             raise DatasetError(f"dataset.options: unknown option(s) {sorted(unknown)} for {name}")
         return load_coco(name, root, {**files, **options.get("files", {})})
 
-    register(name, summary, classes)(load)
+    register(name, summary, classes, options={"files": dict[str, str]})(load)
 
 
 _coco_adapter("inaturalist2017", {"train": "train2017.json", "val": "val2017.json",
@@ -103,7 +103,7 @@ _coco_adapter("herbarium2020", {"train": "train/metadata.json", "test": "test/me
 
 
 @register("coco", "any COCO-style classification JSON; options.files maps split -> JSON path",
-          num_classes=lambda options: 0)
+          num_classes=lambda options: 0, options={"files": dict[str, str], "name": str})
 def load_generic_coco(root: Path, options: dict[str, Any]) -> DatasetIndex:
     files = options.get("files")
     if not isinstance(files, dict) or not files:

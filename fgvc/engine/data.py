@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
-from torch.utils.data import DataLoader, DistributedSampler
+from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, Sampler
 
 from fgvc.datasets.base import DatasetIndex
 from fgvc.datasets.images import ImageDataset, collate_skipping_bad
@@ -15,7 +15,7 @@ from fgvc.engine.distributed import ShardSampler, current
 
 def make_loader(index: DatasetIndex, split: str, *, transform: Callable, batch_size: int,
                 num_workers: int, on_bad_image: str, shuffle: bool = False, seed: int = 0,
-                epoch: int = 0, drop_last: bool = False) -> DataLoader:
+                epoch: int = 0, drop_last: bool = False, skip: int = 0) -> DataLoader:
     """``shuffle``: a training order that is a function of (seed, epoch); distributed, each
     process gets its shard of it (``set_epoch``, so shards change every epoch). Without
     ``shuffle``: the split in order, distributed as disjoint shards without padding."""
@@ -31,6 +31,9 @@ def make_loader(index: DatasetIndex, split: str, *, transform: Callable, batch_s
         sampler = ShardSampler(len(dataset), env.rank, env.world_size)
     # Augmentation draws in the workers: distinct per epoch and per process.
     generator = torch.Generator().manual_seed(seed * 100_003 + epoch * 7919 + env.rank)
+    if skip:
+        # The same generator drives the same permutation; only its head is dropped.
+        sampler = SkipSampler(sampler or RandomSampler(dataset, generator=generator), skip)
     return DataLoader(
         dataset,
         batch_size=batch_size,
@@ -43,3 +46,20 @@ def make_loader(index: DatasetIndex, split: str, *, transform: Callable, batch_s
         persistent_workers=False,
         generator=generator,
     )
+
+
+class SkipSampler(Sampler[int]):
+    """``inner``'s indices without the first ``skip``: iterating ``inner`` in full keeps its
+    random draws, so the rest of the order is exactly the one an uninterrupted epoch sees."""
+
+    def __init__(self, inner: Sampler[int], skip: int):
+        self.inner, self.skip = inner, skip
+
+    def __iter__(self):
+        it = iter(self.inner)
+        for _ in range(self.skip):
+            next(it, None)
+        return it
+
+    def __len__(self) -> int:
+        return max(len(self.inner) - self.skip, 0)
