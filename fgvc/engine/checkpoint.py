@@ -47,8 +47,8 @@ def save_checkpoint(path: Path, payload: dict[str, Any], *, keep_previous: bool 
 def describe_load_failure(err: BaseException) -> str:
     """One line for why ``torch.load(weights_only=True)`` failed."""
     if isinstance(err, pickle.UnpicklingError):
-        return ("it holds pickled Python objects, which fgvc refuses to load (weights_only); "
-                "re-save it as a plain state_dict or safetensors")
+        return ("it holds pickled Python objects and fgvc never unpickles code "
+                "(weights_only): re-save it as a plain state_dict or safetensors")
     return cause(err)
 
 
