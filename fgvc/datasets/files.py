@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import csv
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +45,7 @@ def read_table(path: Path, columns: int, *, sep: str | None = None, max_split: i
     error naming the file and line.
     """
     rows = []
-    with path.open(encoding="utf-8") as f:
+    with _text(path) as f:
         for number, line in enumerate(f, start=1):
             text = line.rstrip("\n\r")
             if not text.strip() or (comment and text.lstrip().startswith(comment)):
@@ -58,7 +60,7 @@ def read_table(path: Path, columns: int, *, sep: str | None = None, max_split: i
 
 def read_dict_table(path: Path, required: list[str], delimiter: str = ",") -> list[tuple[int, dict]]:
     """Rows of a table with a header, as ``(line number, row)``; checks the required columns."""
-    with path.open(newline="", encoding="utf-8") as f:
+    with _text(path, newline="") as f:
         reader = csv.DictReader(f, delimiter=delimiter)
         header = reader.fieldnames or []
         missing = [c for c in required if c not in header]
@@ -72,6 +74,19 @@ def read_dict_table(path: Path, required: list[str], delimiter: str = ",") -> li
                                    f"{', '.join(c for c in required if not row.get(c))}")
             rows.append((number, row))
         return rows
+
+
+@contextmanager
+def _text(path: Path, newline: str | None = None) -> Iterator[Any]:
+    """A UTF-8 text file; bytes that are not UTF-8, or a line csv cannot parse, are a
+    DatasetError naming the file."""
+    try:
+        with path.open(encoding="utf-8", newline=newline) as f:
+            yield f
+    except UnicodeDecodeError as err:
+        raise DatasetError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start})") from None
+    except csv.Error as err:
+        raise DatasetError(f"{path}: not a readable table ({err})") from None
 
 
 def as_int(value: str, path: Path, line: int, what: str) -> int:
@@ -90,7 +105,7 @@ def as_float(value: str, path: Path, line: int, what: str) -> float:
 
 def read_json(path: Path) -> Any:
     try:
-        with path.open(encoding="utf-8") as f:
+        with _text(path) as f:
             return json.load(f)
     except json.JSONDecodeError as err:
         raise DatasetError(f"{path}:{err.lineno}: not valid JSON ({err.msg})") from None

@@ -41,7 +41,9 @@ def load_birds_lists(name: str, root: Path, folder: str, leaf_classes_only: bool
               "image_class_labels.txt, classes.txt, train_test_split.txt[, bounding_boxes.txt]")
 
     def table(file: str, columns: int, max_split: int | None = None):
-        return read_table(require_file(root / file, name, layout), columns, max_split=max_split)
+        # Extra fields stay in the last one, whose check then names the line.
+        return read_table(require_file(root / file, name, layout), columns,
+                          max_split=columns - 1 if max_split is None else max_split)
 
     paths = {image_id: rel for _, (image_id, rel) in table("images.txt", 2, 1)}
     labels = {image_id: str(as_int(c, root / "image_class_labels.txt", n, "class id"))

@@ -8,6 +8,7 @@ semantic checks through a ``check()`` method that returns ``(field, message)`` p
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import types
 import unicodedata
@@ -125,6 +126,12 @@ def _convert(value: Any, hint: Any, path: str, problems: list[str], checks: list
     raise TypeError(f"schema has an unsupported type hint {hint!r} at {path}")
 
 
+@functools.lru_cache(maxsize=None)
+def _hints(cls: type) -> dict[str, Any]:
+    """Evaluating string annotations is most of a recipe's validation time: once per class."""
+    return get_type_hints(cls)
+
+
 def build(cls: type, data: Any, path: str, problems: list[str], checks: list[str]) -> Any:
     """Build dataclass ``cls`` from ``data``, appending problems instead of raising.
 
@@ -137,7 +144,7 @@ def build(cls: type, data: Any, path: str, problems: list[str], checks: list[str
     if not isinstance(data, dict):
         problems.append(f"{path or '<top>'}: expected a mapping, got {describe(data)}")
         data = {}
-    hints = get_type_hints(cls)
+    hints = _hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     prefix = f"{path}." if path else ""
     for key in data:
