@@ -221,9 +221,9 @@ def test_truncated_latest_checkpoint_falls_back_to_the_previous(tmp_path, caplog
 
 
 def test_a_refused_pickled_checkpoint_is_one_clear_line(tmp_path):
-    from fgvc.engine.checkpoint import CheckpointError, load_checkpoint
-
     import argparse
+
+    from fgvc.engine.checkpoint import CheckpointError, load_checkpoint
 
     torch.save({"model": argparse.Namespace(a=1)}, tmp_path / "evil.pt")  # an arbitrary class
     with pytest.raises(CheckpointError) as refused:

@@ -126,7 +126,7 @@ def _convert(value: Any, hint: Any, path: str, problems: list[str], checks: list
     raise TypeError(f"schema has an unsupported type hint {hint!r} at {path}")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _hints(cls: type) -> dict[str, Any]:
     """Evaluating string annotations is most of a recipe's validation time: once per class."""
     return get_type_hints(cls)

@@ -73,8 +73,16 @@ def choose_run_dir(recipe: Recipe, resume: bool, force: bool) -> Path:
     return base.with_name(f"{base.name}-{max(numbered, default=1) + 1}")
 
 
+class _RunLogHandler(logging.FileHandler):
+    """``log.txt``; when the disk is full a lost log line is not worth a logging traceback
+    burying the one-line error that names the file that could not be written."""
+
+    def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802 - logging's name
+        pass
+
+
 def setup_file_logging(run_dir: Path) -> logging.Handler:
-    handler = logging.FileHandler(run_dir / "log.txt")
+    handler = _RunLogHandler(run_dir / "log.txt")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.getLogger().addHandler(handler)
     return handler
