@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import errno
 import json
+import multiprocessing
 import os
 import signal
 import subprocess
@@ -68,12 +69,18 @@ def test_sigterm_mid_epoch_then_resume_is_bit_identical(tiny_recipe_dict, tmp_pa
                                                         capsys, straight_run):
     import fgvc.engine.loop as loop
 
+    tiny_recipe_dict["dataset"]["num_workers"] = 2  # draws independent of the loading processes
     recipe = write_recipe(tmp_path, one_stage(tiny_recipe_dict))
     real_set_lr, calls = loop.set_lr, {"n": 0}
 
     def set_lr_then_signal(optimizer, lr):
         calls["n"] += 1
-        if calls["n"] == 5:  # epoch 2 of 3 steps each: SIGTERM arrives during its 2nd step
+        if calls["n"] == 5:  # epoch 2 of 3 steps each: SIGTERM arrives during its 2nd step,
+            # to every process, as SLURM sends it (the loader workers included)
+            workers = multiprocessing.active_children()
+            assert workers
+            for worker in workers:
+                os.kill(worker.pid, signal.SIGTERM)
             os.kill(os.getpid(), signal.SIGTERM)
         real_set_lr(optimizer, lr)
 

@@ -6,11 +6,12 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
-from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, Sampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler, Sampler
 
 from fgvc.datasets.base import DatasetIndex
 from fgvc.datasets.images import ImageDataset, collate_skipping_bad
 from fgvc.engine.distributed import ShardSampler, current
+from fgvc.engine.seeding import seed_everything
 
 
 def make_loader(index: DatasetIndex, split: str, *, transform: Callable, batch_size: int,
@@ -31,6 +32,8 @@ def make_loader(index: DatasetIndex, split: str, *, transform: Callable, batch_s
         sampler = ShardSampler(len(dataset), env.rank, env.world_size)
     # Augmentation draws in the workers: distinct per epoch and per process.
     generator = torch.Generator().manual_seed(seed * 100_003 + epoch * 7919 + env.rank)
+    if shuffle:
+        dataset = BatchSeeded(dataset, seed * 100_003 + epoch * 7919 + env.rank)
     if skip:
         # The same generator drives the same permutation; only its head is dropped.
         sampler = SkipSampler(sampler or RandomSampler(dataset, generator=generator), skip)
@@ -45,6 +48,7 @@ def make_loader(index: DatasetIndex, split: str, *, transform: Callable, batch_s
         pin_memory=torch.cuda.is_available(),
         persistent_workers=False,
         generator=generator,
+        worker_init_fn=ignore_stop_signals,
     )
 
 
@@ -63,3 +67,32 @@ class SkipSampler(Sampler[int]):
 
     def __len__(self) -> int:
         return max(len(self.inner) - self.skip, 0)
+
+
+def ignore_stop_signals(_worker_id: int) -> None:
+    """Loader workers ignore SIGTERM/SIGUSR1 (SLURM signals every process of a job): the main
+    process finishes its step, checkpoints and then ends them itself."""
+    import signal
+
+    for signum in (signal.SIGTERM, signal.SIGUSR1):
+        signal.signal(signum, signal.SIG_IGN)
+
+
+class BatchSeeded(Dataset):
+    """Seeds the random generators before each training batch from (epoch seed, the batch's
+    first sample; unique within an epoch's permutation), so augmentation draws are a function
+    of the batch alone: the same whichever worker loads it, however many workers there are,
+    and whether or not the epoch was resumed half-way from a mid-epoch checkpoint."""
+
+    def __init__(self, dataset: Dataset, seed: int):
+        self.dataset, self.seed = dataset, seed
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int):
+        return self.dataset[index]
+
+    def __getitems__(self, indices: list[int]) -> list:
+        seed_everything((self.seed * 1_000_003 + int(indices[0])) % 2**63)
+        return [self.dataset[i] for i in indices]
