@@ -74,11 +74,10 @@ def handle_signals(run_dir: Path | None = None) -> Iterator[None]:
 
 @contextmanager
 def training() -> Iterator[None]:
-    """While training, a signal only raises a flag that the step loop polls."""
+    """While training, a signal only raises a flag, which the step loop polls (and the stage
+    after each epoch's checkpoint)."""
     _state.training = True
     try:
-        if _state.signum is not None:  # arrived between two training blocks
-            raise Preempted(_state.signum, _state.run_dir)
         yield
     finally:
         _state.training = False

@@ -179,8 +179,9 @@ def run_stage(ctx: RunContext, stage: StageConfig) -> None:
             raise NonFiniteLoss(f"stage {stage.name}, epoch {epoch + 1}/{stage.epochs}: {err}") \
                 from None
         step = result.next_step
-        val = evaluate(model, val_loader, ctx.device, channels_last=channels_last,
-                       desc=f"val @{stage.resolution}")
+        with training():  # a signal now stops the run after this epoch's checkpoint
+            val = evaluate(model, val_loader, ctx.device, channels_last=channels_last,
+                           desc=f"val @{stage.resolution}")
         row = {
             "stage": stage.name, "epoch": epoch + 1, "resolution": stage.resolution,
             "lr": result.last_lr, "train_loss": result.loss, "train_top1": result.top1,
@@ -199,6 +200,7 @@ def run_stage(ctx: RunContext, stage: StageConfig) -> None:
                                    "epoch": epoch + 1, "step": step, "stage": stage.name},
                             keep_previous=True)
         saver.timer.reset()
+        saver.stop_if_signalled(f"the end of {stage.name} epoch {epoch + 1}")
     if env.is_main:
         save_checkpoint(ctx.final_checkpoint(stage), {
             "model": model.state_dict(), "stage": stage.name, "resolution": stage.resolution,
@@ -217,7 +219,9 @@ class MidEpochSaver:
         self.ctx, self.stage, self.model, self.optimizer = ctx, stage, model, optimizer
         self.timer = CheckpointTimer(ctx.recipe.checkpoint.every_minutes)
 
-    def after_step(self, epoch: int, done: EpochProgress) -> None:
+    def _agree(self) -> tuple[int, bool]:
+        """(the signal to stop on or 0, whether a timed checkpoint is due), the same on every
+        process."""
         signum = pending_signal() or 0
         due = self.timer.due()
         if current().enabled:
@@ -225,6 +229,15 @@ class MidEpochSaver:
                                                   float(signum == signal.SIGUSR1), float(due)])
             signum = signal.SIGTERM if term else signal.SIGUSR1 if usr1 else 0
             due = due_sum > 0
+        return signum, due
+
+    def stop_if_signalled(self, where: str) -> None:
+        signum, _ = self._agree()
+        if signum:
+            raise Preempted(signum, self.ctx.run_dir, where)
+
+    def after_step(self, epoch: int, done: EpochProgress) -> None:
+        signum, due = self._agree()
         if not (signum or due):
             return
         rngs = gather_objects(rng_state())
