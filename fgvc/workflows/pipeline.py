@@ -19,7 +19,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
 
 from fgvc.datasets import DatasetIndex, load_dataset
 from fgvc.datasets.base import with_holdout
@@ -310,11 +309,12 @@ def predict_run(run_dir: Path, overrides: list[str], out: Path | None = None,
     """Predict again with a finished run's weights, e.g. with other crops or resolutions
     (``overrides`` such as ``predict.crops=ten_crop``); returns where the file went."""
     from fgvc.recipes.recipe import apply_overrides, parse_recipe
+    from fgvc.recipes.schema import read_yaml
 
     saved = run_dir / "recipe.yaml"
     if not saved.is_file():
         raise FileNotFoundError(f"{run_dir} is not a fgvc run folder (no recipe.yaml)")
-    data = apply_overrides(yaml.safe_load(saved.read_text()), overrides, str(saved))
+    data = apply_overrides(read_yaml(saved.read_text(), str(saved)), overrides, str(saved))
     data["predict"] = data.get("predict") or {}
     recipe = parse_recipe(data, str(saved))
     weights = run_dir / "checkpoints" / f"{recipe.stages[-1].name}.pt"
