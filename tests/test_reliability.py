@@ -305,7 +305,9 @@ def test_one_writer_per_run_folder(tiny_recipe_dict, tmp_path, capsys, caplog):
     run_dir.mkdir(parents=True)
     with FolderLock(run_dir):  # as if another process were running it
         assert main(["run", recipe, "--resume"]) == 2
-    err = capsys.readouterr().err
+        err = capsys.readouterr().err
+        assert main(["run", recipe, "--force"]) == 2  # nor is it deleted from under that run
+        assert run_dir.is_dir() and "is in use by pid" in capsys.readouterr().err
     assert f"{run_dir} is in use by pid {os.getpid()}" in err and "one process per run folder" in err
 
     # A lock file left by a process that died is taken over, with a log line.

@@ -65,7 +65,8 @@ def choose_run_dir(recipe: Recipe, resume: bool, force: bool) -> Path:
         log.info("--resume: no earlier run of %r under %s, starting one", recipe.name,
                  base.parent)
     if force:
-        shutil.rmtree(base, ignore_errors=True)
+        with FolderLock(base) if base.is_dir() else ExitStack():  # never under a live run
+            shutil.rmtree(base, ignore_errors=True)
         return base
     if not taken:
         return base
