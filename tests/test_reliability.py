@@ -372,3 +372,12 @@ def test_non_finite_loss_names_stage_epoch_step_and_lr(tiny_recipe_dict, tmp_pat
                               "(learning rate ")
     last = tmp_path / "runs" / "tiny" / "checkpoints" / "train_last.pt"
     assert torch.load(last, weights_only=True)["epoch"] == 1  # the last checkpoint is kept
+
+
+def test_a_torn_evaluation_json_is_named(tmp_path):
+    from fgvc.engine.atomic import RunFileError, read_json
+
+    path = tmp_path / "evaluation.json"
+    path.write_text('{"before_adaptation": {"32": {"top1": 5')
+    with pytest.raises(RunFileError, match=f"{path} is corrupt .*; delete it and run"):
+        read_json(path)
