@@ -56,7 +56,7 @@ def register(name: str, summary: str,
 
 def _ensure_loaded() -> None:
     # Importing the adapter modules registers them.
-    from fgvc.datasets import coco, folders, matlab, synthetic, textlists  # noqa: F401
+    from fgvc.datasets import coco, folders, inat_folders, matlab, parquet, synthetic, textlists  # noqa: F401
 
 
 def names() -> list[str]:
@@ -71,9 +71,15 @@ def get(name: str) -> Adapter:
     return _ADAPTERS[name]
 
 
-def load_dataset(name: str, root: str | Path, options: dict[str, Any] | None = None) -> DatasetIndex:
+def load_dataset(name: str, root: str | Path, options: dict[str, Any] | None = None,
+                 integrity: str = "strict") -> DatasetIndex:
+    """Read a dataset; ``integrity`` (``strict|warn``) is ``fgvc.datasets.integrity``'s policy.
+    Declared options are type-checked first, like any recipe field."""
+    from fgvc.datasets.integrity import policy
+
     adapter = get(name)
     problems = adapter.option_problems(options or {})
     if problems:
         raise DatasetError("; ".join(problems))
-    return adapter.load(Path(root), dict(options or {}))
+    with policy(integrity):
+        return adapter.load(Path(root), dict(options or {}))
