@@ -329,7 +329,9 @@ def _category(label: Any, names: list[str] | None, path: Path, entry: str, colum
 
 
 @register("parquet", "local Parquet/Arrow files (Hugging Face hub copies): image bytes or paths, "
-          "labels, class names from the file's metadata", num_classes=lambda options: None)
+          "labels, class names from the file's metadata", num_classes=lambda options: None,
+          options={"files": dict[str, str | list[str]], "image_column": str, "label_column": str,
+                   "id_column": str})
 def load_parquet(root: Path, options: dict[str, Any]) -> DatasetIndex:
     """Splits from the file names (``validation`` read as ``val``) or ``options.files``;
     ``options.image_column``, ``label_column`` and ``id_column`` override the detected columns."""
