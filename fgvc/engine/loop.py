@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -14,6 +15,7 @@ from torch.utils.data import DataLoader
 
 from fgvc.engine.device import autocast
 from fgvc.engine.distributed import all_reduce_sum, gather_objects
+from fgvc.engine.losses import Objective
 from fgvc.engine.optim import set_lr
 from fgvc.inference.tta import Average, combine_crops
 from fgvc.progress import progress
@@ -40,40 +42,65 @@ def _to_device(images: torch.Tensor, device: torch.device, channels_last: bool) 
 def train_one_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim.Optimizer, *,
                     lr_fn: Callable[[int], float], step: int, device: torch.device,
                     label_smoothing: float = 0.0, grad_clip: float | None = None,
-                    channels_last: bool = True, desc: str = "train") -> EpochResult:
-    """One pass over ``loader``; the caller sets the train/eval modes beforehand."""
+                    channels_last: bool = True, desc: str = "train",
+                    objective: Objective | None = None, accumulate: int = 1,
+                    after_step: Callable[[int], None] | None = None) -> EpochResult:
+    """One pass over ``loader``; the caller sets the train/eval modes beforehand.
+
+    ``accumulate`` N: the gradients of N consecutive batches, each loss divided by the number
+    of batches in its group, make one optimiser step, so N batches of B equal one batch of N x B
+    (without BatchNorm); ``step`` and the schedule count optimiser steps, and
+    ``after_step(step)`` runs after each (the EMA update). ``objective`` defaults to
+    cross-entropy with ``label_smoothing``.
+    """
+    objective = objective or Objective(label_smoothing)
     total_loss, correct, seen, bad = 0.0, 0, 0, 0
     lr = lr_fn(step)
     start = time.perf_counter()
+    batches, pending = len(loader), False
     bar = progress(loader, desc=desc, unit="batch")
-    for images, labels, _, n_bad in bar:
+    optimizer.zero_grad(set_to_none=True)
+    for i, (images, labels, _, n_bad) in enumerate(bar):
         bad += n_bad
-        if len(labels) == 0:
-            continue
-        lr = lr_fn(step)
-        set_lr(optimizer, lr)
-        images = _to_device(images, device, channels_last)
-        labels = labels.to(device, non_blocking=True)
-        with autocast(device):
-            logits = model(images)
-            loss = F.cross_entropy(logits.float(), labels, label_smoothing=label_smoothing)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"{desc}: loss is {loss.item()} at iteration {step}; "
-                                     "lower the learning rate or add warm-up")
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if grad_clip is not None:
-            nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-        optimizer.step()
-        step += 1
-        total_loss += loss.item() * len(labels)
-        correct += (logits.argmax(1) == labels).sum().item()
-        seen += len(labels)
-        bar.set_postfix(loss=f"{total_loss / seen:.3f}", lr=f"{lr:.2e}")
+        first = i - i % accumulate
+        group = min(accumulate, batches - first)
+        closes_group = i == first + group - 1
+        if len(labels):
+            images = _to_device(images, device, channels_last)
+            images, targets, labels = objective.prepare(images, labels.to(device, non_blocking=True))
+            with _gradient_sync(model, closes_group):
+                with autocast(device):
+                    logits = model(images)
+                loss = objective.loss(logits, targets)
+                if not torch.isfinite(loss):
+                    raise FloatingPointError(f"{desc}: loss is {loss.item()} at iteration {step}; "
+                                             "lower the learning rate or add warm-up")
+                (loss / group).backward()
+            pending = True
+            total_loss += loss.item() * len(labels)
+            correct += (logits.argmax(1) == labels).sum().item()
+            seen += len(labels)
+        if closes_group and pending:
+            lr = lr_fn(step)
+            set_lr(optimizer, lr)
+            if grad_clip is not None:
+                nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            step, pending = step + 1, False
+            if after_step is not None:
+                after_step(step)
+            bar.set_postfix(loss=f"{total_loss / max(seen, 1):.3f}", lr=f"{lr:.2e}")
     total_loss, correct, seen, bad = all_reduce_sum([total_loss, correct, seen, bad])
     return EpochResult(
         loss=total_loss / max(seen, 1), top1=100.0 * correct / max(seen, 1), images=int(seen),
         bad_images=int(bad), seconds=time.perf_counter() - start, last_lr=lr, next_step=step)
+
+
+def _gradient_sync(model: nn.Module, sync: bool) -> contextlib.AbstractContextManager:
+    """DistributedDataParallel averages gradients only on the batch that closes a group."""
+    no_sync = getattr(model, "no_sync", None)
+    return contextlib.nullcontext() if sync or no_sync is None else no_sync()
 
 
 @torch.no_grad()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,9 +13,12 @@ import torch
 import torch.nn as nn
 
 from fgvc.datasets.base import DatasetIndex
+from fgvc.engine.best import BestEpoch
 from fgvc.engine.checkpoint import load_checkpoint, save_checkpoint
+from fgvc.engine.compile import maybe_compile
 from fgvc.engine.data import make_loader
 from fgvc.engine.distributed import barrier, current
+from fgvc.engine.ema import build_ema
 from fgvc.engine.freeze import (
     apply_requires_grad,
     count_parameters,
@@ -23,10 +27,13 @@ from fgvc.engine.freeze import (
     set_train_mode,
 )
 from fgvc.engine.loop import evaluate, train_one_epoch
+from fgvc.engine.losses import Objective, class_weights
+from fgvc.engine.mixing import build_mixup
 from fgvc.engine.optim import build_optimizer, lr_at
 from fgvc.engine.seeding import seed_everything
 from fgvc.inference.tta import CropMode, MultiCrop
 from fgvc.recipes.recipe import Recipe, StageConfig
+from fgvc.recipes.training import adapt_warnings
 from fgvc.transforms import DataConfig, build_transform
 
 log = logging.getLogger(__name__)
@@ -59,6 +66,9 @@ class RunContext:
     def last_checkpoint(self, stage: StageConfig) -> Path:
         return self.checkpoint_dir / f"{stage.name}_last.pt"
 
+    def best_checkpoint(self, stage: StageConfig) -> Path:
+        return self.checkpoint_dir / f"{stage.name}_best.pt"
+
     def log_metrics(self, row: dict) -> None:
         if not current().is_main:
             return
@@ -80,11 +90,19 @@ class RunContext:
         run sees exactly the order it would have seen."""
         ds = self.recipe.dataset
         transform = build_transform(stage.augment, stage.resolution, self.data_cfg,
-                                    tuple(stage.crop_scale))
+                                    tuple(stage.crop_scale), auto_augment=stage.auto_augment,
+                                    random_erasing=stage.random_erasing)
         return make_loader(self.index, ds.train_split, transform=transform,
                            batch_size=stage.batch_size, num_workers=ds.num_workers,
                            on_bad_image=ds.on_bad_image, shuffle=True, drop_last=True,
-                           seed=self.recipe.seed, epoch=epoch)
+                           seed=self.recipe.seed, epoch=epoch, sampler_cfg=stage.sampler)
+
+    def objective(self, stage: StageConfig) -> Objective:
+        """The stage's loss: label smoothing, class weights and mixup/cutmix."""
+        n = self.index.num_classes
+        labels = [s.label for s in self.index.split(self.recipe.dataset.train_split)]
+        return Objective(stage.label_smoothing, class_weights(labels, n, stage.loss.class_weights),
+                         build_mixup(stage.mixup, n, stage.label_smoothing))
 
     def eval_loader(self, split: str, resolution: int, batch_size: int,
                     crops: CropMode = "center"):
@@ -95,16 +113,20 @@ class RunContext:
                            on_bad_image=ds.on_bad_image)
 
 
-def run_stage(ctx: RunContext, stage: StageConfig) -> None:
-    """Train ``stage`` to completion, resuming from its last epoch checkpoint if one exists."""
+def run_stage(ctx: RunContext, stage: StageConfig) -> dict:
+    """Train ``stage`` to completion, resuming from its last epoch checkpoint if one exists;
+    ``ctx.model`` ends with the weights the recipe names (last or best epoch, raw or EMA),
+    which are described in the returned dict and in the final checkpoint."""
     model, recipe = ctx.model, ctx.recipe
+    for warning in adapt_warnings(stage):
+        log.warning("%s: %s", stage.name, warning)
     plan = plan_trainable(model, stage.trainable)
     apply_requires_grad(model, plan)
     optimizer = build_optimizer(model, stage.optimizer)
     last = ctx.last_checkpoint(stage)
     start_epoch, step = 0, 0
-    if last.exists():
-        state = load_checkpoint(last)
+    state = load_checkpoint(last) if last.exists() else None
+    if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         start_epoch, step = state["epoch"], state["step"]
@@ -117,9 +139,17 @@ def run_stage(ctx: RunContext, stage: StageConfig) -> None:
              stage.epochs, stage.resolution, "all modules" if plan.everything else plan.groups,
              f"{count_parameters(model, True):,}", f"{count_parameters(model):,}")
 
+    ema = build_ema(model, stage.ema)
+    best = BestEpoch(recipe.checkpoint.metric) if recipe.checkpoint.keep == "best" else None
+    if state is not None and ema is not None and "ema" in state:
+        ema.module.load_state_dict(state["ema"])
+    if state is not None and best is not None and "best" in state:
+        best.load_state_dict(state["best"])
+    use_ema = ema is not None and stage.ema.use_for_final
+    objective = ctx.objective(stage)
     val_loader = ctx.eval_loader(recipe.dataset.val_split, stage.resolution,
                                  recipe.evaluate.batch_size)
-    steps_per_epoch = len(ctx.train_loader(stage, 0))
+    steps_per_epoch = math.ceil(len(ctx.train_loader(stage, 0)) / stage.accumulate)
     base_lr = stage.optimizer.lr
 
     def lr_fn(s: int) -> float:
@@ -127,7 +157,9 @@ def run_stage(ctx: RunContext, stage: StageConfig) -> None:
 
     channels_last = recipe.model.channels_last
     env = current()
-    trained = wrap_for_training(model, ctx.device)
+    wrapped = wrap_for_training(model, ctx.device)
+    evaluator = maybe_compile(model, recipe.model.compile)
+    trained = evaluator if wrapped is model else maybe_compile(wrapped, recipe.model.compile)
     for epoch in range(start_epoch, stage.epochs):
         # Augmentation draws: a function of (seed, epoch, process), so a resumed run repeats them.
         seed_everything(recipe.seed * 100_003 + epoch * 7919 + env.rank)
@@ -135,10 +167,11 @@ def run_stage(ctx: RunContext, stage: StageConfig) -> None:
         result = train_one_epoch(
             trained, ctx.train_loader(stage, epoch), optimizer, lr_fn=lr_fn, step=step,
             device=ctx.device,
-            label_smoothing=stage.label_smoothing, grad_clip=stage.grad_clip,
+            grad_clip=stage.grad_clip, objective=objective, accumulate=stage.accumulate,
+            after_step=None if ema is None else lambda s: ema.update(model, step=s),
             channels_last=channels_last, desc=f"{stage.name} {epoch + 1}/{stage.epochs}")
         step = result.next_step
-        val = evaluate(model, val_loader, ctx.device, channels_last=channels_last,
+        val = evaluate(evaluator, val_loader, ctx.device, channels_last=channels_last,
                        desc=f"val @{stage.resolution}")
         row = {
             "stage": stage.name, "epoch": epoch + 1, "resolution": stage.resolution,
@@ -147,21 +180,64 @@ def run_stage(ctx: RunContext, stage: StageConfig) -> None:
             "bad_images": result.bad_images + val["bad_images"], "seconds": result.seconds,
             "images_per_second": result.images / max(result.seconds, 1e-9),
         }
+        if ema is not None:
+            val_ema = evaluate(ema.module, val_loader, ctx.device, channels_last=channels_last,
+                               desc=f"val EMA @{stage.resolution}")
+            row.update({f"val_ema_{k}": val_ema[k] for k in ("loss", "top1", "top5")})
+        if best is not None:
+            metric = recipe.checkpoint.metric.replace("val_", "val_ema_") if use_ema else \
+                recipe.checkpoint.metric
+            if best.offer(epoch + 1, row[metric]) and env.is_main:
+                save_checkpoint(ctx.best_checkpoint(stage), {
+                    "model": (ema.module if use_ema else model).state_dict(),
+                    "epoch": epoch + 1, metric: row[metric]})
+            row["best_epoch"] = best.epoch
         ctx.log_metrics(row)
         log.info("%s epoch %d/%d: loss %.3f, train top-1 %.1f%%, val top-1 %.1f%% top-5 %.1f%%, "
                  "%.0f img/s%s", stage.name, epoch + 1, stage.epochs, result.loss, result.top1,
                  val["top1"], val["top5"], row["images_per_second"],
                  f", {row['bad_images']} unreadable image(s) skipped" if row["bad_images"] else "")
         if env.is_main:
+            extra = {"ema": ema.module.state_dict()} if ema is not None else {}
+            if best is not None:
+                extra["best"] = best.state_dict()
             save_checkpoint(last, {"model": model.state_dict(),
                                    "optimizer": optimizer.state_dict(),
-                                   "epoch": epoch + 1, "step": step, "stage": stage.name})
+                                   "epoch": epoch + 1, "step": step, "stage": stage.name,
+                                   **extra})
+    selected = _select_final_weights(ctx, stage, ema.module if use_ema else model, best)
     if env.is_main:
         save_checkpoint(ctx.final_checkpoint(stage), {
             "model": model.state_dict(), "stage": stage.name, "resolution": stage.resolution,
-            "arch": recipe.model.arch, "category_ids": list(ctx.index.category_ids)})
+            "arch": recipe.model.arch, "category_ids": list(ctx.index.category_ids),
+            "selected": selected})
         last.unlink(missing_ok=True)
-    barrier()
+    barrier()  # every process has loaded the best epoch's file
+    if env.is_main:
+        ctx.best_checkpoint(stage).unlink(missing_ok=True)
+    return selected
+
+
+def _select_final_weights(ctx: RunContext, stage: StageConfig, source: nn.Module,
+                          best: BestEpoch | None) -> dict:
+    """Load the weights the recipe names into ``ctx.model``: the best epoch's (its file, kept
+    while training) or the last epoch's, raw or EMA (``source``). With ``keep: best`` the last
+    epoch's weights stay beside them as ``<stage>_last_epoch.pt``."""
+    selected = {"epoch": stage.epochs, "weights": "ema" if source is not ctx.model else "raw",
+                "keep": ctx.recipe.checkpoint.keep}
+    if best is not None and best.epoch is not None:
+        barrier()  # the main process wrote the best epoch's file
+        if current().is_main:
+            save_checkpoint(ctx.checkpoint_dir / f"{stage.name}_last_epoch.pt",
+                            {"model": source.state_dict(), "epoch": stage.epochs})
+        selected.update(epoch=best.epoch, metric=best.metric, value=best.value)
+        ctx.model.load_state_dict(load_checkpoint(ctx.best_checkpoint(stage))["model"])
+    elif source is not ctx.model:
+        ctx.model.load_state_dict(source.state_dict())
+    if selected["epoch"] != stage.epochs or selected["weights"] == "ema":
+        log.info("%s: final weights are epoch %d's (%s)", stage.name, selected["epoch"],
+                 selected["weights"])
+    return selected
 
 
 def wrap_for_training(model: nn.Module, device: torch.device) -> nn.Module:

@@ -15,6 +15,13 @@ from typing import Any, Literal
 import yaml
 
 from fgvc.recipes.schema import SchemaError, build, describe, to_plain
+from fgvc.recipes.training import (
+    EmaConfig,
+    LossConfig,
+    MixupConfig,
+    SamplerConfig,
+    check_training_options,
+)
 
 ADAPT_GROUPS = ("classifier", "last_bn", "last_stage")
 STAGE_ORDER = ("train", "adapt")
@@ -32,6 +39,7 @@ class OptimizerConfig:
     nesterov: bool = False
     weight_decay: float = 1e-4
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    layer_decay: float | None = None  # timm's layer-wise lr decay: block i of L gets decay**(L-i)
 
     def check(self) -> list[tuple[str, str]]:
         out = []
@@ -78,13 +86,20 @@ class StageConfig:
     epochs: int = 1
     batch_size: int = 32
     trainable: str | list[str] | None = None
-    augment: Literal["train", "test", "test2"] | None = None
+    augment: Literal["train", "test", "test2", "train_resize_crop"] | None = None
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     label_smoothing: float = 0.0
     crop_scale: list[float] = field(default_factory=lambda: [0.08, 1.0])
     bn_momentum: float | None = 0.1
     grad_clip: float | None = None
+    auto_augment: str | None = None
+    random_erasing: float = 0.0
+    accumulate: int = 1
+    ema: EmaConfig | None = None
+    mixup: MixupConfig | None = None
+    sampler: SamplerConfig = field(default_factory=SamplerConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
 
     def __post_init__(self) -> None:
         if self.trainable is None:
@@ -121,10 +136,7 @@ class StageConfig:
                 if item not in ADAPT_GROUPS and not _MODULE_PATH_RE.match(item):
                     out.append((f"trainable[{i}]", f"{item!r} is neither a group "
                                 f"({', '.join(ADAPT_GROUPS)}) nor a module path like 'layer4.2.bn3'"))
-        if self.name == "adapt" and self.augment == "train":
-            out.append(("augment", "FixRes adapts on the test-time transform: use 'test' or "
-                        "'test2', not 'train'"))
-        return out
+        return out + check_training_options(self)
 
 
 @dataclass
@@ -174,6 +186,7 @@ class ModelConfig:
     interpolation: Literal["bilinear", "bicubic", "nearest"] | None = None
     crop_pct: float = 224 / 256
     channels_last: bool = True
+    compile: bool = False  # torch.compile of the train and eval forward; eager where unsupported
 
     def check(self) -> list[tuple[str, str]]:
         from fgvc.models import is_known_arch
@@ -253,6 +266,15 @@ class SubmissionConfig:
         return []
 
 
+@dataclass
+class CheckpointConfig:
+    """Which epoch's weights a stage ends with: ``last``, or ``best`` by ``metric`` on the
+    validation split (kept beside the last; predictions and the next stage use it)."""
+
+    keep: Literal["last", "best"] = "last"
+    metric: Literal["val_top1", "val_top5", "val_loss"] = "val_top1"
+
+
 class RunOutputs:
     """Where a recipe's outputs go: shared by run and ensemble recipes."""
 
@@ -295,6 +317,7 @@ class Recipe(RunOutputs):
     predict: PredictConfig | None = field(default_factory=PredictConfig)
     submission: SubmissionConfig | None = field(default_factory=SubmissionConfig)
     sweep_resolutions: list[int] | None = None
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
 
     def check(self) -> list[tuple[str, str]]:
         out = []
