@@ -223,3 +223,27 @@ def test_compiled_forward_really_compiles():
     assert wrapped.__dict__["compiled"] is not None  # no fallback happened
     torch.testing.assert_close(y, model(x))
     assert model[0].weight.grad is not None
+
+
+def test_train_resize_crop_and_timm_augmentation():
+    from PIL import Image
+    from timm.data.auto_augment import RandAugment
+    from timm.data.random_erasing import RandomErasing
+    from torchvision import transforms as T
+
+    from fgvc.transforms import DataConfig, ToModelInput, build_transform
+
+    image = Image.new("RGB", (60, 40), (120, 80, 40))
+    resize_crop = build_transform("train_resize_crop", 32, DataConfig(crop_pct=0.8))
+    kinds = [type(op) for op in resize_crop.transforms]
+    assert kinds[:2] == [T.Resize, T.RandomCrop] and T.RandomResizedCrop not in kinds
+    assert resize_crop.transforms[0].size == 40 and resize_crop(image).shape == (3, 32, 32)
+
+    full = build_transform("train", 32, DataConfig(), auto_augment="rand-m9-mstd0.5-inc1",
+                           random_erasing=1.0)
+    kinds = [type(op) for op in full.transforms]
+    assert kinds[-3:] == [RandAugment, ToModelInput, RandomErasing]  # erasing on the tensor
+    plain = build_transform("test", 32, DataConfig(), random_erasing=1.0)
+    torch.manual_seed(0)
+    erased = plain(image)
+    assert not torch.equal(erased, build_transform("test", 32, DataConfig())(image))
