@@ -13,8 +13,8 @@ import torch.nn.functional as F
 from fgvc.engine.best import BestEpoch
 from fgvc.engine.compile import CompiledForward, maybe_compile
 from fgvc.engine.ema import build_ema
-from fgvc.engine.losses import Objective, class_weights
 from fgvc.engine.loop import train_one_epoch
+from fgvc.engine.losses import Objective, class_weights
 from fgvc.engine.mixing import build_mixup
 from fgvc.engine.optim import build_optimizer, set_lr
 from fgvc.engine.samplers import build_sampler

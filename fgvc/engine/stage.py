@@ -184,6 +184,8 @@ def run_stage(ctx: RunContext, stage: StageConfig) -> dict:
             val_ema = evaluate(ema.module, val_loader, ctx.device, channels_last=channels_last,
                                desc=f"val EMA @{stage.resolution}")
             row.update({f"val_ema_{k}": val_ema[k] for k in ("loss", "top1", "top5")})
+            log.info("%s epoch %d/%d: EMA weights val top-1 %.1f%% top-5 %.1f%%", stage.name,
+                     epoch + 1, stage.epochs, val_ema["top1"], val_ema["top5"])
         if best is not None:
             metric = recipe.checkpoint.metric.replace("val_", "val_ema_") if use_ema else \
                 recipe.checkpoint.metric
