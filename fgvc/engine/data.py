@@ -9,6 +9,7 @@ import torch
 from torch.utils.data import DataLoader, DistributedSampler
 
 from fgvc.datasets.base import DatasetIndex
+from fgvc.datasets.decode import DEFAULT_OPTIONS, DecodeOptions
 from fgvc.datasets.images import ImageDataset, collate_skipping_bad
 from fgvc.engine.distributed import ShardSampler, current
 from fgvc.engine.samplers import build_sampler
@@ -18,6 +19,7 @@ from fgvc.recipes.training import SamplerConfig
 def make_loader(index: DatasetIndex, split: str, *, transform: Callable, batch_size: int,
                 num_workers: int, on_bad_image: str, shuffle: bool = False, seed: int = 0,
                 epoch: int = 0, drop_last: bool = False,
+                decode: DecodeOptions = DEFAULT_OPTIONS,
                 sampler_cfg: SamplerConfig | None = None) -> DataLoader:
     """``shuffle``: a training order that is a function of (seed, epoch); distributed, each
     process gets its shard of it (``set_epoch``, so shards change every epoch). Without
@@ -25,7 +27,7 @@ def make_loader(index: DatasetIndex, split: str, *, transform: Callable, batch_s
     ``sampler_cfg`` (with ``shuffle``): a class-balanced or repeated-augmentation draw, also a
     function of (seed, epoch) and sharded the same way."""
     samples = index.split(split)
-    dataset = ImageDataset(index.root, samples, transform, on_bad_image)
+    dataset = ImageDataset(index.root, samples, transform, on_bad_image, decode)
     env = current()
     sampler = None
     if shuffle and sampler_cfg is not None:
