@@ -50,7 +50,7 @@ def test_ema_weights_are_the_running_average():
         {k: v.clone() for k, v in model.state_dict().items()}))
     train_one_epoch(model, batches(4, 2), opt, lr_fn=lambda s: 0.1, step=0,
                     device=torch.device("cpu"), channels_last=False,
-                    after_step=lambda s: ema.update(model, step=s))
+                    on_step=lambda s: ema.update(model, step=s))
     expected = dict(seen[0])  # the first update copies the weights
     for weights in seen[1:]:
         expected = {k: 0.6 * expected[k] + 0.4 * weights[k] for k in expected}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
@@ -32,6 +32,28 @@ class EpochResult:
     next_step: int
 
 
+@dataclass
+class EpochProgress:
+    """How far an epoch got: stored in a mid-epoch checkpoint, so a resumed epoch skips the
+    batches done and reports the same sums as an uninterrupted one."""
+
+    batches: int = 0
+    loss_sum: float = 0.0
+    correct: int = 0
+    seen: int = 0
+    bad: int = 0
+    seconds: float = 0.0
+    step: int = 0
+    lr: float = 0.0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class NonFiniteLoss(RuntimeError):
+    """The loss became NaN or infinite; the message names where and at which learning rate."""
+
+
 def _to_device(images: torch.Tensor, device: torch.device, channels_last: bool) -> torch.Tensor:
     images = images.to(device, non_blocking=True)
     if channels_last and device.type == "cuda":
@@ -43,27 +65,33 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim
                     lr_fn: Callable[[int], float], step: int, device: torch.device,
                     label_smoothing: float = 0.0, grad_clip: float | None = None,
                     channels_last: bool = True, desc: str = "train",
+                    resume: EpochProgress | None = None,
+                    after_step: Callable[[EpochProgress], None] | None = None,
                     objective: Objective | None = None, accumulate: int = 1,
-                    after_step: Callable[[int], None] | None = None) -> EpochResult:
+                    on_step: Callable[[int], None] | None = None) -> EpochResult:
     """One pass over ``loader``; the caller sets the train/eval modes beforehand.
 
+    ``resume``: the progress of a partly done epoch (``loader`` then yields only the batches
+    left); ``after_step(progress)`` runs after every optimizer step (mid-epoch checkpoints,
+    pre-emption), ``on_step(step)`` just before it (the EMA update).
     ``accumulate`` N: the gradients of N consecutive batches, each loss divided by the number
     of batches in its group, make one optimiser step, so N batches of B equal one batch of N x B
-    (without BatchNorm); ``step`` and the schedule count optimiser steps, and
-    ``after_step(step)`` runs after each (the EMA update). ``objective`` defaults to
-    cross-entropy with ``label_smoothing``.
+    (without BatchNorm); ``step`` and the schedule count optimiser steps. ``objective``
+    defaults to cross-entropy with ``label_smoothing``.
     """
     objective = objective or Objective(label_smoothing)
-    total_loss, correct, seen, bad = 0.0, 0, 0, 0
+    done = resume or EpochProgress(step=step)
+    total_loss, correct, seen, bad, batches = done.loss_sum, done.correct, done.seen, done.bad, done.batches
     lr = lr_fn(step)
-    start = time.perf_counter()
-    batches, pending = len(loader), False
+    start = time.perf_counter() - done.seconds
+    total_batches, pending = batches + len(loader), False
     bar = progress(loader, desc=desc, unit="batch")
     optimizer.zero_grad(set_to_none=True)
-    for i, (images, labels, _, n_bad) in enumerate(bar):
+    for images, labels, _, n_bad in bar:
         bad += n_bad
+        i, batches = batches, batches + 1
         first = i - i % accumulate
-        group = min(accumulate, batches - first)
+        group = min(accumulate, total_batches - first)
         closes_group = i == first + group - 1
         if len(labels):
             images = _to_device(images, device, channels_last)
@@ -73,24 +101,29 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim
                     logits = model(images)
                 loss = objective.loss(logits, targets)
                 if not torch.isfinite(loss):
-                    raise FloatingPointError(f"{desc}: loss is {loss.item()} at iteration {step}; "
-                                             "lower the learning rate or add warm-up")
+                    raise NonFiniteLoss(f"loss is {loss.item()} at step {step} (learning rate "
+                                        f"{lr:.4g}); stopped, the last checkpoint is kept: lower "
+                                        "the learning rate, add warm-up or set grad_clip")
                 (loss / group).backward()
             pending = True
             total_loss += loss.item() * len(labels)
             correct += (logits.argmax(1) == labels).sum().item()
             seen += len(labels)
-        if closes_group and pending:
-            lr = lr_fn(step)
-            set_lr(optimizer, lr)
-            if grad_clip is not None:
-                nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            step, pending = step + 1, False
-            if after_step is not None:
-                after_step(step)
-            bar.set_postfix(loss=f"{total_loss / max(seen, 1):.3f}", lr=f"{lr:.2e}")
+        if not (closes_group and pending):
+            continue
+        lr = lr_fn(step)
+        set_lr(optimizer, lr)
+        if grad_clip is not None:
+            nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        step, pending = step + 1, False
+        if on_step is not None:
+            on_step(step)
+        bar.set_postfix(loss=f"{total_loss / max(seen, 1):.3f}", lr=f"{lr:.2e}")
+        if after_step is not None:
+            after_step(EpochProgress(batches, total_loss, correct, seen, bad,
+                                     time.perf_counter() - start, step, lr))
     total_loss, correct, seen, bad = all_reduce_sum([total_loss, correct, seen, bad])
     return EpochResult(
         loss=total_loss / max(seen, 1), top1=100.0 * correct / max(seen, 1), images=int(seen),
