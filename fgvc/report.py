@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from fgvc.engine.atomic import atomic_save, atomic_write
+from fgvc.engine.best import describe_selection
 from fgvc.recipes.recipe import Recipe
 
 CROP_TITLES = {"center": "single centre crop", "center_flip": "centre crop + flip",
@@ -68,6 +69,7 @@ def write_report(run_dir: Path, recipe: Recipe, summary: dict) -> Path:
     stage_lines = [
         f"- `{s.name}`: {s.epochs} epoch(s) at {s.resolution} px, augment `{s.augment}`, "
         f"trainable {summary['trainable'].get(s.name, s.trainable)}"
+        f"{describe_selection(summary.get('weights_used', {}).get(s.name))}"
         for s in recipe.stages
     ]
     text = [

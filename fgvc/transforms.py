@@ -16,7 +16,7 @@ from PIL import Image
 from torchvision import transforms as T
 from torchvision.transforms import functional as F
 
-Augment = Literal["train", "test", "test2"]
+Augment = Literal["train", "test", "test2", "train_resize_crop"]
 _INTERPOLATION = {
     "bilinear": T.InterpolationMode.BILINEAR,
     "bicubic": T.InterpolationMode.BICUBIC,
@@ -93,6 +93,18 @@ def train_transform(resolution: int, cfg: DataConfig,
     ])
 
 
+def train_resize_crop_transform(resolution: int, cfg: DataConfig) -> T.Compose:
+    """The paper's appendix D variant of train DA: shorter side resized as for test DA, then a
+    random K x K crop (no scale change), flip and colour jitter."""
+    return T.Compose([
+        T.Resize(resize_size(resolution, cfg.crop_pct), interpolation=cfg.mode),
+        T.RandomCrop(resolution),
+        T.RandomHorizontalFlip(),
+        T.ColorJitter(brightness=0.3, contrast=0.3, saturation=0.3),
+        *_finish(cfg),
+    ])
+
+
 def test_transform(resolution: int, cfg: DataConfig) -> T.Compose:
     """Deterministic: the same image always gives the same tensor."""
     return T.Compose([
@@ -112,15 +124,51 @@ def test2_transform(resolution: int, cfg: DataConfig) -> T.Compose:
     ])
 
 
-_BUILDERS = {"train": train_transform, "test": test_transform, "test2": test2_transform}
+_BUILDERS = {"train": train_transform, "test": test_transform, "test2": test2_transform,
+             "train_resize_crop": train_resize_crop_transform}
 
 
 def build_transform(augment: Augment, resolution: int, cfg: DataConfig,
-                    crop_scale: tuple[float, float] = (0.08, 1.0)) -> T.Compose:
-    """``crop_scale`` is RandomResizedCrop's area range; only train DA uses it."""
+                    crop_scale: tuple[float, float] = (0.08, 1.0), *,
+                    auto_augment: str | None = None, random_erasing: float = 0.0) -> T.Compose:
+    """``crop_scale`` is RandomResizedCrop's area range; only train DA uses it.
+    ``auto_augment`` (a timm string) acts on the image before normalisation,
+    ``random_erasing`` (a probability) on the normalised tensor."""
     if augment not in _BUILDERS:
         raise ValueError(f"unknown augment {augment!r} (known: {', '.join(_BUILDERS)})")
     if augment == "train":
-        return train_transform(resolution, cfg, crop_scale)
-    return _BUILDERS[augment](resolution, cfg)
+        pipeline = train_transform(resolution, cfg, crop_scale)
+    else:
+        pipeline = _BUILDERS[augment](resolution, cfg)
+    if auto_augment or random_erasing:
+        pipeline = add_timm_augmentation(pipeline, resolution, cfg, auto_augment, random_erasing)
+    return pipeline
+
+
+def add_timm_augmentation(pipeline: T.Compose, resolution: int, cfg: DataConfig,
+                          auto_augment: str | None, random_erasing: float) -> T.Compose:
+    """timm's RandAugment / AugMix / AutoAugment (chosen by the string's first word, as timm's
+    ``create_transform`` does) just before the normalisation, and timm's per-pixel
+    RandomErasing after it."""
+    from timm.data import auto_augment as aa
+    from timm.data.random_erasing import RandomErasing
+    from timm.data.transforms import str_to_pil_interp
+
+    ops = list(pipeline.transforms)
+    if auto_augment:
+        params = {"translate_const": int(resolution * 0.45),
+                  "img_mean": tuple(min(255, round(255 * m)) for m in cfg.mean),
+                  "interpolation": str_to_pil_interp(cfg.interpolation)}
+        make = (aa.rand_augment_transform if auto_augment.startswith("rand") else
+                aa.augment_and_mix_transform if auto_augment.startswith("augmix") else
+                aa.auto_augment_transform)
+        try:
+            op = make(auto_augment, params)
+        except (AssertionError, ValueError, KeyError, IndexError) as err:
+            raise ValueError(f"auto_augment: timm cannot read {auto_augment!r} "
+                             f"({type(err).__name__}: {err})") from None
+        ops.insert(len(ops) - 1, op)  # the last op is ToModelInput
+    if random_erasing:
+        ops.append(RandomErasing(probability=random_erasing, mode="pixel", device="cpu"))
+    return T.Compose(ops)
 

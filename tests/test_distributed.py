@@ -41,6 +41,9 @@ def test_shards_cover_every_index_once():
 def test_two_process_run(tiny_recipe_dict, tiny_data_root, tmp_path):
     tiny_recipe_dict["stages"][0]["batch_size"] = 4
     tiny_recipe_dict["evaluate"]["batch_size"] = 5  # shards of 6 and 6 in uneven batches
+    # Training options compose with torchrun (DDP no_sync under accumulation, sharded sampler).
+    tiny_recipe_dict["stages"][0].update(ema={"decay": 0.9}, mixup={}, accumulate=2,
+                                         sampler={"name": "class_balanced"})
     path = tmp_path / "tiny.yaml"
     path.write_text(yaml.safe_dump(tiny_recipe_dict))
     result = torchrun("run", str(path))
@@ -49,6 +52,7 @@ def test_two_process_run(tiny_recipe_dict, tiny_data_root, tmp_path):
     assert not (tmp_path / "runs" / "tiny-2").exists()  # one folder, chosen once
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [(r["stage"], r["epoch"]) for r in rows] == [("train", 1), ("train", 2), ("adapt", 1)]
+    assert all(0 <= r["val_ema_top1"] <= 100 for r in rows[:2])
     evaluation = json.loads((run_dir / "evaluation.json").read_text())
     for phase in evaluation.values():
         assert all(m["images"] == 12 for m in phase.values())  # every val image, once

@@ -12,21 +12,33 @@ from fgvc.datasets.base import DatasetIndex
 from fgvc.datasets.decode import DEFAULT_OPTIONS, DecodeOptions
 from fgvc.datasets.images import ImageDataset, collate_skipping_bad
 from fgvc.engine.distributed import ShardSampler, current
+from fgvc.engine.samplers import build_sampler
 from fgvc.engine.seeding import seed_everything
+from fgvc.recipes.training import SamplerConfig
 
 
 def make_loader(index: DatasetIndex, split: str, *, transform: Callable, batch_size: int,
                 num_workers: int, on_bad_image: str, shuffle: bool = False, seed: int = 0,
                 epoch: int = 0, drop_last: bool = False,
-                decode: DecodeOptions = DEFAULT_OPTIONS, skip: int = 0) -> DataLoader:
+                decode: DecodeOptions = DEFAULT_OPTIONS, skip: int = 0,
+                sampler_cfg: SamplerConfig | None = None) -> DataLoader:
     """``shuffle``: a training order that is a function of (seed, epoch); distributed, each
     process gets its shard of it (``set_epoch``, so shards change every epoch). Without
-    ``shuffle``: the split in order, distributed as disjoint shards without padding."""
-    dataset = ImageDataset(index.root, index.split(split), transform, on_bad_image, decode)
+    ``shuffle``: the split in order, distributed as disjoint shards without padding.
+    ``sampler_cfg`` (with ``shuffle``): a class-balanced or repeated-augmentation draw, also a
+    function of (seed, epoch) and sharded the same way."""
+    samples = index.split(split)
+    dataset = ImageDataset(index.root, samples, transform, on_bad_image, decode)
     env = current()
-    drop_last = drop_last and len(dataset) > batch_size * env.world_size
     sampler = None
-    if env.enabled and shuffle:
+    if shuffle and sampler_cfg is not None:
+        sampler = build_sampler(sampler_cfg, [s.label for s in samples], seed=seed, epoch=epoch,
+                                rank=env.rank, world_size=env.world_size)
+    per_process = len(sampler) if sampler is not None else len(dataset) / env.world_size
+    drop_last = drop_last and per_process > batch_size
+    if sampler is not None:
+        shuffle = False  # the sampler's draw is the order
+    elif env.enabled and shuffle:
         sampler = DistributedSampler(dataset, env.world_size, env.rank, shuffle=True, seed=seed,
                                      drop_last=drop_last)
         sampler.set_epoch(epoch)

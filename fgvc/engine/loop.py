@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
@@ -14,6 +15,7 @@ from torch.utils.data import DataLoader
 
 from fgvc.engine.device import autocast
 from fgvc.engine.distributed import all_reduce_sum, gather_objects
+from fgvc.engine.losses import Objective
 from fgvc.engine.optim import set_lr
 from fgvc.inference.tta import Average, combine_crops
 from fgvc.progress import progress
@@ -64,44 +66,61 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim
                     label_smoothing: float = 0.0, grad_clip: float | None = None,
                     channels_last: bool = True, desc: str = "train",
                     resume: EpochProgress | None = None,
-                    after_step: Callable[[EpochProgress], None] | None = None) -> EpochResult:
+                    after_step: Callable[[EpochProgress], None] | None = None,
+                    objective: Objective | None = None, accumulate: int = 1,
+                    on_step: Callable[[int], None] | None = None) -> EpochResult:
     """One pass over ``loader``; the caller sets the train/eval modes beforehand.
 
     ``resume``: the progress of a partly done epoch (``loader`` then yields only the batches
     left); ``after_step(progress)`` runs after every optimizer step (mid-epoch checkpoints,
-    pre-emption).
+    pre-emption), ``on_step(step)`` just before it (the EMA update).
+    ``accumulate`` N: the gradients of N consecutive batches, each loss divided by the number
+    of batches in its group, make one optimiser step, so N batches of B equal one batch of N x B
+    (without BatchNorm); ``step`` and the schedule count optimiser steps. ``objective``
+    defaults to cross-entropy with ``label_smoothing``.
     """
+    objective = objective or Objective(label_smoothing)
     done = resume or EpochProgress(step=step)
     total_loss, correct, seen, bad, batches = done.loss_sum, done.correct, done.seen, done.bad, done.batches
     lr = lr_fn(step)
     start = time.perf_counter() - done.seconds
+    total_batches, pending = batches + len(loader), False
     bar = progress(loader, desc=desc, unit="batch")
+    optimizer.zero_grad(set_to_none=True)
     for images, labels, _, n_bad in bar:
         bad += n_bad
-        batches += 1
-        if len(labels) == 0:
+        i, batches = batches, batches + 1
+        first = i - i % accumulate
+        group = min(accumulate, total_batches - first)
+        closes_group = i == first + group - 1
+        if len(labels):
+            images = _to_device(images, device, channels_last)
+            images, targets, labels = objective.prepare(images, labels.to(device, non_blocking=True))
+            with _gradient_sync(model, closes_group):
+                with autocast(device):
+                    logits = model(images)
+                loss = objective.loss(logits, targets)
+                if not torch.isfinite(loss):
+                    raise NonFiniteLoss(f"loss is {loss.item()} at step {step} (learning rate "
+                                        f"{lr:.4g}); stopped, the last checkpoint is kept: lower "
+                                        "the learning rate, add warm-up or set grad_clip")
+                (loss / group).backward()
+            pending = True
+            total_loss += loss.item() * len(labels)
+            correct += (logits.argmax(1) == labels).sum().item()
+            seen += len(labels)
+        if not (closes_group and pending):
             continue
         lr = lr_fn(step)
         set_lr(optimizer, lr)
-        images = _to_device(images, device, channels_last)
-        labels = labels.to(device, non_blocking=True)
-        with autocast(device):
-            logits = model(images)
-            loss = F.cross_entropy(logits.float(), labels, label_smoothing=label_smoothing)
-        if not torch.isfinite(loss):
-            raise NonFiniteLoss(f"loss is {loss.item()} at step {step} (learning rate "
-                                f"{lr:.4g}); stopped, the last checkpoint is kept: lower the "
-                                "learning rate, add warm-up or set grad_clip")
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
         if grad_clip is not None:
             nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
         optimizer.step()
-        step += 1
-        total_loss += loss.item() * len(labels)
-        correct += (logits.argmax(1) == labels).sum().item()
-        seen += len(labels)
-        bar.set_postfix(loss=f"{total_loss / seen:.3f}", lr=f"{lr:.2e}")
+        optimizer.zero_grad(set_to_none=True)
+        step, pending = step + 1, False
+        if on_step is not None:
+            on_step(step)
+        bar.set_postfix(loss=f"{total_loss / max(seen, 1):.3f}", lr=f"{lr:.2e}")
         if after_step is not None:
             after_step(EpochProgress(batches, total_loss, correct, seen, bad,
                                      time.perf_counter() - start, step, lr))
@@ -109,6 +128,12 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim
     return EpochResult(
         loss=total_loss / max(seen, 1), top1=100.0 * correct / max(seen, 1), images=int(seen),
         bad_images=int(bad), seconds=time.perf_counter() - start, last_lr=lr, next_step=step)
+
+
+def _gradient_sync(model: nn.Module, sync: bool) -> contextlib.AbstractContextManager:
+    """DistributedDataParallel averages gradients only on the batch that closes a group."""
+    no_sync = getattr(model, "no_sync", None)
+    return contextlib.nullcontext() if sync or no_sync is None else no_sync()
 
 
 @torch.no_grad()

@@ -21,8 +21,26 @@ def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     return [g for g in groups if g["params"]]
 
 
+def layer_decay_groups(model: nn.Module, weight_decay: float, layer_decay: float) -> list[dict]:
+    """timm's layer-wise lr decay groups (BEiT): the model's ``group_matcher`` numbers its layers
+    (ViT blocks, ResNet stages' blocks, ...) from the stem (0) to the head (L); a group's
+    ``lr_scale`` is ``layer_decay ** (L - layer)``. Biases and norm parameters get no decay."""
+    from timm.optim import param_groups_layer_decay
+
+    if not hasattr(model, "group_matcher"):
+        raise ValueError(f"optimizer.layer_decay: {type(model).__name__} does not number its "
+                         "layers (no timm group_matcher); use a timm architecture or drop "
+                         "layer_decay")
+    skip = model.no_weight_decay() if hasattr(model, "no_weight_decay") else ()
+    return param_groups_layer_decay(model, weight_decay, no_weight_decay_list=skip,
+                                    layer_decay=layer_decay)
+
+
 def build_optimizer(model: nn.Module, cfg: OptimizerConfig) -> torch.optim.Optimizer:
-    groups = parameter_groups(model, cfg.weight_decay)
+    if cfg.layer_decay is not None:
+        groups = layer_decay_groups(model, cfg.weight_decay, cfg.layer_decay)
+    else:
+        groups = parameter_groups(model, cfg.weight_decay)
     if not groups:
         raise ValueError("nothing to train: no parameter requires a gradient")
     if cfg.name == "sgd":
@@ -46,5 +64,6 @@ def lr_at(step: int, steps_per_epoch: int, epochs: int, base_lr: float,
 
 
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    """``lr`` times each group's ``lr_scale`` (layer-wise decay; 1 otherwise)."""
     for group in optimizer.param_groups:
-        group["lr"] = lr
+        group["lr"] = lr * group.get("lr_scale", 1.0)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import signal
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,14 +16,17 @@ import torch.nn as nn
 from fgvc.datasets.base import DatasetIndex
 from fgvc.datasets.decode import decode_options
 from fgvc.engine.atomic import RunFileError, atomic_write
+from fgvc.engine.best import BestEpoch
 from fgvc.engine.checkpoint import (
     checkpoint_exists,
     load_checkpoint,
     remove_checkpoint,
     save_checkpoint,
 )
+from fgvc.engine.compile import maybe_compile
 from fgvc.engine.data import make_loader
 from fgvc.engine.distributed import all_reduce_sum, barrier, current, gather_objects
+from fgvc.engine.ema import build_ema
 from fgvc.engine.freeze import (
     apply_requires_grad,
     count_parameters,
@@ -31,6 +35,8 @@ from fgvc.engine.freeze import (
     set_train_mode,
 )
 from fgvc.engine.loop import EpochProgress, NonFiniteLoss, evaluate, train_one_epoch
+from fgvc.engine.losses import Objective, class_weights
+from fgvc.engine.mixing import build_mixup
 from fgvc.engine.optim import build_optimizer, lr_at
 from fgvc.engine.preemption import (
     CheckpointTimer,
@@ -43,6 +49,7 @@ from fgvc.engine.preemption import (
 from fgvc.engine.seeding import seed_everything
 from fgvc.inference.tta import CropMode, MultiCrop
 from fgvc.recipes.recipe import Recipe, StageConfig
+from fgvc.recipes.training import adapt_warnings
 from fgvc.transforms import DataConfig, build_transform
 
 log = logging.getLogger(__name__)
@@ -75,6 +82,9 @@ class RunContext:
     def last_checkpoint(self, stage: StageConfig) -> Path:
         return self.checkpoint_dir / f"{stage.name}_last.pt"
 
+    def best_checkpoint(self, stage: StageConfig) -> Path:
+        return self.checkpoint_dir / f"{stage.name}_best.pt"
+
     def _metric_rows(self) -> list[dict]:
         path = self.run_dir / "metrics.jsonl"
         if not path.exists():
@@ -105,12 +115,20 @@ class RunContext:
         run sees exactly the order it would have seen (without the ``skip_batches`` done)."""
         ds = self.recipe.dataset
         transform = build_transform(stage.augment, stage.resolution, self.data_cfg,
-                                    tuple(stage.crop_scale))
+                                    tuple(stage.crop_scale), auto_augment=stage.auto_augment,
+                                    random_erasing=stage.random_erasing)
         return make_loader(self.index, ds.train_split, transform=transform,
                            batch_size=stage.batch_size, num_workers=ds.num_workers,
                            on_bad_image=ds.on_bad_image, shuffle=True, drop_last=True,
                            seed=self.recipe.seed, epoch=epoch, decode=decode_options(ds),
-                           skip=skip_batches * stage.batch_size)
+                           skip=skip_batches * stage.batch_size, sampler_cfg=stage.sampler)
+
+    def objective(self, stage: StageConfig) -> Objective:
+        """The stage's loss: label smoothing, class weights and mixup/cutmix."""
+        n = self.index.num_classes
+        labels = [s.label for s in self.index.split(self.recipe.dataset.train_split)]
+        return Objective(stage.label_smoothing, class_weights(labels, n, stage.loss.class_weights),
+                         build_mixup(stage.mixup, n, stage.label_smoothing))
 
     def eval_loader(self, split: str, resolution: int, batch_size: int,
                     crops: CropMode = "center"):
@@ -121,14 +139,18 @@ class RunContext:
                            on_bad_image=ds.on_bad_image, decode=decode_options(ds))
 
 
-def run_stage(ctx: RunContext, stage: StageConfig) -> None:
-    """Train ``stage`` to completion, resuming from its last epoch checkpoint if one exists."""
+def run_stage(ctx: RunContext, stage: StageConfig) -> dict:
+    """Train ``stage`` to completion, resuming from its last epoch checkpoint if one exists;
+    ``ctx.model`` ends with the weights the recipe names (last or best epoch, raw or EMA),
+    which are described in the returned dict and in the final checkpoint."""
     model, recipe = ctx.model, ctx.recipe
+    for warning in adapt_warnings(stage):
+        log.warning("%s: %s", stage.name, warning)
     plan = plan_trainable(model, stage.trainable)
     apply_requires_grad(model, plan)
     optimizer = build_optimizer(model, stage.optimizer)
     last = ctx.last_checkpoint(stage)
-    start_epoch, step, partial = 0, 0, None
+    start_epoch, step, partial, state = 0, 0, None, None
     if checkpoint_exists(last):
         state = load_checkpoint(last)
         model.load_state_dict(state["model"])
@@ -146,9 +168,23 @@ def run_stage(ctx: RunContext, stage: StageConfig) -> None:
              stage.epochs, stage.resolution, "all modules" if plan.everything else plan.groups,
              f"{count_parameters(model, True):,}", f"{count_parameters(model):,}")
 
+    ema = build_ema(model, stage.ema)
+    best = BestEpoch(recipe.checkpoint.metric) if recipe.checkpoint.keep == "best" else None
+    if state is not None and ema is not None and "ema" in state:
+        ema.module.load_state_dict(state["ema"])
+    if state is not None and best is not None and "best" in state:
+        best.load_state_dict(state["best"])
+    use_ema = ema is not None and stage.ema.use_for_final
+    objective = ctx.objective(stage)
+
+    def extra_state() -> dict:
+        """EMA weights and the best epoch so far, for every checkpoint of the epoch."""
+        extra = {"ema": ema.module.state_dict()} if ema is not None else {}
+        return {**extra, "best": best.state_dict()} if best is not None else extra
+
     val_loader = ctx.eval_loader(recipe.dataset.val_split, stage.resolution,
                                  recipe.evaluate.batch_size)
-    steps_per_epoch = len(ctx.train_loader(stage, 0))
+    steps_per_epoch = math.ceil(len(ctx.train_loader(stage, 0)) / stage.accumulate)
     base_lr = stage.optimizer.lr
 
     def lr_fn(s: int) -> float:
@@ -156,8 +192,11 @@ def run_stage(ctx: RunContext, stage: StageConfig) -> None:
 
     channels_last = recipe.model.channels_last
     env = current()
-    trained = wrap_for_training(model, ctx.device)
+    wrapped = wrap_for_training(model, ctx.device)
+    evaluator = maybe_compile(model, recipe.model.compile)
+    trained = evaluator if wrapped is model else maybe_compile(wrapped, recipe.model.compile)
     saver = MidEpochSaver(ctx, stage, model, optimizer)
+    saver.extra = extra_state
     for epoch in range(start_epoch, stage.epochs):
         # Augmentation draws: a function of (seed, epoch, process), so a resumed run repeats them;
         # in a partly done epoch, the generators continue from their checkpointed states.
@@ -173,15 +212,16 @@ def run_stage(ctx: RunContext, stage: StageConfig) -> None:
                 result = train_one_epoch(
                     trained, ctx.train_loader(stage, epoch, resume.batches if resume else 0),
                     optimizer, lr_fn=lr_fn, step=resume.step if resume else step,
-                    device=ctx.device, label_smoothing=stage.label_smoothing,
-                    grad_clip=stage.grad_clip, channels_last=channels_last, desc=desc,
+                    device=ctx.device, grad_clip=stage.grad_clip, channels_last=channels_last,
+                    desc=desc, objective=objective, accumulate=stage.accumulate,
+                    on_step=None if ema is None else lambda s: ema.update(model, step=s),
                     resume=resume, after_step=lambda p, e=epoch: saver.after_step(e, p))
         except NonFiniteLoss as err:
             raise NonFiniteLoss(f"stage {stage.name}, epoch {epoch + 1}/{stage.epochs}: {err}") \
                 from None
         step = result.next_step
         with training():  # a signal now stops the run after this epoch's checkpoint
-            val = evaluate(model, val_loader, ctx.device, channels_last=channels_last,
+            val = evaluate(evaluator, val_loader, ctx.device, channels_last=channels_last,
                            desc=f"val @{stage.resolution}")
         row = {
             "stage": stage.name, "epoch": epoch + 1, "resolution": stage.resolution,
@@ -190,6 +230,20 @@ def run_stage(ctx: RunContext, stage: StageConfig) -> None:
             "bad_images": result.bad_images + val["bad_images"], "seconds": result.seconds,
             "images_per_second": result.images / max(result.seconds, 1e-9),
         }
+        if ema is not None:
+            val_ema = evaluate(ema.module, val_loader, ctx.device, channels_last=channels_last,
+                               desc=f"val EMA @{stage.resolution}")
+            row.update({f"val_ema_{k}": val_ema[k] for k in ("loss", "top1", "top5")})
+            log.info("%s epoch %d/%d: EMA weights val top-1 %.1f%% top-5 %.1f%%", stage.name,
+                     epoch + 1, stage.epochs, val_ema["top1"], val_ema["top5"])
+        if best is not None:
+            metric = recipe.checkpoint.metric.replace("val_", "val_ema_") if use_ema else \
+                recipe.checkpoint.metric
+            if best.offer(epoch + 1, row[metric]) and env.is_main:
+                save_checkpoint(ctx.best_checkpoint(stage), {
+                    "model": (ema.module if use_ema else model).state_dict(),
+                    "epoch": epoch + 1, metric: row[metric]})
+            row["best_epoch"] = best.epoch
         ctx.log_metrics(row)
         log.info("%s epoch %d/%d: loss %.3f, train top-1 %.1f%%, val top-1 %.1f%% top-5 %.1f%%, "
                  "%.0f img/s%s", stage.name, epoch + 1, stage.epochs, result.loss, result.top1,
@@ -198,16 +252,44 @@ def run_stage(ctx: RunContext, stage: StageConfig) -> None:
         if env.is_main:
             save_checkpoint(last, {"model": model.state_dict(),
                                    "optimizer": optimizer.state_dict(),
-                                   "epoch": epoch + 1, "step": step, "stage": stage.name},
+                                   "epoch": epoch + 1, "step": step, "stage": stage.name,
+                                   **extra_state()},
                             keep_previous=True)
         saver.timer.reset()
         saver.stop_if_signalled(f"the end of {stage.name} epoch {epoch + 1}")
+    selected = _select_final_weights(ctx, stage, ema.module if use_ema else model, best)
     if env.is_main:
         save_checkpoint(ctx.final_checkpoint(stage), {
             "model": model.state_dict(), "stage": stage.name, "resolution": stage.resolution,
-            "arch": recipe.model.arch, "category_ids": list(ctx.index.category_ids)})
+            "arch": recipe.model.arch, "category_ids": list(ctx.index.category_ids),
+            "selected": selected})
         remove_checkpoint(last)
-    barrier()
+    barrier()  # every process has loaded the best epoch's file
+    if env.is_main:
+        ctx.best_checkpoint(stage).unlink(missing_ok=True)
+    return selected
+
+
+def _select_final_weights(ctx: RunContext, stage: StageConfig, source: nn.Module,
+                          best: BestEpoch | None) -> dict:
+    """Load the weights the recipe names into ``ctx.model``: the best epoch's (its file, kept
+    while training) or the last epoch's, raw or EMA (``source``). With ``keep: best`` the last
+    epoch's weights stay beside them as ``<stage>_last_epoch.pt``."""
+    selected = {"epoch": stage.epochs, "weights": "ema" if source is not ctx.model else "raw",
+                "keep": ctx.recipe.checkpoint.keep}
+    if best is not None and best.epoch is not None:
+        barrier()  # the main process wrote the best epoch's file
+        if current().is_main:
+            save_checkpoint(ctx.checkpoint_dir / f"{stage.name}_last_epoch.pt",
+                            {"model": source.state_dict(), "epoch": stage.epochs})
+        selected.update(epoch=best.epoch, metric=best.metric, value=best.value)
+        ctx.model.load_state_dict(load_checkpoint(ctx.best_checkpoint(stage))["model"])
+    elif source is not ctx.model:
+        ctx.model.load_state_dict(source.state_dict())
+    if selected["epoch"] != stage.epochs or selected["weights"] == "ema":
+        log.info("%s: final weights are epoch %d's (%s)", stage.name, selected["epoch"],
+                 selected["weights"])
+    return selected
 
 
 class MidEpochSaver:
@@ -219,6 +301,7 @@ class MidEpochSaver:
                  optimizer: torch.optim.Optimizer):
         self.ctx, self.stage, self.model, self.optimizer = ctx, stage, model, optimizer
         self.timer = CheckpointTimer(ctx.recipe.checkpoint.every_minutes)
+        self.extra = dict  # more state for the checkpoint (EMA weights, best epoch so far)
 
     def _agree(self) -> tuple[int, bool]:
         """(the signal to stop on or 0, whether a timed checkpoint is due), the same on every
@@ -247,7 +330,8 @@ class MidEpochSaver:
             save_checkpoint(last, {
                 "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "epoch": epoch, "step": done.step, "stage": self.stage.name,
-                "progress": {"epoch_progress": done.to_dict(), "rng": rngs}}, keep_previous=True)
+                "progress": {"epoch_progress": done.to_dict(), "rng": rngs}, **self.extra()},
+                keep_previous=True)
             log.info("%s: mid-epoch checkpoint %d batch(es) into epoch %d (step %d) -> %s",
                      self.stage.name, done.batches, epoch + 1, done.step, last)
         self.timer.reset()

@@ -13,6 +13,7 @@ import torch
 from fgvc.datasets import registry
 from fgvc.engine.freeze import apply_requires_grad, count_parameters, plan_trainable
 from fgvc.recipes.recipe import EnsembleRecipe, Recipe
+from fgvc.recipes.training import adapt_warnings, describe_training_options
 
 
 def _meta_model(recipe: Recipe, num_classes: int) -> torch.nn.Module:
@@ -38,7 +39,8 @@ def describe_plan(recipe: Recipe) -> str:
         f"dataset {recipe.dataset.name} at {recipe.dataset.root} "
         f"({f'{known} classes' if known else 'classes counted at run time; counts below assume 1000'}), "
         f"train split {recipe.dataset.train_split!r}, val split {recipe.dataset.val_split!r}",
-        f"model {recipe.model.arch}, {count_parameters(model):,} parameters, weights: {weights}",
+        f"model {recipe.model.arch}, {count_parameters(model):,} parameters, weights: {weights}"
+        f"{', torch.compile (eager where unsupported)' if recipe.model.compile else ''}",
         "stages:",
     ]
     for i, stage in enumerate(recipe.stages, start=1):
@@ -57,6 +59,12 @@ def describe_plan(recipe: Recipe) -> str:
         if not plan.everything:
             lines.append("     eval mode everywhere else; BN statistics re-estimated only inside "
                          f"the adapted modules (momentum {stage.bn_momentum})")
+        lines += [f"     {option}" for option in describe_training_options(stage)]
+        lines += [f"     warning: {w}" for w in adapt_warnings(stage)]
+        _check_stage_runtime(model, stage)
+    keep = recipe.checkpoint
+    lines.append(f"checkpoint: each stage ends with the {keep.keep} epoch's weights"
+                 + (f" by {keep.metric} (kept beside the last)" if keep.keep == "best" else ""))
     lines.append(f"evaluate: {recipe.evaluate.split} split at "
                  f"{', '.join(map(str, recipe.eval_resolutions))} px, {recipe.evaluate.crops} crops, "
                  "before and after adaptation")
@@ -74,6 +82,19 @@ def describe_plan(recipe: Recipe) -> str:
     lines.append("outputs:")
     lines += [f"  {o}" for o in outputs]
     return "\n".join(lines)
+
+
+def _check_stage_runtime(model: torch.nn.Module, stage) -> None:
+    """What only timm can judge, checked before any run: the auto-augment string and whether
+    the model numbers its layers for layer decay (raises ValueError naming the field)."""
+    from fgvc.engine.optim import layer_decay_groups
+    from fgvc.transforms import DataConfig, build_transform
+
+    if stage.auto_augment:
+        build_transform(stage.augment, stage.resolution, DataConfig(),
+                        auto_augment=stage.auto_augment)
+    if stage.optimizer.layer_decay is not None:
+        layer_decay_groups(model, stage.optimizer.weight_decay, stage.optimizer.layer_decay)
 
 
 def describe_ensemble(recipe: EnsembleRecipe, source: Path | None = None) -> str:

@@ -16,6 +16,13 @@ import yaml
 
 from fgvc.recipes.limits import MAX_DEPTH
 from fgvc.recipes.schema import SchemaError, build, describe, nesting_depth, read_yaml, to_plain
+from fgvc.recipes.training import (
+    EmaConfig,
+    LossConfig,
+    MixupConfig,
+    SamplerConfig,
+    check_training_options,
+)
 
 ADAPT_GROUPS = ("classifier", "last_bn", "last_norm", "last_stage", "pos_embed")
 STAGE_ORDER = ("train", "adapt")
@@ -33,6 +40,7 @@ class OptimizerConfig:
     nesterov: bool = False
     weight_decay: float = 1e-4
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    layer_decay: float | None = None  # timm's layer-wise lr decay: block i of L gets decay**(L-i)
 
     def check(self) -> list[tuple[str, str]]:
         out = []
@@ -79,13 +87,20 @@ class StageConfig:
     epochs: int = 1
     batch_size: int = 32
     trainable: str | list[str | dict[str, int]] | None = None
-    augment: Literal["train", "test", "test2"] | None = None
+    augment: Literal["train", "test", "test2", "train_resize_crop"] | None = None
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     label_smoothing: float = 0.0
     crop_scale: list[float] = field(default_factory=lambda: [0.08, 1.0])
     bn_momentum: float | None = 0.1
     grad_clip: float | None = None
+    auto_augment: str | None = None
+    random_erasing: float = 0.0
+    accumulate: int = 1
+    ema: EmaConfig | None = None
+    mixup: MixupConfig | None = None
+    sampler: SamplerConfig = field(default_factory=SamplerConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
 
     def __post_init__(self) -> None:
         if self.trainable is None:
@@ -125,10 +140,7 @@ class StageConfig:
                     out.append((f"trainable[{i}]", f"{item!r} is neither a group "
                                 f"({', '.join(ADAPT_GROUPS)}, last_blocks: N) nor a module path "
                                 "like 'layer4.2.bn3'"))
-        if self.name == "adapt" and self.augment == "train":
-            out.append(("augment", "FixRes adapts on the test-time transform: use 'test' or "
-                        "'test2', not 'train'"))
-        return out
+        return out + check_training_options(self)
 
 
 def check_block_count(item: dict) -> list[str]:
@@ -199,6 +211,7 @@ class ModelConfig:
     crop_pct: float | None = None
     img_size: int | None = None
     channels_last: bool = True
+    compile: bool = False  # torch.compile of the train and eval forward; eager where unsupported
 
     def check(self) -> list[tuple[str, str]]:
         from fgvc.models.factory import arch_problem
@@ -306,9 +319,13 @@ def _check_kept_top_k(predict: PredictConfig | None, submission: SubmissionConfi
 @dataclass
 class CheckpointConfig:
     """Checkpoints besides the one at the end of every epoch: ``every_minutes`` also writes one
-    mid-epoch (with the data position and random states, so a resume is exact) on long epochs."""
+    mid-epoch (with the data position and random states, so a resume is exact) on long epochs.
+    ``keep``: which epoch's weights a stage ends with, ``last`` or ``best`` by ``metric`` on the
+    validation split (kept beside the last; predictions and the next stage use it)."""
 
     every_minutes: float | None = None
+    keep: Literal["last", "best"] = "last"
+    metric: Literal["val_top1", "val_top5", "val_loss"] = "val_top1"
 
     def check(self) -> list[tuple[str, str]]:
         if self.every_minutes is not None and not self.every_minutes > 0:

@@ -175,22 +175,24 @@ def run_recipe(recipe: Recipe, *, resume: bool = False, force: bool = False,
         if recipe.model.channels_last and device.type == "cuda":
             model = model.to(memory_format=torch.channels_last)
         ctx = RunContext(recipe, run_dir, index, model, data_config(model, recipe.model), device)
-        trainable = {}
+        trainable, selected = {}, {}
         for stage in recipe.stages:
             trainable[stage.name] = _describe_trainable(model, stage.trainable)
             if stage.name == "adapt":
                 evaluate_resolutions(ctx, "before_adaptation")
             final = ctx.final_checkpoint(stage)
             if final.exists():
-                model.load_state_dict(load_checkpoint(final)["model"])
+                done = load_checkpoint(final)
+                model.load_state_dict(done["model"])
+                selected[stage.name] = done.get("selected")
                 log.info("%s: already done, loaded %s", stage.name, final)
                 continue
-            run_stage(ctx, stage)
+            selected[stage.name] = run_stage(ctx, stage)
         evaluate_resolutions(ctx, "after_adaptation" if recipe.stage("adapt")
                              else "before_adaptation")
         preds = predict_split(ctx) if recipe.predict is not None else None
         if env.is_main:
-            _write_outputs(ctx, preds, submission_path, start, trainable)
+            _write_outputs(ctx, preds, submission_path, start, trainable, selected)
         barrier()
         return run_dir
     finally:
@@ -252,13 +254,15 @@ def _submission_path(recipe: Recipe, run_dir: Path) -> Path | None:
 
 
 def _write_outputs(ctx: RunContext, preds: Predictions | None, submission_path: Path | None,
-                   start: float, trainable: dict[str, str]) -> None:
+                   start: float, trainable: dict[str, str],
+                   selected: dict[str, dict | None]) -> None:
     recipe, index, run_dir = ctx.recipe, ctx.index, ctx.run_dir
     summary = {
         "num_classes": index.num_classes,
         "split_sizes": {k: len(v) for k, v in index.splits.items()},
         "parameters": count_parameters(ctx.model), "device": str(ctx.device),
         "processes": current().world_size, "trainable": trainable,
+        "weights_used": selected,
     }
     if preds is not None:
         preds.save(run_dir / "predictions")
