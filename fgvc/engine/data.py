@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
-from torch.utils.data import DataLoader, DistributedSampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from fgvc.datasets.base import DatasetIndex
 from fgvc.datasets.images import ImageDataset, collate_skipping_bad
@@ -15,11 +15,15 @@ from fgvc.engine.distributed import ShardSampler, current
 
 def make_loader(index: DatasetIndex, split: str, *, transform: Callable, batch_size: int,
                 num_workers: int, on_bad_image: str, shuffle: bool = False, seed: int = 0,
-                epoch: int = 0, drop_last: bool = False) -> DataLoader:
+                epoch: int = 0, drop_last: bool = False, dataset: Dataset | None = None,
+                collate_fn: Callable = collate_skipping_bad) -> DataLoader:
     """``shuffle``: a training order that is a function of (seed, epoch); distributed, each
     process gets its shard of it (``set_epoch``, so shards change every epoch). Without
-    ``shuffle``: the split in order, distributed as disjoint shards without padding."""
-    dataset = ImageDataset(index.root, index.split(split), transform, on_bad_image)
+    ``shuffle``: the split in order, distributed as disjoint shards without padding.
+    ``dataset`` replaces the split's images (same length), e.g. to draw the same order
+    without reading any image."""
+    if dataset is None:
+        dataset = ImageDataset(index.root, index.split(split), transform, on_bad_image)
     env = current()
     drop_last = drop_last and len(dataset) > batch_size * env.world_size
     sampler = None
@@ -38,7 +42,7 @@ def make_loader(index: DatasetIndex, split: str, *, transform: Callable, batch_s
         sampler=sampler,
         drop_last=drop_last,
         num_workers=num_workers,
-        collate_fn=collate_skipping_bad,
+        collate_fn=collate_fn,
         pin_memory=torch.cuda.is_available(),
         persistent_workers=False,
         generator=generator,

@@ -18,6 +18,8 @@ from fgvc.engine.optim import set_lr
 from fgvc.inference.tta import Average, combine_crops
 from fgvc.progress import progress
 
+LOG_EVERY = 50  # training steps between host reads of the running loss and accuracy
+
 
 @dataclass
 class EpochResult:
@@ -30,7 +32,10 @@ class EpochResult:
     next_step: int
 
 
-def _to_device(images: torch.Tensor, device: torch.device, channels_last: bool) -> torch.Tensor:
+def _to_device(images: torch.Tensor | tuple, device: torch.device, channels_last: bool):
+    """A batch (or a tuple of cached activations, see feature_cache.py) on the device."""
+    if isinstance(images, tuple):
+        return tuple(_to_device(t, device, channels_last and t.ndim == 4) for t in images)
     images = images.to(device, non_blocking=True)
     if channels_last and device.type == "cuda":
         images = images.contiguous(memory_format=torch.channels_last)
@@ -40,9 +45,17 @@ def _to_device(images: torch.Tensor, device: torch.device, channels_last: bool) 
 def train_one_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim.Optimizer, *,
                     lr_fn: Callable[[int], float], step: int, device: torch.device,
                     label_smoothing: float = 0.0, grad_clip: float | None = None,
-                    channels_last: bool = True, desc: str = "train") -> EpochResult:
-    """One pass over ``loader``; the caller sets the train/eval modes beforehand."""
-    total_loss, correct, seen, bad = 0.0, 0, 0, 0
+                    channels_last: bool = True, desc: str = "train",
+                    log_every: int = LOG_EVERY) -> EpochResult:
+    """One pass over ``loader``; the caller sets the train/eval modes beforehand.
+
+    No host synchronisation per step: the loss sum, the correct count and a "loss stayed
+    finite" flag accumulate on the device and are read once every ``log_every`` steps (and at
+    the end), so on CUDA the CPU queues work ahead of the GPU. A non-finite loss is therefore
+    reported at the next read, naming the interval it happened in.
+    """
+    sums = torch.zeros(3, device=device, dtype=torch.float64)  # loss sum, correct, finite
+    seen, bad, checked = 0, 0, step
     lr = lr_fn(step)
     start = time.perf_counter()
     bar = progress(loader, desc=desc, unit="batch")
@@ -57,23 +70,37 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim
         with autocast(device):
             logits = model(images)
             loss = F.cross_entropy(logits.float(), labels, label_smoothing=label_smoothing)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"{desc}: loss is {loss.item()} at iteration {step}; "
-                                     "lower the learning rate or add warm-up")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if grad_clip is not None:
             nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
         optimizer.step()
         step += 1
-        total_loss += loss.item() * len(labels)
-        correct += (logits.argmax(1) == labels).sum().item()
         seen += len(labels)
-        bar.set_postfix(loss=f"{total_loss / seen:.3f}", lr=f"{lr:.2e}")
+        with torch.no_grad():
+            sums += torch.stack([loss.detach().double() * len(labels),
+                                 (logits.argmax(1) == labels).sum().double(),
+                                 (~torch.isfinite(loss.detach())).double()])
+        if step - checked >= log_every:
+            _check_and_show(sums, seen, bar, lr, desc, checked, step)
+            checked = step
+    total_loss, correct = _check_and_show(sums, seen, bar, lr, desc, checked, step)
     total_loss, correct, seen, bad = all_reduce_sum([total_loss, correct, seen, bad])
     return EpochResult(
         loss=total_loss / max(seen, 1), top1=100.0 * correct / max(seen, 1), images=int(seen),
         bad_images=int(bad), seconds=time.perf_counter() - start, last_lr=lr, next_step=step)
+
+
+def _check_and_show(sums: torch.Tensor, seen: int, bar, lr: float, desc: str, first: int,
+                    last: int) -> tuple[float, float]:
+    """The one host read per log interval: raise on a non-finite loss, update the bar."""
+    total_loss, correct, non_finite = sums.tolist()
+    if non_finite:
+        raise FloatingPointError(f"{desc}: the loss became non-finite between iterations "
+                                 f"{first} and {last}; lower the learning rate or add warm-up")
+    if seen:
+        bar.set_postfix(loss=f"{total_loss / seen:.3f}", lr=f"{lr:.2e}")
+    return total_loss, correct
 
 
 @torch.no_grad()
@@ -91,11 +118,14 @@ def forward_batches(model: nn.Module, loader: DataLoader, device: torch.device, 
             bad_counter[0] += n_bad
         if len(labels) == 0:
             continue
-        if images.ndim == 4:
-            images = images.unsqueeze(1)
-        batch, crops = images.shape[:2]
+        if isinstance(images, tuple):  # cached activations: one crop per image
+            batch, crops = len(labels), 1
+        else:
+            images = images.unsqueeze(1) if images.ndim == 4 else images
+            batch, crops = images.shape[:2]
+            images = images.flatten(0, 1)
         with autocast(device):
-            logits = model(_to_device(images.flatten(0, 1), device, channels_last))
+            logits = model(_to_device(images, device, channels_last))
         yield combine_crops(logits.float().view(batch, crops, -1).cpu(), average), labels, indices
 
 

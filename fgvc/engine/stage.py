@@ -15,6 +15,7 @@ from fgvc.datasets.base import DatasetIndex
 from fgvc.engine.checkpoint import load_checkpoint, save_checkpoint
 from fgvc.engine.data import make_loader
 from fgvc.engine.distributed import barrier, current
+from fgvc.engine.feature_cache import adapt_cache
 from fgvc.engine.freeze import (
     apply_requires_grad,
     count_parameters,
@@ -75,24 +76,25 @@ class RunContext:
         if len(kept) != len(rows):
             path.write_text("".join(json.dumps(r) + "\n" for r in kept))
 
-    def train_loader(self, stage: StageConfig, epoch: int):
+    def train_loader(self, stage: StageConfig, epoch: int, **overrides):
         """The stage's training data; the shuffle is a function of (seed, epoch), so a resumed
-        run sees exactly the order it would have seen."""
+        run sees exactly the order it would have seen. ``overrides``: make_loader arguments."""
         ds = self.recipe.dataset
         transform = build_transform(stage.augment, stage.resolution, self.data_cfg,
                                     tuple(stage.crop_scale))
         return make_loader(self.index, ds.train_split, transform=transform,
-                           batch_size=stage.batch_size, num_workers=ds.num_workers,
-                           on_bad_image=ds.on_bad_image, shuffle=True, drop_last=True,
-                           seed=self.recipe.seed, epoch=epoch)
+                           **{"batch_size": stage.batch_size, "num_workers": ds.num_workers,
+                              "on_bad_image": ds.on_bad_image, "shuffle": True,
+                              "drop_last": True, "seed": self.recipe.seed, "epoch": epoch,
+                              **overrides})
 
     def eval_loader(self, split: str, resolution: int, batch_size: int,
-                    crops: CropMode = "center"):
+                    crops: CropMode = "center", **overrides):
         """A split through test DA at ``resolution``, with ``crops`` per image."""
         ds = self.recipe.dataset
         return make_loader(self.index, split, transform=MultiCrop(resolution, self.data_cfg, crops),
-                           batch_size=batch_size, num_workers=ds.num_workers,
-                           on_bad_image=ds.on_bad_image)
+                           **{"batch_size": batch_size, "num_workers": ds.num_workers,
+                              "on_bad_image": ds.on_bad_image, **overrides})
 
 
 def run_stage(ctx: RunContext, stage: StageConfig) -> None:
@@ -128,17 +130,22 @@ def run_stage(ctx: RunContext, stage: StageConfig) -> None:
     channels_last = recipe.model.channels_last
     env = current()
     trained = wrap_for_training(model, ctx.device)
+    cache = adapt_cache(ctx, stage, plan) if start_epoch < stage.epochs else None
+    if cache is not None:  # the same epochs on activations computed once (feature_cache.py)
+        trained, val_loader = cache.tail, cache.val_loader()
     for epoch in range(start_epoch, stage.epochs):
         # Augmentation draws: a function of (seed, epoch, process), so a resumed run repeats them.
         seed_everything(recipe.seed * 100_003 + epoch * 7919 + env.rank)
         set_train_mode(model, plan)
         result = train_one_epoch(
-            trained, ctx.train_loader(stage, epoch), optimizer, lr_fn=lr_fn, step=step,
+            trained, cache.train_loader(epoch) if cache else ctx.train_loader(stage, epoch),
+            optimizer, lr_fn=lr_fn, step=step,
             device=ctx.device,
             label_smoothing=stage.label_smoothing, grad_clip=stage.grad_clip,
             channels_last=channels_last, desc=f"{stage.name} {epoch + 1}/{stage.epochs}")
         step = result.next_step
-        val = evaluate(model, val_loader, ctx.device, channels_last=channels_last,
+        val = evaluate(cache.tail if cache else model, val_loader, ctx.device,
+                       channels_last=channels_last,
                        desc=f"val @{stage.resolution}")
         row = {
             "stage": stage.name, "epoch": epoch + 1, "resolution": stage.resolution,
@@ -156,6 +163,8 @@ def run_stage(ctx: RunContext, stage: StageConfig) -> None:
             save_checkpoint(last, {"model": model.state_dict(),
                                    "optimizer": optimizer.state_dict(),
                                    "epoch": epoch + 1, "step": step, "stage": stage.name})
+    if cache is not None:
+        cache.close()
     if env.is_main:
         save_checkpoint(ctx.final_checkpoint(stage), {
             "model": model.state_dict(), "stage": stage.name, "resolution": stage.resolution,
