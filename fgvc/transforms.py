@@ -7,10 +7,13 @@ paper; stage 2 fixes it by adapting the network to test DA at a higher resolutio
 
 from __future__ import annotations
 
+import math
 import random
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
+import numpy as np
 import torch
 from PIL import Image
 from torchvision import transforms as T
@@ -113,6 +116,123 @@ def test2_transform(resolution: int, cfg: DataConfig) -> T.Compose:
 
 
 _BUILDERS = {"train": train_transform, "test": test_transform, "test2": test2_transform}
+
+
+# -- The fast path: what DataLoader workers run ------------------------------------------------
+# Workers decode (at reduced scale where the output allows, see datasets/fast_decode.py), crop
+# and resize, and return uint8 tensors: 4x fewer bytes through shared memory and pinned copies
+# than float32. ``DeviceNormalize`` then converts and normalises whole batches on the device.
+# The reference transforms above (PIL in, normalised float out) stay the definition: the fast
+# path draws the same random numbers in the same order, and tests/test_fast_path.py checks that
+# its output matches them.
+
+
+def to_uint8(image: Image.Image) -> torch.Tensor:
+    """RGB PIL image -> (3, H, W) uint8 tensor."""
+    return torch.from_numpy(np.array(image, dtype=np.uint8)).permute(2, 0, 1)
+
+
+class DeviceNormalize:
+    """uint8 batch (..., 3, H, W) on the device -> what ``to_model_input`` gives, computed the
+    same way (divide by 255, channel order, range, then mean and std), so results are equal."""
+
+    def __init__(self, cfg: DataConfig):
+        self.cfg = cfg
+
+    def __call__(self, batch: torch.Tensor) -> torch.Tensor:
+        if batch.dtype != torch.uint8:
+            return batch
+        cfg = self.cfg
+        out = batch.float().div_(255)
+        if cfg.input_space == "BGR":
+            out = out.flip(-3)
+        if cfg.input_range != 1.0:
+            out = out * cfg.input_range
+        mean = torch.tensor(cfg.mean, device=out.device).view(3, 1, 1)
+        std = torch.tensor(cfg.std, device=out.device).view(3, 1, 1)
+        return out.sub_(mean).div_(std)
+
+
+def resized_size(size: tuple[int, int], short: int) -> tuple[int, int]:
+    """(width, height) after ``T.Resize(short)`` of an image of ``size`` = (width, height)."""
+    height, width = F._compute_resized_output_size([size[1], size[0]], [short])
+    return width, height
+
+
+def decode_resized(path: Path, shorts: list[int], mode: T.InterpolationMode) -> list:
+    """Decode once (at reduced scale when the largest output allows) and resize the shorter
+    side to each of ``shorts``; the output sizes are computed from the file's own size, as if
+    the full image had been resized, so they equal the reference path's."""
+    from fgvc.datasets.fast_decode import EncodedImage
+
+    encoded = EncodedImage(path)
+    sizes = [resized_size(encoded.size, s) for s in shorts]
+    image = encoded.decode(max(w for w, _ in sizes), max(h for _, h in sizes))
+    return [image.resize(size, F.pil_modes_mapping[mode]) for size in sizes]
+
+
+class FastTrain:
+    """``train_transform`` from a file: the crop is drawn on the header's size, and only as
+    many pixels as the crop's output needs are decoded."""
+
+    def __init__(self, resolution: int, cfg: DataConfig,
+                 crop_scale: tuple[float, float] = (0.08, 1.0)):
+        self.reference = train_transform(resolution, cfg, crop_scale)
+        self.crop, self.flip, self.jitter = self.reference.transforms[:3]
+        self.resolution, self.resample = resolution, F.pil_modes_mapping[cfg.mode]
+
+    def load(self, path: Path) -> torch.Tensor:
+        from fgvc.datasets.fast_decode import EncodedImage
+
+        encoded = EncodedImage(path)
+        width, height = encoded.size
+        top, left, h, w = self.crop.get_params(torch.empty(0, height, width), self.crop.scale,
+                                               self.crop.ratio)
+        k = self.resolution
+        image = encoded.decode(math.ceil(k * width / w), math.ceil(k * height / h))
+        if image.size == (width, height):  # full decode: exactly the reference's operations
+            out = image.crop((left, top, left + w, top + h)).resize((k, k), self.resample)
+        else:
+            sx, sy = image.size[0] / width, image.size[1] / height
+            out = image.resize((k, k), self.resample,
+                               box=(left * sx, top * sy, (left + w) * sx, (top + h) * sy))
+        return to_uint8(self.jitter(self.flip(out)))
+
+
+class FastTest:
+    """``test_transform`` from a file (decode at reduced scale, resize, centre crop)."""
+
+    def __init__(self, resolution: int, cfg: DataConfig):
+        self.resolution, self.cfg = resolution, cfg
+
+    def load(self, path: Path) -> torch.Tensor:
+        (image,) = decode_resized(path, [resize_size(self.resolution, self.cfg.crop_pct)],
+                                  self.cfg.mode)
+        return to_uint8(F.center_crop(image, [self.resolution]))
+
+
+class DecodedPIL:
+    """Any PIL pipeline from a file (full decode), uint8 out: test DA2's random steps."""
+
+    def __init__(self, transform: T.Compose):
+        self.transform = transform
+
+    def load(self, path: Path) -> torch.Tensor:
+        from fgvc.datasets.fast_decode import EncodedImage
+
+        return to_uint8(self.transform(EncodedImage(path).decode()))
+
+
+def loader_transform(augment: Augment, resolution: int, cfg: DataConfig,
+                     crop_scale: tuple[float, float] = (0.08, 1.0)):
+    """The fast-path equivalent of ``build_transform``: ``.load(path)`` gives a uint8 tensor;
+    the loader's ``DeviceNormalize`` finishes it on the device."""
+    if augment == "train":
+        return FastTrain(resolution, cfg, crop_scale)
+    if augment == "test":
+        return FastTest(resolution, cfg)
+    reference = build_transform(augment, resolution, cfg, crop_scale)
+    return DecodedPIL(T.Compose(reference.transforms[:-1]))
 
 
 def build_transform(augment: Augment, resolution: int, cfg: DataConfig,

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 from PIL import Image, UnidentifiedImageError
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, default_collate
 
 from fgvc.datasets.base import DatasetError, Sample
 
@@ -41,14 +41,15 @@ class ImageDataset(Dataset):
     def __getitem__(self, index: int):
         sample = self.samples[index]
         path = self.root / sample.path
+        load = getattr(self.transform, "load", None)  # the fast path, see fgvc/transforms.py
         try:
-            image = open_rgb(path)
+            item = load(path) if load is not None else self.transform(open_rgb(path))
         except BAD_IMAGE_ERRORS as err:
             if self.on_bad_image == "fail":
                 raise DatasetError(f"cannot read image {path}: {err}") from None
             log.warning("skipping unreadable image %s: %s", path, err)
             return None
-        return self.transform(image), sample.label, index
+        return item, sample.label, index
 
 
 def collate_skipping_bad(batch: list) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
@@ -58,7 +59,7 @@ def collate_skipping_bad(batch: list) -> tuple[torch.Tensor, torch.Tensor, torch
     if not good:
         empty = torch.empty(0)
         return empty, empty.long(), empty.long(), bad
-    images = torch.stack([g[0] for g in good])
+    images = default_collate([g[0] for g in good])  # a batch, or {resolution: batch}
     labels = torch.tensor([g[1] for g in good], dtype=torch.long)
     indices = torch.tensor([g[2] for g in good], dtype=torch.long)
     return images, labels, indices, bad

@@ -16,12 +16,14 @@ from fgvc.engine.distributed import ShardSampler, current
 def make_loader(index: DatasetIndex, split: str, *, transform: Callable, batch_size: int,
                 num_workers: int, on_bad_image: str, shuffle: bool = False, seed: int = 0,
                 epoch: int = 0, drop_last: bool = False, dataset: Dataset | None = None,
-                collate_fn: Callable = collate_skipping_bad) -> DataLoader:
+                collate_fn: Callable = collate_skipping_bad,
+                device_transform: Callable | None = None) -> DataLoader:
     """``shuffle``: a training order that is a function of (seed, epoch); distributed, each
     process gets its shard of it (``set_epoch``, so shards change every epoch). Without
     ``shuffle``: the split in order, distributed as disjoint shards without padding.
     ``dataset`` replaces the split's images (same length), e.g. to draw the same order
-    without reading any image."""
+    without reading any image. ``device_transform`` is kept on the loader for the loops to apply
+    to each batch once it is on the device (uint8 -> normalised float, ``DeviceNormalize``)."""
     if dataset is None:
         dataset = ImageDataset(index.root, index.split(split), transform, on_bad_image)
     env = current()
@@ -35,7 +37,7 @@ def make_loader(index: DatasetIndex, split: str, *, transform: Callable, batch_s
         sampler = ShardSampler(len(dataset), env.rank, env.world_size)
     # Augmentation draws in the workers: distinct per epoch and per process.
     generator = torch.Generator().manual_seed(seed * 100_003 + epoch * 7919 + env.rank)
-    return DataLoader(
+    loader = DataLoader(
         dataset,
         batch_size=batch_size,
         shuffle=shuffle and sampler is None,
@@ -47,3 +49,5 @@ def make_loader(index: DatasetIndex, split: str, *, transform: Callable, batch_s
         persistent_workers=False,
         generator=generator,
     )
+    loader.device_transform = device_transform
+    return loader

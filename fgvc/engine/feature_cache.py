@@ -37,7 +37,7 @@ from fgvc.engine.data import make_loader
 from fgvc.engine.device import autocast
 from fgvc.engine.distributed import current
 from fgvc.engine.freeze import TrainablePlan, set_train_mode
-from fgvc.transforms import build_transform
+from fgvc.transforms import DeviceNormalize, loader_transform
 
 if TYPE_CHECKING:
     from fgvc.engine.stage import RunContext
@@ -145,7 +145,7 @@ class CachedFeatures:
 
     def store(self, indices: torch.Tensor, labels: torch.Tensor,
               frontier: tuple[torch.Tensor, ...]) -> None:
-        for buffer, values in zip(self.tensors, frontier):
+        for buffer, values in zip(self.tensors, frontier, strict=True):
             buffer[indices] = values.detach().to("cpu")
         self.valid[indices] = True
         self.labels[indices] = labels
@@ -173,7 +173,8 @@ def fill(cache: CachedFeatures, prefix: nn.Module, loader: DataLoader, device: t
         if images.ndim == 5:  # MultiCrop's (B, 1, 3, K, K)
             images = images.flatten(0, 1)
         with autocast(device):
-            frontier = prefix(_to_device(images, device, channels_last))
+            frontier = prefix(_to_device(images, device, channels_last,
+                                         getattr(loader, "device_transform", None)))
         cache.store(indices, labels, frontier)
 
 
@@ -300,10 +301,11 @@ def adapt_cache(ctx: RunContext, stage: StageConfig, plan: TrainablePlan) -> Ada
     channels_last = ctx.recipe.model.channels_last
     ctx.model.eval()
     fill(train, split.prefix, make_loader(
-        ctx.index, ds.train_split, transform=build_transform("test", stage.resolution,
-                                                             ctx.data_cfg),
+        ctx.index, ds.train_split, transform=loader_transform("test", stage.resolution,
+                                                              ctx.data_cfg),
         batch_size=ctx.recipe.evaluate.batch_size, num_workers=ds.num_workers,
-        on_bad_image=ds.on_bad_image), ctx.device, channels_last)
+        on_bad_image=ds.on_bad_image, device_transform=DeviceNormalize(ctx.data_cfg)),
+        ctx.device, channels_last)
     fill(val, split.prefix, ctx.eval_loader(ds.val_split, stage.resolution,
                                             ctx.recipe.evaluate.batch_size),
          ctx.device, channels_last)

@@ -32,11 +32,15 @@ class EpochResult:
     next_step: int
 
 
-def _to_device(images: torch.Tensor | tuple, device: torch.device, channels_last: bool):
-    """A batch (or a tuple of cached activations, see feature_cache.py) on the device."""
+def _to_device(images: torch.Tensor | tuple, device: torch.device, channels_last: bool,
+               prepare: Callable | None = None):
+    """A batch (or a tuple of cached activations, see feature_cache.py) on the device;
+    ``prepare`` (the loader's ``device_transform``) turns uint8 images into model input there."""
     if isinstance(images, tuple):
         return tuple(_to_device(t, device, channels_last and t.ndim == 4) for t in images)
     images = images.to(device, non_blocking=True)
+    if prepare is not None:
+        images = prepare(images)
     if channels_last and device.type == "cuda":
         images = images.contiguous(memory_format=torch.channels_last)
     return images
@@ -59,13 +63,14 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim
     lr = lr_fn(step)
     start = time.perf_counter()
     bar = progress(loader, desc=desc, unit="batch")
+    prepare = getattr(loader, "device_transform", None)
     for images, labels, _, n_bad in bar:
         bad += n_bad
         if len(labels) == 0:
             continue
         lr = lr_fn(step)
         set_lr(optimizer, lr)
-        images = _to_device(images, device, channels_last)
+        images = _to_device(images, device, channels_last, prepare)
         labels = labels.to(device, non_blocking=True)
         with autocast(device):
             logits = model(images)
@@ -125,7 +130,8 @@ def forward_batches(model: nn.Module, loader: DataLoader, device: torch.device, 
             batch, crops = images.shape[:2]
             images = images.flatten(0, 1)
         with autocast(device):
-            logits = model(_to_device(images, device, channels_last))
+            logits = model(_to_device(images, device, channels_last,
+                                      getattr(loader, "device_transform", None)))
         yield combine_crops(logits.float().view(batch, crops, -1).cpu(), average), labels, indices
 
 

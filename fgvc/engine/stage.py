@@ -28,7 +28,7 @@ from fgvc.engine.optim import build_optimizer, lr_at
 from fgvc.engine.seeding import seed_everything
 from fgvc.inference.tta import CropMode, MultiCrop
 from fgvc.recipes.recipe import Recipe, StageConfig
-from fgvc.transforms import DataConfig, build_transform
+from fgvc.transforms import DataConfig, DeviceNormalize, loader_transform
 
 log = logging.getLogger(__name__)
 
@@ -80,21 +80,23 @@ class RunContext:
         """The stage's training data; the shuffle is a function of (seed, epoch), so a resumed
         run sees exactly the order it would have seen. ``overrides``: make_loader arguments."""
         ds = self.recipe.dataset
-        transform = build_transform(stage.augment, stage.resolution, self.data_cfg,
-                                    tuple(stage.crop_scale))
+        transform = loader_transform(stage.augment, stage.resolution, self.data_cfg,
+                                     tuple(stage.crop_scale))
         return make_loader(self.index, ds.train_split, transform=transform,
                            **{"batch_size": stage.batch_size, "num_workers": ds.num_workers,
                               "on_bad_image": ds.on_bad_image, "shuffle": True,
                               "drop_last": True, "seed": self.recipe.seed, "epoch": epoch,
-                              **overrides})
+                              "device_transform": DeviceNormalize(self.data_cfg), **overrides})
 
-    def eval_loader(self, split: str, resolution: int, batch_size: int,
+    def eval_loader(self, split: str, resolution: int | list[int], batch_size: int,
                     crops: CropMode = "center", **overrides):
-        """A split through test DA at ``resolution``, with ``crops`` per image."""
+        """A split through test DA at ``resolution``, with ``crops`` per image; a list of
+        resolutions gives ``{resolution: batch}`` batches from one decode per image."""
         ds = self.recipe.dataset
         return make_loader(self.index, split, transform=MultiCrop(resolution, self.data_cfg, crops),
                            **{"batch_size": batch_size, "num_workers": ds.num_workers,
-                              "on_bad_image": ds.on_bad_image, **overrides})
+                              "on_bad_image": ds.on_bad_image,
+                              "device_transform": DeviceNormalize(self.data_cfg), **overrides})
 
 
 def run_stage(ctx: RunContext, stage: StageConfig) -> None:

@@ -1,0 +1,60 @@
+"""The fast decode path: JPEGs decoded by libjpeg-turbo (``simplejpeg``) straight from the file's
+bytes, at a reduced scale when the transform's output needs far fewer pixels.
+
+libjpeg-turbo can decode a JPEG directly at 1/2, 1/4 or 1/8 of its size (and M/8 steps in
+between) by scaling the inverse DCT, which costs a fraction of a full decode followed by a
+resize. A transform first reads the image's size from its header (``EncodedImage.size``), draws
+its crop, and asks for the smallest decode that still gives at least as many pixels as its
+output (``decode(min_width, min_height)``); the reduction is only used when it is at least 2x,
+since libjpeg-turbo's factors between 1 and 2 are not faster than a full decode.
+
+Anything that is not a plain baseline RGB or greyscale JPEG without an EXIF rotation (PNG,
+CMYK, 16-bit, rotated photos, unreadable data) goes through ``open_rgb``, the reference decode
+path, so every image keeps the reference path's handling.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+from PIL import Image
+
+from fgvc.datasets.images import open_rgb
+
+try:  # optional at import time: without it every image takes the reference path
+    import simplejpeg
+except ImportError:  # pragma: no cover - simplejpeg is a dependency
+    simplejpeg = None
+
+_ORIENTATION = 0x0112
+MIN_REDUCTION = 2.0  # libjpeg-turbo's scaled decode only pays off from a factor 2 on
+
+
+class EncodedImage:
+    """An image file read into memory, its size known before it is decoded."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.data = self.path.read_bytes()
+        with Image.open(io.BytesIO(self.data)) as header:  # header only; PIL's size limits apply
+            self.size: tuple[int, int] = header.size  # (width, height)
+            self.fast = (simplejpeg is not None and header.format == "JPEG"
+                         and header.mode in ("RGB", "L")
+                         and header.getexif().get(_ORIENTATION, 1) == 1)
+
+    def decode(self, min_width: int = 0, min_height: int = 0) -> Image.Image:
+        """RGB image at least ``min_width`` x ``min_height`` (or full size), possibly smaller
+        than the file's own size; ``image.size[0] / self.size[0]`` is the scale."""
+        if self.fast:
+            width, height = self.size
+            reduction = min(width / max(min_width, 1), height / max(min_height, 1))
+            small = reduction >= MIN_REDUCTION
+            try:
+                pixels = simplejpeg.decode_jpeg(self.data, colorspace="RGB",
+                                                min_width=min_width if small else 0,
+                                                min_height=min_height if small else 0)
+                return Image.fromarray(pixels)
+            except ValueError:
+                pass  # e.g. a progressive JPEG libjpeg-turbo refuses in strict mode
+        return open_rgb(self.path)
