@@ -108,6 +108,21 @@ def _check_and_show(sums: torch.Tensor, seen: int, bar, lr: float, desc: str, fi
     return total_loss, correct
 
 
+def _forward_probs(model: nn.Module, images, device: torch.device, average: Average,
+                   channels_last: bool, prepare: Callable | None, n_images: int) -> torch.Tensor:
+    """(B, n_crops, 3, K, K), (B, 3, K, K) or cached activations -> (B, classes) probabilities
+    on the CPU, the crops of each image combined (``average``)."""
+    if isinstance(images, tuple):  # cached activations: one crop per image
+        crops = 1
+    else:
+        images = images.unsqueeze(1) if images.ndim == 4 else images
+        crops = images.shape[1]
+        images = images.flatten(0, 1)
+    with autocast(device):
+        logits = model(_to_device(images, device, channels_last, prepare))
+    return combine_crops(logits.float().view(n_images, crops, -1).cpu(), average)
+
+
 @torch.no_grad()
 def forward_batches(model: nn.Module, loader: DataLoader, device: torch.device, *,
                     average: Average = "probs", channels_last: bool = True, desc: str = "eval",
@@ -118,45 +133,64 @@ def forward_batches(model: nn.Module, loader: DataLoader, device: torch.device, 
     each image are combined (``average``); bad images are counted, not yielded.
     """
     model.eval()
+    prepare = getattr(loader, "device_transform", None)
     for images, labels, indices, n_bad in progress(loader, desc=desc, unit="batch"):
         if bad_counter is not None:
             bad_counter[0] += n_bad
         if len(labels) == 0:
             continue
-        if isinstance(images, tuple):  # cached activations: one crop per image
-            batch, crops = len(labels), 1
-        else:
-            images = images.unsqueeze(1) if images.ndim == 4 else images
-            batch, crops = images.shape[:2]
-            images = images.flatten(0, 1)
-        with autocast(device):
-            logits = model(_to_device(images, device, channels_last,
-                                      getattr(loader, "device_transform", None)))
-        yield combine_crops(logits.float().view(batch, crops, -1).cpu(), average), labels, indices
+        yield (_forward_probs(model, images, device, average, channels_last, prepare,
+                              len(labels)), labels, indices)
 
 
-def evaluate(model: nn.Module, loader: DataLoader, device: torch.device, *,
-             average: Average = "probs", channels_last: bool = True,
-             desc: str = "eval") -> dict[str, float]:
-    """Top-1/top-5 accuracy (%) and mean loss on a labelled split, streamed batch by batch."""
-    correct1 = correct5 = seen = 0
-    loss_sum = 0.0
-    bad = [0]
-    for probs, labels, _ in forward_batches(model, loader, device, average=average,
-                                            channels_last=channels_last, desc=desc,
-                                            bad_counter=bad):
+class _Tally:
+    """Top-1/top-5 hits and loss of one view (resolution) of an evaluation pass."""
+
+    def __init__(self) -> None:
+        self.correct1 = self.correct5 = self.seen = 0
+        self.loss_sum = 0.0
+
+    def add(self, probs: torch.Tensor, labels: torch.Tensor) -> None:
         k = min(5, probs.shape[1])
         hits = probs.topk(k, dim=1).indices == labels[:, None]
-        correct1 += hits[:, 0].sum().item()
-        correct5 += hits.any(dim=1).sum().item()
-        loss_sum += F.nll_loss(probs.clamp_min(1e-12).log(), labels, reduction="sum").item()
-        seen += len(labels)
-    correct1, correct5, loss_sum, seen, n_bad = all_reduce_sum(
-        [correct1, correct5, loss_sum, seen, bad[0]])
-    if seen == 0:
-        raise RuntimeError(f"{desc}: no readable image to evaluate ({int(n_bad)} unreadable)")
-    return {"top1": 100.0 * correct1 / seen, "top5": 100.0 * correct5 / seen,
-            "loss": loss_sum / seen, "images": int(seen), "bad_images": int(n_bad)}
+        self.correct1 += hits[:, 0].sum().item()
+        self.correct5 += hits.any(dim=1).sum().item()
+        self.loss_sum += F.nll_loss(probs.clamp_min(1e-12).log(), labels, reduction="sum").item()
+        self.seen += len(labels)
+
+    def result(self, bad: int, desc: str) -> dict[str, float]:
+        correct1, correct5, loss_sum, seen, n_bad = all_reduce_sum(
+            [self.correct1, self.correct5, self.loss_sum, self.seen, bad])
+        if seen == 0:
+            raise RuntimeError(f"{desc}: no readable image to evaluate ({int(n_bad)} unreadable)")
+        return {"top1": 100.0 * correct1 / seen, "top5": 100.0 * correct5 / seen,
+                "loss": loss_sum / seen, "images": int(seen), "bad_images": int(n_bad)}
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, loader: DataLoader, device: torch.device, *,
+             average: Average = "probs", channels_last: bool = True,
+             desc: str = "eval", views: list | None = None) -> dict:
+    """Top-1/top-5 accuracy (%) and mean loss on a labelled split, streamed batch by batch.
+
+    ``views``: the loader yields ``{view: batch}`` (MultiCrop with several resolutions: every
+    image decoded once for all of them); the result is then ``{view: metrics}``.
+    """
+    model.eval()
+    prepare = getattr(loader, "device_transform", None)
+    tallies = {view: _Tally() for view in (views if views is not None else [None])}
+    bad = 0
+    for images, labels, _, n_bad in progress(loader, desc=desc, unit="batch"):
+        bad += n_bad
+        if len(labels) == 0:
+            continue
+        batches = images if views is not None else {None: images}
+        for view, tally in tallies.items():
+            tally.add(_forward_probs(model, batches[view], device, average, channels_last,
+                                     prepare, len(labels)), labels)
+    results = {view: tally.result(bad, f"{desc} @{view}" if view else desc)
+               for view, tally in tallies.items()}
+    return results if views is not None else results[None]
 
 
 def predict_probabilities(model: nn.Module, loader: DataLoader, device: torch.device, *,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -15,6 +15,7 @@ from fgvc.datasets.base import DatasetIndex
 from fgvc.engine.checkpoint import load_checkpoint, save_checkpoint
 from fgvc.engine.data import make_loader
 from fgvc.engine.distributed import barrier, current
+from fgvc.engine.evaluation_cache import PassMemo, weights_digest
 from fgvc.engine.feature_cache import adapt_cache
 from fgvc.engine.freeze import (
     apply_requires_grad,
@@ -43,6 +44,7 @@ class RunContext:
     model: nn.Module
     data_cfg: DataConfig
     device: torch.device
+    passes: PassMemo = field(default_factory=PassMemo)  # evaluation passes made so far
 
     @property
     def checkpoint_dir(self) -> Path:
@@ -167,6 +169,9 @@ def run_stage(ctx: RunContext, stage: StageConfig) -> None:
                                    "epoch": epoch + 1, "step": step, "stage": stage.name})
     if cache is not None:
         cache.close()
+    if start_epoch < stage.epochs:  # the last validation: reused by an identical later pass
+        ctx.passes.put(PassMemo.key(weights_digest(model), recipe.dataset.val_split,
+                                    stage.resolution, "center", "probs"), val)
     if env.is_main:
         save_checkpoint(ctx.final_checkpoint(stage), {
             "model": model.state_dict(), "stage": stage.name, "resolution": stage.resolution,
