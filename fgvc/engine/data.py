@@ -17,13 +17,16 @@ def make_loader(index: DatasetIndex, split: str, *, transform: Callable, batch_s
                 num_workers: int, on_bad_image: str, shuffle: bool = False, seed: int = 0,
                 epoch: int = 0, drop_last: bool = False, dataset: Dataset | None = None,
                 collate_fn: Callable = collate_skipping_bad,
-                device_transform: Callable | None = None) -> DataLoader:
+                device_transform: Callable | None = None,
+                persistent: bool = False) -> DataLoader:
     """``shuffle``: a training order that is a function of (seed, epoch); distributed, each
     process gets its shard of it (``set_epoch``, so shards change every epoch). Without
     ``shuffle``: the split in order, distributed as disjoint shards without padding.
     ``dataset`` replaces the split's images (same length), e.g. to draw the same order
     without reading any image. ``device_transform`` is kept on the loader for the loops to apply
-    to each batch once it is on the device (uint8 -> normalised float, ``DeviceNormalize``)."""
+    to each batch once it is on the device (uint8 -> normalised float, ``DeviceNormalize``).
+    ``persistent``: keep the workers between passes, for a loader iterated many times (only
+    when its transform draws no random numbers, since the workers' generators are not reset)."""
     if dataset is None:
         dataset = ImageDataset(index.root, index.split(split), transform, on_bad_image)
     env = current()
@@ -46,7 +49,7 @@ def make_loader(index: DatasetIndex, split: str, *, transform: Callable, batch_s
         num_workers=num_workers,
         collate_fn=collate_fn,
         pin_memory=torch.cuda.is_available(),
-        persistent_workers=False,
+        persistent_workers=persistent and num_workers > 0,
         generator=generator,
     )
     loader.device_transform = device_transform

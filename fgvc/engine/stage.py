@@ -124,7 +124,7 @@ def run_stage(ctx: RunContext, stage: StageConfig) -> None:
              f"{count_parameters(model, True):,}", f"{count_parameters(model):,}")
 
     val_loader = ctx.eval_loader(recipe.dataset.val_split, stage.resolution,
-                                 recipe.evaluate.batch_size)
+                                 recipe.evaluate.batch_size, persistent=True)
     steps_per_epoch = len(ctx.train_loader(stage, 0))
     base_lr = stage.optimizer.lr
 
