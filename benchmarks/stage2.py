@@ -18,8 +18,8 @@ import tempfile
 from pathlib import Path
 
 import torch
-
 from _common import interleaved, timed  # benchmarks/_common.py
+
 from fgvc.datasets import load_dataset
 from fgvc.engine.loop import evaluate
 from fgvc.engine.stage import RunContext, run_stage
