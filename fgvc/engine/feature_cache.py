@@ -266,8 +266,10 @@ class AdaptCache:
 
 def adapt_cache(ctx: RunContext, stage: StageConfig, plan: TrainablePlan) -> AdaptCache | None:
     """Build the cache for an adapt stage, or return ``None`` (and log why) to use the
-    per-epoch procedure."""
-    reason, split, shapes = _why_not(ctx, stage, plan), None, []
+    per-epoch procedure. A train stage (every module trained) has nothing to cache."""
+    if plan.everything:
+        return None
+    reason, split, shapes = _why_not(stage), None, []
     if reason is None:
         with _modes_kept(ctx.model):
             set_train_mode(ctx.model, plan)
@@ -316,9 +318,7 @@ def adapt_cache(ctx: RunContext, stage: StageConfig, plan: TrainablePlan) -> Ada
     return AdaptCache(ctx, stage, split, train, val)
 
 
-def _why_not(ctx: RunContext, stage: StageConfig, plan: TrainablePlan) -> str | None:
-    if plan.everything:
-        return "every module is trained"
+def _why_not(stage: StageConfig) -> str | None:
     if stage.augment != "test":
         return f"augment {stage.augment!r} is random, only 'test' is deterministic"
     if current().enabled:
