@@ -20,7 +20,7 @@ import torch
 from _common import interleaved, photo_jpegs, ratio_line, timed  # benchmarks/_common.py
 from torchvision import transforms as T
 
-from fgvc.datasets.images import open_rgb
+from fgvc.datasets.decode import open_rgb
 from fgvc.inference.tta import MultiCrop
 from fgvc.transforms import DataConfig, DeviceNormalize, resize_size
 
@@ -35,12 +35,12 @@ def naive(resolution: int, cfg: DataConfig) -> T.Compose:
 
 def run_naive(paths: list[Path], transform) -> None:
     for start in range(0, len(paths), BATCH):
-        torch.stack([transform(open_rgb(p)) for p in paths[start:start + BATCH]])
+        torch.stack([transform(open_rgb(p.parent, p.name)) for p in paths[start:start + BATCH]])
 
 
 def run_fgvc(paths: list[Path], crops: MultiCrop, normalize: DeviceNormalize) -> None:
     for start in range(0, len(paths), BATCH):
-        normalize(torch.stack([crops.load(p) for p in paths[start:start + BATCH]]))
+        normalize(torch.stack([crops.load(p.parent, p.name) for p in paths[start:start + BATCH]]))
 
 
 def main() -> None:
@@ -58,8 +58,8 @@ def main() -> None:
           f"1 thread, batches of {BATCH}, {args.repeats} interleaved rounds")
     for size in ((500, 375), (1024, 768)):
         paths = photo_jpegs(args.data, args.images, size)
-        first = normalize(ours.load(paths[0])[None])[0]
-        diff = (first - theirs(open_rgb(paths[0]))).abs().max().item()
+        first = normalize(ours.load(paths[0].parent, paths[0].name)[None])[0]
+        diff = (first - theirs(open_rgb(paths[0].parent, paths[0].name))).abs().max().item()
         seconds = interleaved({"naive": lambda p=paths: timed(lambda: run_naive(p, theirs)),
                                "fgvc": lambda p=paths: timed(lambda: run_fgvc(p, ours, normalize))},
                               args.repeats)

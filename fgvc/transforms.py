@@ -174,16 +174,22 @@ def resized_size(size: tuple[int, int], short: int) -> tuple[int, int]:
     return width, height
 
 
-def decode_resized(path: Path, shorts: list[int], mode: T.InterpolationMode) -> list:
-    """Decode once (at reduced scale when the largest output allows) and resize the shorter
-    side to each of ``shorts``; the output sizes are computed from the file's own size, as if
-    the full image had been resized, so they equal the reference path's."""
-    from fgvc.datasets.fast_decode import EncodedImage
-
-    encoded = EncodedImage(path)
+def decode_resized(encoded, shorts: list[int], mode: T.InterpolationMode) -> list:
+    """Decode ``encoded`` (an ``EncodedImage``) once, at reduced scale when the largest output
+    allows, and resize the shorter side to each of ``shorts``; the output sizes are computed
+    from the file's own size, as if the full image had been resized, so they equal the
+    reference path's."""
     sizes = [resized_size(encoded.size, s) for s in shorts]
     image = encoded.decode(max(w for w, _ in sizes), max(h for _, h in sizes))
     return [image.resize(size, F.pil_modes_mapping[mode]) for size in sizes]
+
+
+def encoded_image(root: Path, rel: str, options=None):
+    """``root/rel`` read for the fast path (``datasets/fast_decode.py``), with the recipe's
+    ``DecodeOptions`` (default ones when ``None``)."""
+    from fgvc.datasets.fast_decode import DEFAULT_OPTIONS, EncodedImage
+
+    return EncodedImage(root, rel, options or DEFAULT_OPTIONS)
 
 
 class FastTrain:
@@ -196,10 +202,8 @@ class FastTrain:
         self.crop, self.flip, self.jitter = self.reference.transforms[:3]
         self.resolution, self.resample = resolution, F.pil_modes_mapping[cfg.mode]
 
-    def load(self, path: Path) -> torch.Tensor:
-        from fgvc.datasets.fast_decode import EncodedImage
-
-        encoded = EncodedImage(path)
+    def load(self, root: Path, rel: str, options=None) -> torch.Tensor:
+        encoded = encoded_image(root, rel, options)
         width, height = encoded.size
         top, left, h, w = self.crop.get_params(torch.empty(0, height, width), self.crop.scale,
                                                self.crop.ratio)
@@ -220,9 +224,9 @@ class FastTest:
     def __init__(self, resolution: int, cfg: DataConfig):
         self.resolution, self.cfg = resolution, cfg
 
-    def load(self, path: Path) -> torch.Tensor:
-        (image,) = decode_resized(path, [resize_size(self.resolution, self.cfg.crop_pct)],
-                                  self.cfg.mode)
+    def load(self, root: Path, rel: str, options=None) -> torch.Tensor:
+        (image,) = decode_resized(encoded_image(root, rel, options),
+                                  [resize_size(self.resolution, self.cfg.crop_pct)], self.cfg.mode)
         return to_uint8(F.center_crop(image, [self.resolution]))
 
 
@@ -232,15 +236,14 @@ class DecodedPIL:
     def __init__(self, transform: T.Compose):
         self.transform = transform
 
-    def load(self, path: Path) -> torch.Tensor:
-        from fgvc.datasets.fast_decode import EncodedImage
-
-        return to_uint8(self.transform(EncodedImage(path).decode()))
+    def load(self, root: Path, rel: str, options=None) -> torch.Tensor:
+        return to_uint8(self.transform(encoded_image(root, rel, options).decode()))
 
 
 def loader_transform(augment: Augment, resolution: int, cfg: DataConfig,
                      crop_scale: tuple[float, float] = (0.08, 1.0)):
-    """The fast-path equivalent of ``build_transform``: ``.load(path)`` gives a uint8 tensor;
+    """The fast-path equivalent of ``build_transform``: ``.load(root, rel, decode_options)``
+    gives a uint8 tensor;
     the loader's ``DeviceNormalize`` finishes it on the device."""
     if augment == "train":
         return FastTrain(resolution, cfg, crop_scale)

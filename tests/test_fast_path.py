@@ -24,7 +24,7 @@ import torch
 from PIL import Image
 
 import fgvc.datasets.fast_decode as fast_decode
-from fgvc.datasets.images import open_rgb
+from fgvc.datasets.decode import open_rgb
 from fgvc.inference.tta import MultiCrop
 from fgvc.transforms import (
     DataConfig,
@@ -58,12 +58,13 @@ def test_full_size_decode_equals_reference(tmp_path, size):
     path = photo(tmp_path / "a.jpg", *size, quality=92)
     for augment in ("train", "test", "test2"):
         torch.manual_seed(1), random.seed(1)
-        ours = normalised(loader_transform(augment, 32, CFG).load(path))
+        ours = normalised(loader_transform(augment, 32, CFG).load(path.parent, path.name))
         torch.manual_seed(1), random.seed(1)
-        ref = build_transform(augment, 32, CFG)(open_rgb(path))
+        ref = build_transform(augment, 32, CFG)(open_rgb(path.parent, path.name))
         torch.testing.assert_close(ours, ref, rtol=0, atol=1e-6, msg=augment)
     ten = MultiCrop(32, CFG, "ten_crop")
-    torch.testing.assert_close(normalised(ten.load(path)), ten(open_rgb(path)), rtol=0, atol=1e-6)
+    torch.testing.assert_close(normalised(ten.load(path.parent, path.name)),
+                               ten(open_rgb(path.parent, path.name)), rtol=0, atol=1e-6)
 
 
 def test_reduced_decode_is_close_to_reference(tmp_path, monkeypatch):
@@ -75,10 +76,12 @@ def test_reduced_decode_is_close_to_reference(tmp_path, monkeypatch):
     pairs = []
     for seed in range(4):
         torch.manual_seed(seed)
-        fast = FastTrain(64, UNIT, (0.5, 1.0)).load(path)
+        fast = FastTrain(64, UNIT, (0.5, 1.0)).load(path.parent, path.name)
         torch.manual_seed(seed)
-        pairs.append((fast, build_transform("train", 64, UNIT, (0.5, 1.0))(open_rgb(path))))
-    pairs.append((FastTest(96, UNIT).load(path), build_transform("test", 96, UNIT)(open_rgb(path))))
+        reference = build_transform("train", 64, UNIT, (0.5, 1.0))
+        pairs.append((fast, reference(open_rgb(path.parent, path.name))))
+    pairs.append((FastTest(96, UNIT).load(path.parent, path.name),
+                  build_transform("test", 96, UNIT)(open_rgb(path.parent, path.name))))
     assert all(shape[0] < 480 for shape in calls[::2]), f"no reduced decode: {calls}"
     for fast, ref in pairs:
         diff = (DeviceNormalize(UNIT)(fast[None])[0] - ref).abs()
@@ -93,14 +96,14 @@ def test_other_images_take_the_reference_decoder(tmp_path):
     exif[0x0112] = 6
     photo(rotated, 60, 40, quality=90, exif=exif.tobytes())
     for path in (png, rotated):
-        assert not fast_decode.EncodedImage(path).fast
-        torch.testing.assert_close(normalised(FastTest(32, CFG).load(path)),
-                                   build_transform("test", 32, CFG)(open_rgb(path)),
+        assert not fast_decode.EncodedImage(path.parent, path.name).fast
+        torch.testing.assert_close(normalised(FastTest(32, CFG).load(path.parent, path.name)),
+                                   build_transform("test", 32, CFG)(open_rgb(path.parent, path.name)),
                                    rtol=0, atol=1e-6)
     grey = tmp_path / "grey.jpg"
     Image.fromarray(np.full((40, 60), 90, np.uint8)).save(grey)
-    assert fast_decode.EncodedImage(grey).fast
-    assert FastTest(32, CFG).load(grey).shape == (3, 32, 32)
+    assert fast_decode.EncodedImage(grey.parent, grey.name).fast
+    assert FastTest(32, CFG).load(grey.parent, grey.name).shape == (3, 32, 32)
 
 
 def test_multi_resolution_pass_decodes_each_image_once(tiny_recipe_dict, monkeypatch, tmp_path):

@@ -9,8 +9,8 @@ output (``decode(min_width, min_height)``); the reduction is only used when it i
 since libjpeg-turbo's factors between 1 and 2 are not faster than a full decode.
 
 Anything that is not a plain baseline RGB or greyscale JPEG without an EXIF rotation (PNG,
-CMYK, 16-bit, rotated photos, unreadable data) goes through ``open_rgb``, the reference decode
-path, so every image keeps the reference path's handling.
+CMYK, 16-bit, rotated photos when ``dataset.exif_transpose`` is on, unreadable data) goes
+through ``decode.open_rgb``, the reference decode path, so every image keeps its handling.
 """
 
 from __future__ import annotations
@@ -20,7 +20,13 @@ from pathlib import Path
 
 from PIL import Image
 
-from fgvc.datasets.images import open_rgb
+from fgvc.datasets.decode import (
+    DEFAULT_OPTIONS,
+    DecodeOptions,
+    _open,
+    image_bytes_or_path,
+    open_rgb,
+)
 
 try:  # optional at import time: without it every image takes the reference path
     import simplejpeg
@@ -32,16 +38,22 @@ MIN_REDUCTION = 2.0  # libjpeg-turbo's scaled decode only pays off from a factor
 
 
 class EncodedImage:
-    """An image file read into memory, its size known before it is decoded."""
+    """An image file (or Parquet cell) read into memory, its size known before decoding.
 
-    def __init__(self, path: Path):
-        self.path = Path(path)
-        self.data = self.path.read_bytes()
-        with Image.open(io.BytesIO(self.data)) as header:  # header only; PIL's size limits apply
+    The header is opened with ``decode.py``'s pixel limit (``dataset.max_image_pixels``), so an
+    over-large image is refused before any decoding, as on the reference path."""
+
+    def __init__(self, root: Path, rel: str, options: DecodeOptions = DEFAULT_OPTIONS):
+        self.root, self.rel, self.options = Path(root), rel, options
+        self.path = self.root / rel
+        source = image_bytes_or_path(self.root, rel)
+        self.data = source.getvalue() if isinstance(source, io.BytesIO) else source.read_bytes()
+        with _open(io.BytesIO(self.data), options.max_image_pixels) as header:
             self.size: tuple[int, int] = header.size  # (width, height)
+            upright = (not options.exif_transpose
+                       or header.getexif().get(_ORIENTATION, 1) == 1)
             self.fast = (simplejpeg is not None and header.format == "JPEG"
-                         and header.mode in ("RGB", "L")
-                         and header.getexif().get(_ORIENTATION, 1) == 1)
+                         and header.mode in ("RGB", "L") and upright)
 
     def decode(self, min_width: int = 0, min_height: int = 0) -> Image.Image:
         """RGB image at least ``min_width`` x ``min_height`` (or full size), possibly smaller
@@ -57,4 +69,4 @@ class EncodedImage:
                 return Image.fromarray(pixels)
             except ValueError:
                 pass  # e.g. a progressive JPEG libjpeg-turbo refuses in strict mode
-        return open_rgb(self.path)
+        return open_rgb(self.root, self.rel, self.options)

@@ -9,13 +9,15 @@ import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from fgvc.datasets.base import DatasetIndex
+from fgvc.datasets.decode import DEFAULT_OPTIONS, DecodeOptions
 from fgvc.datasets.images import ImageDataset, collate_skipping_bad
 from fgvc.engine.distributed import ShardSampler, current
 
 
 def make_loader(index: DatasetIndex, split: str, *, transform: Callable, batch_size: int,
                 num_workers: int, on_bad_image: str, shuffle: bool = False, seed: int = 0,
-                epoch: int = 0, drop_last: bool = False, dataset: Dataset | None = None,
+                epoch: int = 0, drop_last: bool = False,
+                decode: DecodeOptions = DEFAULT_OPTIONS, dataset: Dataset | None = None,
                 collate_fn: Callable = collate_skipping_bad,
                 device_transform: Callable | None = None,
                 persistent: bool = False) -> DataLoader:
@@ -28,7 +30,7 @@ def make_loader(index: DatasetIndex, split: str, *, transform: Callable, batch_s
     ``persistent``: keep the workers between passes, for a loader iterated many times (only
     when its transform draws no random numbers, since the workers' generators are not reset)."""
     if dataset is None:
-        dataset = ImageDataset(index.root, index.split(split), transform, on_bad_image)
+        dataset = ImageDataset(index.root, index.split(split), transform, on_bad_image, decode)
     env = current()
     drop_last = drop_last and len(dataset) > batch_size * env.world_size
     sampler = None

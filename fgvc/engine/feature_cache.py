@@ -33,6 +33,7 @@ import torch.fx as fx
 import torch.nn as nn
 from torch.utils.data import DataLoader, Dataset
 
+from fgvc.datasets.decode import decode_options
 from fgvc.engine.data import make_loader
 from fgvc.engine.device import autocast
 from fgvc.engine.distributed import current
@@ -306,7 +307,8 @@ def adapt_cache(ctx: RunContext, stage: StageConfig, plan: TrainablePlan) -> Ada
         ctx.index, ds.train_split, transform=loader_transform("test", stage.resolution,
                                                               ctx.data_cfg),
         batch_size=ctx.recipe.evaluate.batch_size, num_workers=ds.num_workers,
-        on_bad_image=ds.on_bad_image, device_transform=DeviceNormalize(ctx.data_cfg)),
+        on_bad_image=ds.on_bad_image, decode=decode_options(ds),
+        device_transform=DeviceNormalize(ctx.data_cfg)),
         ctx.device, channels_last)
     fill(val, split.prefix, ctx.eval_loader(ds.val_split, stage.resolution,
                                             ctx.recipe.evaluate.batch_size),

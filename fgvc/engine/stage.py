@@ -12,6 +12,7 @@ import torch
 import torch.nn as nn
 
 from fgvc.datasets.base import DatasetIndex
+from fgvc.datasets.decode import decode_options
 from fgvc.engine.checkpoint import load_checkpoint, save_checkpoint
 from fgvc.engine.data import make_loader
 from fgvc.engine.distributed import barrier, current
@@ -88,6 +89,7 @@ class RunContext:
                            **{"batch_size": stage.batch_size, "num_workers": ds.num_workers,
                               "on_bad_image": ds.on_bad_image, "shuffle": True,
                               "drop_last": True, "seed": self.recipe.seed, "epoch": epoch,
+                              "decode": decode_options(ds),
                               "device_transform": DeviceNormalize(self.data_cfg), **overrides})
 
     def eval_loader(self, split: str, resolution: int | list[int], batch_size: int,
@@ -97,7 +99,7 @@ class RunContext:
         ds = self.recipe.dataset
         return make_loader(self.index, split, transform=MultiCrop(resolution, self.data_cfg, crops),
                            **{"batch_size": batch_size, "num_workers": ds.num_workers,
-                              "on_bad_image": ds.on_bad_image,
+                              "on_bad_image": ds.on_bad_image, "decode": decode_options(ds),
                               "device_transform": DeviceNormalize(self.data_cfg), **overrides})
 
 

@@ -19,7 +19,14 @@ import torch
 from PIL import Image
 from torchvision.transforms import functional as F
 
-from fgvc.transforms import DataConfig, decode_resized, resize_size, to_model_input, to_uint8
+from fgvc.transforms import (
+    DataConfig,
+    decode_resized,
+    encoded_image,
+    resize_size,
+    to_model_input,
+    to_uint8,
+)
 
 CropMode = Literal["center", "center_flip", "ten_crop"]
 Average = Literal["probs", "logits"]
@@ -45,8 +52,8 @@ class MultiCrop:
     """An image -> (n_crops, 3, K, K) tensor for one resolution and crop mode; for a list of
     resolutions, ``{resolution: tensor}`` from one decode (multi-resolution evaluation).
 
-    ``load(path)`` is the DataLoader's fast path: decode (at reduced scale when the largest
-    resolution allows), resize, cut the crops, uint8 out (normalised on the device by
+    ``load(root, rel, decode_options)`` is the DataLoader's fast path: decode (at reduced scale
+    when the largest resolution allows), resize, cut the crops, uint8 out (normalised on the device by
     ``DeviceNormalize``). Calling it on a PIL image is the reference path (normalised float).
     """
 
@@ -82,8 +89,8 @@ class MultiCrop:
                                     self.cfg), r)
             for r, short in zip(self.resolutions, self._shorts(), strict=True)])
 
-    def load(self, path: Path):
-        resized = decode_resized(path, self._shorts(), self.cfg.mode)
+    def load(self, root: Path, rel: str, options=None):
+        resized = decode_resized(encoded_image(root, rel, options), self._shorts(), self.cfg.mode)
         return self._out([self.cut(to_uint8(image), r)
                           for r, image in zip(self.resolutions, resized, strict=True)])
 
