@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
@@ -32,6 +32,28 @@ class EpochResult:
     next_step: int
 
 
+@dataclass
+class EpochProgress:
+    """How far an epoch got: stored in a mid-epoch checkpoint, so a resumed epoch skips the
+    batches done and reports the same sums as an uninterrupted one."""
+
+    batches: int = 0
+    loss_sum: float = 0.0
+    correct: int = 0
+    seen: int = 0
+    bad: int = 0
+    seconds: float = 0.0
+    step: int = 0
+    lr: float = 0.0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class NonFiniteLoss(RuntimeError):
+    """The loss became NaN or infinite; the message names where and at which learning rate."""
+
+
 def _to_device(images: torch.Tensor | tuple, device: torch.device, channels_last: bool,
                prepare: Callable | None = None):
     """A batch (or a tuple of cached activations, see feature_cache.py) on the device;
@@ -50,22 +72,33 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim
                     lr_fn: Callable[[int], float], step: int, device: torch.device,
                     label_smoothing: float = 0.0, grad_clip: float | None = None,
                     channels_last: bool = True, desc: str = "train",
+                    resume: EpochProgress | None = None,
+                    after_step: Callable[[Callable[[], EpochProgress]], None] | None = None,
                     log_every: int = LOG_EVERY) -> EpochResult:
     """One pass over ``loader``; the caller sets the train/eval modes beforehand.
 
-    No host synchronisation per step: the loss sum, the correct count and a "loss stayed
-    finite" flag accumulate on the device and are read once every ``log_every`` steps (and at
-    the end), so on CUDA the CPU queues work ahead of the GPU. A non-finite loss is therefore
-    reported at the next read, naming the interval it happened in.
+    ``resume``: the progress of a partly done epoch (``loader`` then yields only the batches
+    left); ``after_step(progress)`` runs after every optimizer step (mid-epoch checkpoints,
+    pre-emption), ``progress()`` giving the ``EpochProgress`` so far when it is needed.
+
+    No host synchronisation per step: the loss sum, the correct count and the first non-finite
+    loss (its step and value) accumulate on the device and are read once every ``log_every``
+    steps, at the end, and whenever ``progress()`` is called, so on CUDA the CPU queues work
+    ahead of the GPU. A non-finite loss therefore stops the epoch at the next read (before any
+    checkpoint is written), naming the step where it happened.
     """
-    sums = torch.zeros(3, device=device, dtype=torch.float64)  # loss sum, correct, finite
-    seen, bad, checked = 0, 0, step
+    done = resume or EpochProgress(step=step)
+    seen, bad, batches, checked = done.seen, done.bad, done.batches, step
+    # On the device: loss sum, correct count, first non-finite step (-1: none), its loss.
+    sums = torch.tensor([done.loss_sum, done.correct, -1.0, 0.0], dtype=torch.float64,
+                        device=device)
     lr = lr_fn(step)
-    start = time.perf_counter()
+    start = time.perf_counter() - done.seconds
     bar = progress(loader, desc=desc, unit="batch")
     prepare = getattr(loader, "device_transform", None)
     for images, labels, _, n_bad in bar:
         bad += n_bad
+        batches += 1
         if len(labels) == 0:
             continue
         lr = lr_fn(step)
@@ -83,29 +116,38 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim
         step += 1
         seen += len(labels)
         with torch.no_grad():
-            sums += torch.stack([loss.detach().double() * len(labels),
-                                 (logits.argmax(1) == labels).sum().double(),
-                                 (~torch.isfinite(loss.detach())).double()])
+            value = loss.detach().double()
+            first = (sums[2] < 0) & ~torch.isfinite(value)
+            sums[:2] += torch.stack([value * len(labels),
+                                     (logits.argmax(1) == labels).sum().double()])
+            sums[2:] = torch.where(first, torch.stack([torch.full_like(value, step - 1), value]),
+                                   sums[2:])
         if step - checked >= log_every:
-            _check_and_show(sums, seen, bar, lr, desc, checked, step)
+            _read_sums(sums, seen, bar, lr_fn)
             checked = step
-    total_loss, correct = _check_and_show(sums, seen, bar, lr, desc, checked, step)
+        if after_step is not None:
+            after_step(lambda b=batches, s=seen, n=bad, t=step, r=lr: EpochProgress(
+                b, *_read_sums(sums, s, bar, lr_fn), s, n, time.perf_counter() - start, t, r))
+    total_loss, correct = _read_sums(sums, seen, bar, lr_fn)
     total_loss, correct, seen, bad = all_reduce_sum([total_loss, correct, seen, bad])
     return EpochResult(
         loss=total_loss / max(seen, 1), top1=100.0 * correct / max(seen, 1), images=int(seen),
         bad_images=int(bad), seconds=time.perf_counter() - start, last_lr=lr, next_step=step)
 
 
-def _check_and_show(sums: torch.Tensor, seen: int, bar, lr: float, desc: str, first: int,
-                    last: int) -> tuple[float, float]:
-    """The one host read per log interval: raise on a non-finite loss, update the bar."""
-    total_loss, correct, non_finite = sums.tolist()
-    if non_finite:
-        raise FloatingPointError(f"{desc}: the loss became non-finite between iterations "
-                                 f"{first} and {last}; lower the learning rate or add warm-up")
+def _read_sums(sums: torch.Tensor, seen: int, bar, lr_fn: Callable[[int], float]
+               ) -> tuple[float, int]:
+    """The one host read of the device sums: raise on a non-finite loss (naming its step and
+    learning rate), update the progress bar, return (loss sum, correct count)."""
+    total_loss, correct, bad_step, bad_loss = sums.tolist()
+    if bad_step >= 0:
+        step = int(bad_step)
+        raise NonFiniteLoss(f"loss is {bad_loss} at step {step} (learning rate "
+                            f"{lr_fn(step):.4g}); stopped, the last checkpoint is kept: lower "
+                            "the learning rate, add warm-up or set grad_clip")
     if seen:
-        bar.set_postfix(loss=f"{total_loss / seen:.3f}", lr=f"{lr:.2e}")
-    return total_loss, correct
+        bar.set_postfix(loss=f"{total_loss / seen:.3f}")
+    return total_loss, int(correct)
 
 
 def _forward_probs(model: nn.Module, images, device: torch.device, average: Average,
