@@ -54,6 +54,10 @@ class EncodedImage:
                        or header.getexif().get(_ORIENTATION, 1) == 1)
             self.fast = (simplejpeg is not None and header.format == "JPEG"
                          and header.mode in ("RGB", "L") and upright)
+        self._decoded = None
+        if not self.fast:  # decoded now, so ``size`` is the reference decode's (e.g. rotated)
+            self._decoded = open_rgb(self.root, self.rel, self.options)
+            self.size = self._decoded.size
 
     def decode(self, min_width: int = 0, min_height: int = 0) -> Image.Image:
         """RGB image at least ``min_width`` x ``min_height`` (or full size), possibly smaller
@@ -69,4 +73,5 @@ class EncodedImage:
                 return Image.fromarray(pixels)
             except ValueError:
                 pass  # e.g. a progressive JPEG libjpeg-turbo refuses in strict mode
-        return open_rgb(self.root, self.rel, self.options)
+        return self._decoded if self._decoded is not None else open_rgb(self.root, self.rel,
+                                                                        self.options)
