@@ -1,31 +1,30 @@
-"""10-crop preprocessing: fgvc's MultiCrop (decode, resize and normalise once, slice the crops)
-against the naive torchvision pipeline (TenCrop on the PIL image, then ToTensor and Normalize
-per crop). Same images, same output (checked), one run; prints images/s and the ratio.
+"""10-crop test-time augmentation end to end, decoding included: fgvc's fast path
+(``MultiCrop.load``: libjpeg-turbo decode, at reduced scale when the resize allows, one resize,
+uint8 crops sliced from it, then one ``DeviceNormalize`` per batch) against the naive
+torchvision pipeline (PIL decode, ``Resize``, ``TenCrop``, then ``ToTensor`` and ``Normalize``
+per crop). Same JPEGs, one thread, interleaved rounds; prints images/s and the min and median
+of the per-round ratio. The two outputs are compared on the first image (they are equal when
+the image is decoded at full size).
 
-    .venv/bin/python benchmarks/tencrop.py [--images 200] [--resolution 448]
+    python benchmarks/tencrop.py [--images 200] [--resolution 448] [--repeats 3]
 """
 
 from __future__ import annotations
 
 import argparse
-import time
+import statistics
+import tempfile
+from pathlib import Path
 
-import numpy as np
 import torch
-from PIL import Image
+from _common import interleaved, photo_jpegs, ratio_line, timed  # benchmarks/_common.py
 from torchvision import transforms as T
 
+from fgvc.datasets.decode import open_rgb
 from fgvc.inference.tta import MultiCrop
-from fgvc.transforms import DataConfig, resize_size
+from fgvc.transforms import DataConfig, DeviceNormalize, resize_size
 
-
-def images(count: int, seed: int = 0) -> list[Image.Image]:
-    rng = np.random.default_rng(seed)
-    out = []
-    for _ in range(count):
-        w, h = int(rng.integers(500, 800)), int(rng.integers(400, 800))
-        out.append(Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)))
-    return out
+BATCH = 16
 
 
 def naive(resolution: int, cfg: DataConfig) -> T.Compose:
@@ -34,30 +33,41 @@ def naive(resolution: int, cfg: DataConfig) -> T.Compose:
                       T.Lambda(lambda crops: torch.stack([per_crop(c) for c in crops]))])
 
 
-def rate(transform, batch: list[Image.Image], repeats: int = 3) -> float:
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        for image in batch:
-            transform(image)
-        best = min(best, time.perf_counter() - start)
-    return len(batch) / best
+def run_naive(paths: list[Path], transform) -> None:
+    for start in range(0, len(paths), BATCH):
+        torch.stack([transform(open_rgb(p.parent, p.name)) for p in paths[start:start + BATCH]])
+
+
+def run_fgvc(paths: list[Path], crops: MultiCrop, normalize: DeviceNormalize) -> None:
+    for start in range(0, len(paths), BATCH):
+        normalize(torch.stack([crops.load(p.parent, p.name) for p in paths[start:start + BATCH]]))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--images", type=int, default=100)
+    parser.add_argument("--images", type=int, default=200)
     parser.add_argument("--resolution", type=int, default=448)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--data", type=Path, default=Path(tempfile.gettempdir()) / "fgvc-bench-jpegs")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    cfg, batch = DataConfig(), images(args.images)
+    cfg = DataConfig()
     ours, theirs = MultiCrop(args.resolution, cfg, "ten_crop"), naive(args.resolution, cfg)
-    assert torch.allclose(ours(batch[0]), theirs(batch[0]), atol=1e-6), "outputs differ"
-    fgvc_rate, naive_rate = rate(ours, batch), rate(theirs, batch)
-    print(f"10-crop at {args.resolution} px, {args.images} images, 1 thread")
-    print(f"  fgvc MultiCrop            {fgvc_rate:8.1f} images/s")
-    print(f"  torchvision TenCrop naive {naive_rate:8.1f} images/s")
-    print(f"  ratio fgvc / naive        {fgvc_rate / naive_rate:8.2f}x")
+    normalize = DeviceNormalize(cfg)
+    print(f"10-crop at {args.resolution} px, decoding included, {args.images} JPEGs per size, "
+          f"1 thread, batches of {BATCH}, {args.repeats} interleaved rounds")
+    for size in ((500, 375), (1024, 768)):
+        paths = photo_jpegs(args.data, args.images, size)
+        first = normalize(ours.load(paths[0].parent, paths[0].name)[None])[0]
+        diff = (first - theirs(open_rgb(paths[0].parent, paths[0].name))).abs().max().item()
+        seconds = interleaved({"naive": lambda p=paths: timed(lambda: run_naive(p, theirs)),
+                               "fgvc": lambda p=paths: timed(lambda: run_fgvc(p, ours, normalize))},
+                              args.repeats)
+        for name, values in seconds.items():
+            print(f"  {size[0]}x{size[1]} {name:6s} median {args.images / statistics.median(values):7.1f} "
+                  f"images/s")
+        print(f"  {size[0]}x{size[1]} largest output difference on the first image: {diff:.2e}")
+        print("  " + ratio_line(f"{size[0]}x{size[1]} fgvc / naive", seconds["fgvc"], seconds["naive"]))
 
 
 if __name__ == "__main__":

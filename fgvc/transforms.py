@@ -7,10 +7,13 @@ paper; stage 2 fixes it by adapting the network to test DA at a higher resolutio
 
 from __future__ import annotations
 
+import math
 import random
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
+import numpy as np
 import torch
 from PIL import Image
 from torchvision import transforms as T
@@ -126,6 +129,147 @@ def test2_transform(resolution: int, cfg: DataConfig) -> T.Compose:
 
 _BUILDERS = {"train": train_transform, "test": test_transform, "test2": test2_transform,
              "train_resize_crop": train_resize_crop_transform}
+
+
+# -- The fast path: what DataLoader workers run ------------------------------------------------
+# Workers decode (at reduced scale where the output allows, see datasets/fast_decode.py), crop
+# and resize, and return uint8 tensors: 4x fewer bytes through shared memory and pinned copies
+# than float32. ``DeviceNormalize`` then converts and normalises whole batches on the device.
+# The reference transforms above (PIL in, normalised float out) stay the definition: the fast
+# path draws the same random numbers in the same order, and tests/test_fast_path.py checks that
+# its output matches them.
+
+
+def to_uint8(image: Image.Image) -> torch.Tensor:
+    """RGB PIL image -> contiguous (3, H, W) uint8 tensor (crops are then row slices)."""
+    return torch.from_numpy(np.array(image, dtype=np.uint8)).permute(2, 0, 1).contiguous()
+
+
+class DeviceNormalize:
+    """uint8 batch (..., 3, H, W) on the device -> what ``to_model_input`` gives.
+
+    Computed as one multiply and one subtraction per element (x * range / (255 std) - mean /
+    std, folded into per-channel constants) instead of four passes; the result equals the
+    reference's to float32 rounding (a few 1e-7), not bit for bit.
+
+    On the CPU the output goes into a buffer kept per batch shape and reused by the next batch
+    (a fresh allocation of a large batch costs more in page faults than the arithmetic): the
+    loops consume each batch before asking for the next."""
+
+    def __init__(self, cfg: DataConfig):
+        self.cfg = cfg
+        self._buffers: dict[tuple, torch.Tensor] = {}
+
+    def __call__(self, batch: torch.Tensor) -> torch.Tensor:
+        if batch.dtype != torch.uint8:
+            return batch
+        cfg = self.cfg
+        if cfg.input_space == "BGR":
+            batch = batch.flip(-3)
+        mean = torch.tensor(cfg.mean, dtype=torch.float64)
+        std = torch.tensor(cfg.std, dtype=torch.float64)
+        scale = (cfg.input_range / 255.0 / std).float().view(3, 1, 1).to(batch.device)
+        shift = (mean / std).float().view(3, 1, 1).to(batch.device)
+        out = None
+        if batch.device.type == "cpu":
+            key = tuple(batch.shape)
+            if key not in self._buffers:
+                if len(self._buffers) >= 4:
+                    self._buffers.clear()
+                self._buffers[key] = torch.empty(key)
+            out = self._buffers[key]
+        return torch.mul(batch, scale, out=out).sub_(shift)
+
+
+def resized_size(size: tuple[int, int], short: int) -> tuple[int, int]:
+    """(width, height) after ``T.Resize(short)`` of an image of ``size`` = (width, height)."""
+    height, width = F._compute_resized_output_size([size[1], size[0]], [short])
+    return width, height
+
+
+def decode_resized(encoded, shorts: list[int], mode: T.InterpolationMode) -> list:
+    """Decode ``encoded`` (an ``EncodedImage``) once, at reduced scale when the largest output
+    allows, and resize the shorter side to each of ``shorts``; the output sizes are computed
+    from the file's own size, as if the full image had been resized, so they equal the
+    reference path's."""
+    sizes = [resized_size(encoded.size, s) for s in shorts]
+    image = encoded.decode(max(w for w, _ in sizes), max(h for _, h in sizes))
+    return [image.resize(size, F.pil_modes_mapping[mode]) for size in sizes]
+
+
+def encoded_image(root: Path, rel: str, options=None):
+    """``root/rel`` read for the fast path (``datasets/fast_decode.py``), with the recipe's
+    ``DecodeOptions`` (default ones when ``None``)."""
+    from fgvc.datasets.fast_decode import DEFAULT_OPTIONS, EncodedImage
+
+    return EncodedImage(root, rel, options or DEFAULT_OPTIONS)
+
+
+class FastTrain:
+    """``train_transform`` from a file: the crop is drawn on the header's size, and only as
+    many pixels as the crop's output needs are decoded."""
+
+    def __init__(self, resolution: int, cfg: DataConfig,
+                 crop_scale: tuple[float, float] = (0.08, 1.0)):
+        self.reference = train_transform(resolution, cfg, crop_scale)
+        self.crop, self.flip, self.jitter = self.reference.transforms[:3]
+        self.resolution, self.resample = resolution, F.pil_modes_mapping[cfg.mode]
+
+    def load(self, root: Path, rel: str, options=None) -> torch.Tensor:
+        encoded = encoded_image(root, rel, options)
+        width, height = encoded.size
+        top, left, h, w = self.crop.get_params(torch.empty(0, height, width), self.crop.scale,
+                                               self.crop.ratio)
+        k = self.resolution
+        image = encoded.decode(math.ceil(k * width / w), math.ceil(k * height / h))
+        if image.size == (width, height):  # full decode: exactly the reference's operations
+            out = image.crop((left, top, left + w, top + h)).resize((k, k), self.resample)
+        else:
+            sx, sy = image.size[0] / width, image.size[1] / height
+            out = image.resize((k, k), self.resample,
+                               box=(left * sx, top * sy, (left + w) * sx, (top + h) * sy))
+        return to_uint8(self.jitter(self.flip(out)))
+
+
+class FastTest:
+    """``test_transform`` from a file (decode at reduced scale, resize, centre crop)."""
+
+    def __init__(self, resolution: int, cfg: DataConfig):
+        self.resolution, self.cfg = resolution, cfg
+
+    def load(self, root: Path, rel: str, options=None) -> torch.Tensor:
+        (image,) = decode_resized(encoded_image(root, rel, options),
+                                  [resize_size(self.resolution, self.cfg.crop_pct)], self.cfg.mode)
+        return to_uint8(F.center_crop(image, [self.resolution]))
+
+
+class DecodedPIL:
+    """Any PIL pipeline from a file (full decode), uint8 out: test DA2's random steps."""
+
+    def __init__(self, transform: T.Compose):
+        self.transform = transform
+
+    def load(self, root: Path, rel: str, options=None) -> torch.Tensor:
+        return to_uint8(self.transform(encoded_image(root, rel, options).decode()))
+
+
+def loader_transform(augment: Augment, resolution: int, cfg: DataConfig,
+                     crop_scale: tuple[float, float] = (0.08, 1.0), *,
+                     auto_augment: str | None = None, random_erasing: float = 0.0):
+    """The fast-path equivalent of ``build_transform``: ``.load(root, rel, decode_options)``
+    gives a uint8 tensor; the loader's ``DeviceNormalize`` finishes it on the device.
+    With timm's ``auto_augment`` or ``random_erasing`` (which acts on the normalised tensor)
+    the reference pipeline runs in full in the workers and its float output passes through
+    ``DeviceNormalize`` untouched."""
+    if auto_augment or random_erasing:
+        return build_transform(augment, resolution, cfg, crop_scale, auto_augment=auto_augment,
+                               random_erasing=random_erasing)
+    if augment == "train":
+        return FastTrain(resolution, cfg, crop_scale)
+    if augment == "test":
+        return FastTest(resolution, cfg)
+    reference = build_transform(augment, resolution, cfg, crop_scale)
+    return DecodedPIL(T.Compose(reference.transforms[:-1]))
 
 
 def build_transform(augment: Augment, resolution: int, cfg: DataConfig,

@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, default_collate
 
 from fgvc.datasets.base import DatasetError, Sample, SampleTable
 from fgvc.datasets.decode import BAD_IMAGE_ERRORS, DEFAULT_OPTIONS, DecodeOptions, open_rgb
@@ -39,14 +39,16 @@ class ImageDataset(Dataset):
     def __getitem__(self, index: int):
         sample = self.samples[index]
         path = self.root / sample.path
+        load = getattr(self.transform, "load", None)  # the fast path, see fgvc/transforms.py
         try:
-            image = open_rgb(self.root, sample.path, self.decode)
+            item = (load(self.root, sample.path, self.decode) if load is not None
+                    else self.transform(open_rgb(self.root, sample.path, self.decode)))
         except BAD_IMAGE_ERRORS as err:
             if self.on_bad_image == "fail":
                 raise DatasetError(f"cannot read image {path}: {err}") from None
             log.warning("skipping unreadable image %s: %s", path, err)
             return None
-        return self.transform(image), sample.label, index
+        return item, sample.label, index
 
 
 def collate_skipping_bad(batch: list) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
@@ -56,7 +58,7 @@ def collate_skipping_bad(batch: list) -> tuple[torch.Tensor, torch.Tensor, torch
     if not good:
         empty = torch.empty(0)
         return empty, empty.long(), empty.long(), bad
-    images = torch.stack([g[0] for g in good])
+    images = default_collate([g[0] for g in good])  # a batch, or {resolution: batch}
     labels = torch.tensor([g[1] for g in good], dtype=torch.long)
     indices = torch.tensor([g[2] for g in good], dtype=torch.long)
     return images, labels, indices, bad

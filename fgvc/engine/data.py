@@ -21,14 +21,23 @@ def make_loader(index: DatasetIndex, split: str, *, transform: Callable, batch_s
                 num_workers: int, on_bad_image: str, shuffle: bool = False, seed: int = 0,
                 epoch: int = 0, drop_last: bool = False,
                 decode: DecodeOptions = DEFAULT_OPTIONS, skip: int = 0,
-                sampler_cfg: SamplerConfig | None = None) -> DataLoader:
+                sampler_cfg: SamplerConfig | None = None,
+                dataset: Dataset | None = None, collate_fn: Callable = collate_skipping_bad,
+                device_transform: Callable | None = None,
+                persistent: bool = False) -> DataLoader:
     """``shuffle``: a training order that is a function of (seed, epoch); distributed, each
     process gets its shard of it (``set_epoch``, so shards change every epoch). Without
     ``shuffle``: the split in order, distributed as disjoint shards without padding.
     ``sampler_cfg`` (with ``shuffle``): a class-balanced or repeated-augmentation draw, also a
-    function of (seed, epoch) and sharded the same way."""
+    function of (seed, epoch) and sharded the same way.
+    ``dataset`` replaces the split's images (same length), e.g. to draw the same order
+    without reading any image. ``device_transform`` is kept on the loader for the loops to apply
+    to each batch once it is on the device (uint8 -> normalised float, ``DeviceNormalize``).
+    ``persistent``: keep the workers between passes, for a loader iterated many times (only
+    when its transform draws no random numbers, since the workers' generators are not reset)."""
     samples = index.split(split)
-    dataset = ImageDataset(index.root, samples, transform, on_bad_image, decode)
+    if dataset is None:
+        dataset = ImageDataset(index.root, samples, transform, on_bad_image, decode)
     env = current()
     sampler = None
     if shuffle and sampler_cfg is not None:
@@ -51,19 +60,21 @@ def make_loader(index: DatasetIndex, split: str, *, transform: Callable, batch_s
     if skip:
         # The same generator drives the same permutation; only its head is dropped.
         sampler = SkipSampler(sampler or RandomSampler(dataset, generator=generator), skip)
-    return DataLoader(
+    loader = DataLoader(
         dataset,
         batch_size=batch_size,
         shuffle=shuffle and sampler is None,
         sampler=sampler,
         drop_last=drop_last,
         num_workers=num_workers,
-        collate_fn=collate_skipping_bad,
+        collate_fn=collate_fn,
         pin_memory=torch.cuda.is_available(),
-        persistent_workers=False,
+        persistent_workers=persistent and num_workers > 0,
         generator=generator,
         worker_init_fn=ignore_stop_signals,
     )
+    loader.device_transform = device_transform
+    return loader
 
 
 class SkipSampler(Sampler[int]):

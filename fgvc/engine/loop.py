@@ -20,6 +20,8 @@ from fgvc.engine.optim import set_lr
 from fgvc.inference.tta import Average, combine_crops
 from fgvc.progress import progress
 
+LOG_EVERY = 50  # training steps between host reads of the running loss and accuracy
+
 
 @dataclass
 class EpochResult:
@@ -54,8 +56,15 @@ class NonFiniteLoss(RuntimeError):
     """The loss became NaN or infinite; the message names where and at which learning rate."""
 
 
-def _to_device(images: torch.Tensor, device: torch.device, channels_last: bool) -> torch.Tensor:
+def _to_device(images: torch.Tensor | tuple, device: torch.device, channels_last: bool,
+               prepare: Callable | None = None):
+    """A batch (or a tuple of cached activations, see feature_cache.py) on the device;
+    ``prepare`` (the loader's ``device_transform``) turns uint8 images into model input there."""
+    if isinstance(images, tuple):
+        return tuple(_to_device(t, device, channels_last and t.ndim == 4) for t in images)
     images = images.to(device, non_blocking=True)
+    if prepare is not None:
+        images = prepare(images)
     if channels_last and device.type == "cuda":
         images = images.contiguous(memory_format=torch.channels_last)
     return images
@@ -66,26 +75,38 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim
                     label_smoothing: float = 0.0, grad_clip: float | None = None,
                     channels_last: bool = True, desc: str = "train",
                     resume: EpochProgress | None = None,
-                    after_step: Callable[[EpochProgress], None] | None = None,
+                    after_step: Callable[[Callable[[], EpochProgress]], None] | None = None,
                     objective: Objective | None = None, accumulate: int = 1,
-                    on_step: Callable[[int], None] | None = None) -> EpochResult:
+                    on_step: Callable[[int], None] | None = None,
+                    log_every: int = LOG_EVERY) -> EpochResult:
     """One pass over ``loader``; the caller sets the train/eval modes beforehand.
 
     ``resume``: the progress of a partly done epoch (``loader`` then yields only the batches
     left); ``after_step(progress)`` runs after every optimizer step (mid-epoch checkpoints,
-    pre-emption), ``on_step(step)`` just before it (the EMA update).
+    pre-emption), ``progress()`` giving the ``EpochProgress`` so far when it is needed;
+    ``on_step(step)`` runs just before it (the EMA update).
     ``accumulate`` N: the gradients of N consecutive batches, each loss divided by the number
     of batches in its group, make one optimiser step, so N batches of B equal one batch of N x B
     (without BatchNorm); ``step`` and the schedule count optimiser steps. ``objective``
     defaults to cross-entropy with ``label_smoothing``.
+
+    No host synchronisation per step: the loss sum, the correct count and the first non-finite
+    loss (its step and value) accumulate on the device and are read once every ``log_every``
+    steps, at the end, and whenever ``progress()`` is called, so on CUDA the CPU queues work
+    ahead of the GPU. A non-finite loss therefore stops the epoch at the next read (before any
+    checkpoint is written), naming the step where it happened.
     """
     objective = objective or Objective(label_smoothing)
     done = resume or EpochProgress(step=step)
-    total_loss, correct, seen, bad, batches = done.loss_sum, done.correct, done.seen, done.bad, done.batches
+    seen, bad, batches, checked = done.seen, done.bad, done.batches, step
+    # On the device: loss sum, correct count, first non-finite step (-1: none), its loss.
+    sums = torch.tensor([done.loss_sum, done.correct, -1.0, 0.0], dtype=torch.float64,
+                        device=device)
     lr = lr_fn(step)
     start = time.perf_counter() - done.seconds
     total_batches, pending = batches + len(loader), False
     bar = progress(loader, desc=desc, unit="batch")
+    prepare = getattr(loader, "device_transform", None)
     optimizer.zero_grad(set_to_none=True)
     for images, labels, _, n_bad in bar:
         bad += n_bad
@@ -94,21 +115,22 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim
         group = min(accumulate, total_batches - first)
         closes_group = i == first + group - 1
         if len(labels):
-            images = _to_device(images, device, channels_last)
+            images = _to_device(images, device, channels_last, prepare)
             images, targets, labels = objective.prepare(images, labels.to(device, non_blocking=True))
             with _gradient_sync(model, closes_group):
                 with autocast(device):
                     logits = model(images)
                 loss = objective.loss(logits, targets)
-                if not torch.isfinite(loss):
-                    raise NonFiniteLoss(f"loss is {loss.item()} at step {step} (learning rate "
-                                        f"{lr:.4g}); stopped, the last checkpoint is kept: lower "
-                                        "the learning rate, add warm-up or set grad_clip")
                 (loss / group).backward()
             pending = True
-            total_loss += loss.item() * len(labels)
-            correct += (logits.argmax(1) == labels).sum().item()
             seen += len(labels)
+            with torch.no_grad():
+                value = loss.detach().double()
+                bad_now = (sums[2] < 0) & ~torch.isfinite(value)
+                sums[:2] += torch.stack([value * len(labels),
+                                         (logits.argmax(1) == labels).sum().double()])
+                sums[2:] = torch.where(bad_now, torch.stack([torch.full_like(value, step), value]),
+                                       sums[2:])
         if not (closes_group and pending):
             continue
         lr = lr_fn(step)
@@ -120,10 +142,13 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim
         step, pending = step + 1, False
         if on_step is not None:
             on_step(step)
-        bar.set_postfix(loss=f"{total_loss / max(seen, 1):.3f}", lr=f"{lr:.2e}")
+        if step - checked >= log_every:
+            _read_sums(sums, seen, bar, lr_fn)
+            checked = step
         if after_step is not None:
-            after_step(EpochProgress(batches, total_loss, correct, seen, bad,
-                                     time.perf_counter() - start, step, lr))
+            after_step(lambda b=batches, s=seen, n=bad, t=step, r=lr: EpochProgress(
+                b, *_read_sums(sums, s, bar, lr_fn), s, n, time.perf_counter() - start, t, r))
+    total_loss, correct = _read_sums(sums, seen, bar, lr_fn)
     total_loss, correct, seen, bad = all_reduce_sum([total_loss, correct, seen, bad])
     return EpochResult(
         loss=total_loss / max(seen, 1), top1=100.0 * correct / max(seen, 1), images=int(seen),
@@ -136,6 +161,36 @@ def _gradient_sync(model: nn.Module, sync: bool) -> contextlib.AbstractContextMa
     return contextlib.nullcontext() if sync or no_sync is None else no_sync()
 
 
+def _read_sums(sums: torch.Tensor, seen: int, bar, lr_fn: Callable[[int], float]
+               ) -> tuple[float, int]:
+    """The one host read of the device sums: raise on a non-finite loss (naming its step and
+    learning rate), update the progress bar, return (loss sum, correct count)."""
+    total_loss, correct, bad_step, bad_loss = sums.tolist()
+    if bad_step >= 0:
+        step = int(bad_step)
+        raise NonFiniteLoss(f"loss is {bad_loss} at step {step} (learning rate "
+                            f"{lr_fn(step):.4g}); stopped, the last checkpoint is kept: lower "
+                            "the learning rate, add warm-up or set grad_clip")
+    if seen:
+        bar.set_postfix(loss=f"{total_loss / seen:.3f}")
+    return total_loss, int(correct)
+
+
+def _forward_probs(model: nn.Module, images, device: torch.device, average: Average,
+                   channels_last: bool, prepare: Callable | None, n_images: int) -> torch.Tensor:
+    """(B, n_crops, 3, K, K), (B, 3, K, K) or cached activations -> (B, classes) probabilities
+    on the CPU, the crops of each image combined (``average``)."""
+    if isinstance(images, tuple):  # cached activations: one crop per image
+        crops = 1
+    else:
+        images = images.unsqueeze(1) if images.ndim == 4 else images
+        crops = images.shape[1]
+        images = images.flatten(0, 1)
+    with autocast(device):
+        logits = model(_to_device(images, device, channels_last, prepare))
+    return combine_crops(logits.float().view(n_images, crops, -1).cpu(), average)
+
+
 @torch.no_grad()
 def forward_batches(model: nn.Module, loader: DataLoader, device: torch.device, *,
                     average: Average = "probs", channels_last: bool = True, desc: str = "eval",
@@ -146,41 +201,64 @@ def forward_batches(model: nn.Module, loader: DataLoader, device: torch.device, 
     each image are combined (``average``); bad images are counted, not yielded.
     """
     model.eval()
+    prepare = getattr(loader, "device_transform", None)
     for images, labels, indices, n_bad in progress(loader, desc=desc, unit="batch"):
         if bad_counter is not None:
             bad_counter[0] += n_bad
         if len(labels) == 0:
             continue
-        if images.ndim == 4:
-            images = images.unsqueeze(1)
-        batch, crops = images.shape[:2]
-        with autocast(device):
-            logits = model(_to_device(images.flatten(0, 1), device, channels_last))
-        yield combine_crops(logits.float().view(batch, crops, -1).cpu(), average), labels, indices
+        yield (_forward_probs(model, images, device, average, channels_last, prepare,
+                              len(labels)), labels, indices)
 
 
-def evaluate(model: nn.Module, loader: DataLoader, device: torch.device, *,
-             average: Average = "probs", channels_last: bool = True,
-             desc: str = "eval") -> dict[str, float]:
-    """Top-1/top-5 accuracy (%) and mean loss on a labelled split, streamed batch by batch."""
-    correct1 = correct5 = seen = 0
-    loss_sum = 0.0
-    bad = [0]
-    for probs, labels, _ in forward_batches(model, loader, device, average=average,
-                                            channels_last=channels_last, desc=desc,
-                                            bad_counter=bad):
+class _Tally:
+    """Top-1/top-5 hits and loss of one view (resolution) of an evaluation pass."""
+
+    def __init__(self) -> None:
+        self.correct1 = self.correct5 = self.seen = 0
+        self.loss_sum = 0.0
+
+    def add(self, probs: torch.Tensor, labels: torch.Tensor) -> None:
         k = min(5, probs.shape[1])
         hits = probs.topk(k, dim=1).indices == labels[:, None]
-        correct1 += hits[:, 0].sum().item()
-        correct5 += hits.any(dim=1).sum().item()
-        loss_sum += F.nll_loss(probs.clamp_min(1e-12).log(), labels, reduction="sum").item()
-        seen += len(labels)
-    correct1, correct5, loss_sum, seen, n_bad = all_reduce_sum(
-        [correct1, correct5, loss_sum, seen, bad[0]])
-    if seen == 0:
-        raise RuntimeError(f"{desc}: no readable image to evaluate ({int(n_bad)} unreadable)")
-    return {"top1": 100.0 * correct1 / seen, "top5": 100.0 * correct5 / seen,
-            "loss": loss_sum / seen, "images": int(seen), "bad_images": int(n_bad)}
+        self.correct1 += hits[:, 0].sum().item()
+        self.correct5 += hits.any(dim=1).sum().item()
+        self.loss_sum += F.nll_loss(probs.clamp_min(1e-12).log(), labels, reduction="sum").item()
+        self.seen += len(labels)
+
+    def result(self, bad: int, desc: str) -> dict[str, float]:
+        correct1, correct5, loss_sum, seen, n_bad = all_reduce_sum(
+            [self.correct1, self.correct5, self.loss_sum, self.seen, bad])
+        if seen == 0:
+            raise RuntimeError(f"{desc}: no readable image to evaluate ({int(n_bad)} unreadable)")
+        return {"top1": 100.0 * correct1 / seen, "top5": 100.0 * correct5 / seen,
+                "loss": loss_sum / seen, "images": int(seen), "bad_images": int(n_bad)}
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, loader: DataLoader, device: torch.device, *,
+             average: Average = "probs", channels_last: bool = True,
+             desc: str = "eval", views: list | None = None) -> dict:
+    """Top-1/top-5 accuracy (%) and mean loss on a labelled split, streamed batch by batch.
+
+    ``views``: the loader yields ``{view: batch}`` (MultiCrop with several resolutions: every
+    image decoded once for all of them); the result is then ``{view: metrics}``.
+    """
+    model.eval()
+    prepare = getattr(loader, "device_transform", None)
+    tallies = {view: _Tally() for view in (views if views is not None else [None])}
+    bad = 0
+    for images, labels, _, n_bad in progress(loader, desc=desc, unit="batch"):
+        bad += n_bad
+        if len(labels) == 0:
+            continue
+        batches = images if views is not None else {None: images}
+        for view, tally in tallies.items():
+            tally.add(_forward_probs(model, batches[view], device, average, channels_last,
+                                     prepare, len(labels)), labels)
+    results = {view: tally.result(bad, f"{desc} @{view}" if view else desc)
+               for view, tally in tallies.items()}
+    return results if views is not None else results[None]
 
 
 def predict_probabilities(model: nn.Module, loader: DataLoader, device: torch.device, *,

@@ -7,7 +7,7 @@ import json
 import logging
 import math
 import signal
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -27,6 +27,8 @@ from fgvc.engine.compile import maybe_compile
 from fgvc.engine.data import make_loader
 from fgvc.engine.distributed import all_reduce_sum, barrier, current, gather_objects
 from fgvc.engine.ema import build_ema
+from fgvc.engine.evaluation_cache import PassMemo, weights_digest
+from fgvc.engine.feature_cache import adapt_cache
 from fgvc.engine.freeze import (
     apply_requires_grad,
     count_parameters,
@@ -50,7 +52,7 @@ from fgvc.engine.seeding import seed_everything
 from fgvc.inference.tta import CropMode, MultiCrop
 from fgvc.recipes.recipe import Recipe, StageConfig
 from fgvc.recipes.training import adapt_warnings
-from fgvc.transforms import DataConfig, build_transform
+from fgvc.transforms import DataConfig, DeviceNormalize, loader_transform
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +67,7 @@ class RunContext:
     model: nn.Module
     data_cfg: DataConfig
     device: torch.device
+    passes: PassMemo = field(default_factory=PassMemo)  # evaluation passes made so far
 
     @property
     def checkpoint_dir(self) -> Path:
@@ -110,18 +113,21 @@ class RunContext:
         if len(kept) != len(rows):
             self._write_metrics(kept)
 
-    def train_loader(self, stage: StageConfig, epoch: int, skip_batches: int = 0):
+    def train_loader(self, stage: StageConfig, epoch: int, skip_batches: int = 0, **overrides):
         """The stage's training data; the shuffle is a function of (seed, epoch), so a resumed
-        run sees exactly the order it would have seen (without the ``skip_batches`` done)."""
+        run sees exactly the order it would have seen (without the ``skip_batches`` done).
+        ``overrides``: make_loader arguments."""
         ds = self.recipe.dataset
-        transform = build_transform(stage.augment, stage.resolution, self.data_cfg,
-                                    tuple(stage.crop_scale), auto_augment=stage.auto_augment,
-                                    random_erasing=stage.random_erasing)
+        transform = loader_transform(stage.augment, stage.resolution, self.data_cfg,
+                                     tuple(stage.crop_scale), auto_augment=stage.auto_augment,
+                                     random_erasing=stage.random_erasing)
         return make_loader(self.index, ds.train_split, transform=transform,
-                           batch_size=stage.batch_size, num_workers=ds.num_workers,
-                           on_bad_image=ds.on_bad_image, shuffle=True, drop_last=True,
-                           seed=self.recipe.seed, epoch=epoch, decode=decode_options(ds),
-                           skip=skip_batches * stage.batch_size, sampler_cfg=stage.sampler)
+                           **{"batch_size": stage.batch_size, "num_workers": ds.num_workers,
+                              "on_bad_image": ds.on_bad_image, "shuffle": True,
+                              "drop_last": True, "seed": self.recipe.seed, "epoch": epoch,
+                              "decode": decode_options(ds), "skip": skip_batches * stage.batch_size,
+                              "sampler_cfg": stage.sampler,
+                              "device_transform": DeviceNormalize(self.data_cfg), **overrides})
 
     def objective(self, stage: StageConfig) -> Objective:
         """The stage's loss: label smoothing, class weights and mixup/cutmix."""
@@ -130,13 +136,15 @@ class RunContext:
         return Objective(stage.label_smoothing, class_weights(labels, n, stage.loss.class_weights),
                          build_mixup(stage.mixup, n, stage.label_smoothing))
 
-    def eval_loader(self, split: str, resolution: int, batch_size: int,
-                    crops: CropMode = "center"):
-        """A split through test DA at ``resolution``, with ``crops`` per image."""
+    def eval_loader(self, split: str, resolution: int | list[int], batch_size: int,
+                    crops: CropMode = "center", **overrides):
+        """A split through test DA at ``resolution``, with ``crops`` per image; a list of
+        resolutions gives ``{resolution: batch}`` batches from one decode per image."""
         ds = self.recipe.dataset
         return make_loader(self.index, split, transform=MultiCrop(resolution, self.data_cfg, crops),
-                           batch_size=batch_size, num_workers=ds.num_workers,
-                           on_bad_image=ds.on_bad_image, decode=decode_options(ds))
+                           **{"batch_size": batch_size, "num_workers": ds.num_workers,
+                              "on_bad_image": ds.on_bad_image, "decode": decode_options(ds),
+                              "device_transform": DeviceNormalize(self.data_cfg), **overrides})
 
 
 def run_stage(ctx: RunContext, stage: StageConfig) -> dict:
@@ -183,7 +191,7 @@ def run_stage(ctx: RunContext, stage: StageConfig) -> dict:
         return {**extra, "best": best.state_dict()} if best is not None else extra
 
     val_loader = ctx.eval_loader(recipe.dataset.val_split, stage.resolution,
-                                 recipe.evaluate.batch_size)
+                                 recipe.evaluate.batch_size, persistent=True)
     steps_per_epoch = math.ceil(len(ctx.train_loader(stage, 0)) / stage.accumulate)
     base_lr = stage.optimizer.lr
 
@@ -197,6 +205,10 @@ def run_stage(ctx: RunContext, stage: StageConfig) -> dict:
     trained = evaluator if wrapped is model else maybe_compile(wrapped, recipe.model.compile)
     saver = MidEpochSaver(ctx, stage, model, optimizer)
     saver.extra = extra_state
+    cache = (adapt_cache(ctx, stage, plan)
+             if start_epoch < stage.epochs and partial is None else None)
+    if cache is not None:  # the same epochs on activations computed once (feature_cache.py)
+        trained, val_loader = cache.tail, cache.val_loader()
     for epoch in range(start_epoch, stage.epochs):
         # Augmentation draws: a function of (seed, epoch, process), so a resumed run repeats them;
         # in a partly done epoch, the generators continue from their checkpointed states.
@@ -210,7 +222,8 @@ def run_stage(ctx: RunContext, stage: StageConfig) -> dict:
         try:
             with training():
                 result = train_one_epoch(
-                    trained, ctx.train_loader(stage, epoch, resume.batches if resume else 0),
+                    trained, cache.train_loader(epoch) if cache else
+                    ctx.train_loader(stage, epoch, resume.batches if resume else 0),
                     optimizer, lr_fn=lr_fn, step=resume.step if resume else step,
                     device=ctx.device, grad_clip=stage.grad_clip, channels_last=channels_last,
                     desc=desc, objective=objective, accumulate=stage.accumulate,
@@ -221,7 +234,8 @@ def run_stage(ctx: RunContext, stage: StageConfig) -> dict:
                 from None
         step = result.next_step
         with training():  # a signal now stops the run after this epoch's checkpoint
-            val = evaluate(evaluator, val_loader, ctx.device, channels_last=channels_last,
+            val = evaluate(cache.tail if cache else evaluator, val_loader, ctx.device,
+                           channels_last=channels_last,
                            desc=f"val @{stage.resolution}")
         row = {
             "stage": stage.name, "epoch": epoch + 1, "resolution": stage.resolution,
@@ -257,6 +271,11 @@ def run_stage(ctx: RunContext, stage: StageConfig) -> dict:
                             keep_previous=True)
         saver.timer.reset()
         saver.stop_if_signalled(f"the end of {stage.name} epoch {epoch + 1}")
+    if cache is not None:
+        cache.close()
+    if start_epoch < stage.epochs:  # the last validation: reused by an identical later pass
+        ctx.passes.put(PassMemo.key(weights_digest(model), recipe.dataset.val_split,
+                                    stage.resolution, "center", "probs"), val)
     selected = _select_final_weights(ctx, stage, ema.module if use_ema else model, best)
     if env.is_main:
         save_checkpoint(ctx.final_checkpoint(stage), {
@@ -320,10 +339,13 @@ class MidEpochSaver:
         if signum:
             raise Preempted(signum, self.ctx.run_dir, where)
 
-    def after_step(self, epoch: int, done: EpochProgress) -> None:
+    def after_step(self, epoch: int, progress) -> None:
+        """``progress()``: the epoch's ``EpochProgress``, read from the device only when a
+        checkpoint is due (train_one_epoch keeps its sums there)."""
         signum, due = self._agree()
         if not (signum or due):
             return
+        done = progress()
         rngs = gather_objects(rng_state())
         last = self.ctx.last_checkpoint(self.stage)
         if current().is_main:

@@ -1,8 +1,9 @@
 """Test-time augmentation: centre crop, centre + flip, and 10-crop, at one or several resolutions.
 
-Each image is decoded once per resolution, resized once (shorter side to K / crop_pct, as test
-DA does), normalised once, and the crops are cut from that tensor, so a 10-crop costs one decode
-and one resize, not ten. The crops of a batch go through the model together.
+Each image is decoded once (for all resolutions of a pass), resized once per resolution (shorter
+side to K / crop_pct, as test DA does), and the crops are cut from that tensor, so a 10-crop
+costs one decode and one resize, not ten; normalisation happens once per batch on the device.
+The crops of a batch go through the model together.
 
 10-crop follows torchvision's ``TenCrop``: the four corners and the centre, then the same five
 crops of the horizontally mirrored image.
@@ -10,13 +11,22 @@ crops of the horizontally mirrored image.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from pathlib import Path
 from typing import Literal
 
 import torch
 from PIL import Image
 from torchvision.transforms import functional as F
 
-from fgvc.transforms import DataConfig, resize_size, to_model_input
+from fgvc.transforms import (
+    DataConfig,
+    decode_resized,
+    encoded_image,
+    resize_size,
+    to_model_input,
+    to_uint8,
+)
 
 CropMode = Literal["center", "center_flip", "ten_crop"]
 Average = Literal["probs", "logits"]
@@ -39,26 +49,50 @@ def five_crops(image: torch.Tensor, size: int) -> list[torch.Tensor]:
 
 
 class MultiCrop:
-    """PIL image -> (n_crops, 3, K, K) tensor for one resolution and crop mode."""
+    """An image -> (n_crops, 3, K, K) tensor for one resolution and crop mode; for a list of
+    resolutions, ``{resolution: tensor}`` from one decode (multi-resolution evaluation).
 
-    def __init__(self, resolution: int, cfg: DataConfig, mode: CropMode = "center"):
+    ``load(root, rel, decode_options)`` is the DataLoader's fast path: decode (at reduced scale
+    when the largest resolution allows), resize, cut the crops, uint8 out (normalised on the device by
+    ``DeviceNormalize``). Calling it on a PIL image is the reference path (normalised float).
+    """
+
+    def __init__(self, resolution: int | Sequence[int], cfg: DataConfig,
+                 mode: CropMode = "center"):
         if mode not in CROPS_PER_MODE:
             raise ValueError(f"unknown crop mode {mode!r} (known: {', '.join(CROPS_PER_MODE)})")
-        self.resolution, self.cfg, self.mode = resolution, cfg, mode
+        self.multi = not isinstance(resolution, int)
+        self.resolutions = list(resolution) if self.multi else [resolution]
+        self.resolution, self.cfg, self.mode = self.resolutions[0], cfg, mode
 
-    def __call__(self, image: Image.Image) -> torch.Tensor:
-        resized = F.resize(image, resize_size(self.resolution, self.cfg.crop_pct),
-                           interpolation=self.cfg.mode)
-        tensor = to_model_input(F.to_tensor(resized), self.cfg)
+    def cut(self, tensor: torch.Tensor, resolution: int) -> torch.Tensor:
+        """The crops of one resized (C, H, W) image, stacked."""
         if self.mode == "ten_crop":
-            crops = five_crops(tensor, self.resolution) + five_crops(tensor.flip(-1),
-                                                                      self.resolution)
+            crops = five_crops(tensor, resolution) + five_crops(tensor.flip(-1), resolution)
         else:
             _, h, w = tensor.shape
-            top, left = _center_offsets(h, w, self.resolution)
-            centre = tensor[:, top:top + self.resolution, left:left + self.resolution]
+            top, left = _center_offsets(h, w, resolution)
+            centre = tensor[:, top:top + resolution, left:left + resolution]
             crops = [centre, centre.flip(-1)] if self.mode == "center_flip" else [centre]
         return torch.stack(crops).contiguous()
+
+    def _shorts(self) -> list[int]:
+        return [resize_size(r, self.cfg.crop_pct) for r in self.resolutions]
+
+    def _out(self, crops: list[torch.Tensor]):
+        return dict(zip(self.resolutions, crops, strict=True)) if self.multi else crops[0]
+
+    def __call__(self, image: Image.Image):
+        return self._out([
+            self.cut(to_model_input(F.to_tensor(F.resize(image, short,
+                                                         interpolation=self.cfg.mode)),
+                                    self.cfg), r)
+            for r, short in zip(self.resolutions, self._shorts(), strict=True)])
+
+    def load(self, root: Path, rel: str, options=None):
+        resized = decode_resized(encoded_image(root, rel, options), self._shorts(), self.cfg.mode)
+        return self._out([self.cut(to_uint8(image), r)
+                          for r, image in zip(self.resolutions, resized, strict=True)])
 
 
 def combine_crops(logits: torch.Tensor, average: Average = "probs") -> torch.Tensor:

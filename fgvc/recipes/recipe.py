@@ -101,6 +101,9 @@ class StageConfig:
     mixup: MixupConfig | None = None
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
     loss: LossConfig = field(default_factory=LossConfig)
+    # Adapt stages with test DA run the frozen part once and train on its cached activations
+    # up to this size (engine/feature_cache.py); 0 turns the cache off.
+    adapt_cache_gb: float = 4.0
 
     def __post_init__(self) -> None:
         if self.trainable is None:
@@ -127,6 +130,9 @@ class StageConfig:
             out.append(("bn_momentum", f"must be in (0, 1] or null, got {self.bn_momentum!r}"))
         if self.grad_clip is not None and self.grad_clip <= 0:
             out.append(("grad_clip", f"must be > 0 or null, got {self.grad_clip!r}"))
+        if not self.adapt_cache_gb >= 0:
+            out.append(("adapt_cache_gb", f"must be >= 0 (GB; 0 = no cache), got "
+                        f"{self.adapt_cache_gb!r}"))
         if self.name == "adapt" and self.trainable == "all":
             out.append(("trainable", "an adapt stage fine-tunes part of the network: list groups "
                         f"({', '.join(ADAPT_GROUPS)}) or module paths, not 'all'"))

@@ -33,6 +33,7 @@ from fgvc.engine.distributed import (
     init_distributed,
     main_first,
 )
+from fgvc.engine.evaluation_cache import PassMemo, weights_digest
 from fgvc.engine.freeze import count_parameters, plan_trainable
 from fgvc.engine.loop import evaluate, predict_probabilities
 from fgvc.engine.preemption import handle_signals
@@ -94,15 +95,25 @@ def evaluate_resolutions(ctx: RunContext, phase: str) -> dict[str, dict]:
     stored = read_json(path) if path.exists() else {}
     if broadcast_object(phase in stored):  # every process takes the same branch
         return stored[phase]
-    results = {}
     cfg = ctx.recipe.evaluate
-    for res in ctx.recipe.eval_resolutions:
-        loader = ctx.eval_loader(cfg.split, res, cfg.batch_size, cfg.crops)
-        results[str(res)] = evaluate(ctx.model, loader, ctx.device, average=cfg.average,
-                                     channels_last=ctx.recipe.model.channels_last,
-                                     desc=f"{phase} @{res}")
-        log.info("%s @%d px: top-1 %.1f%%, top-5 %.1f%%", phase, res,
-                 results[str(res)]["top1"], results[str(res)]["top5"])
+    # A pass identical to an earlier one (same weights, split, resolution, crops) is reused;
+    # the others share one decode per image (engine/evaluation_cache.py, inference/tta.py).
+    digest = weights_digest(ctx.model)
+    keys = {res: PassMemo.key(digest, cfg.split, res, cfg.crops, cfg.average)
+            for res in ctx.recipe.eval_resolutions}
+    found = {res: ctx.passes.get(key) for res, key in keys.items()}
+    todo = [res for res, metrics in found.items() if metrics is None]
+    if todo:
+        loader = ctx.eval_loader(cfg.split, todo, cfg.batch_size, cfg.crops)
+        found.update(evaluate(ctx.model, loader, ctx.device, average=cfg.average,
+                              channels_last=ctx.recipe.model.channels_last, desc=phase,
+                              views=todo))
+    results = {}
+    for res, metrics in found.items():
+        ctx.passes.put(keys[res], metrics)
+        results[str(res)] = metrics
+        log.info("%s @%d px: top-1 %.1f%%, top-5 %.1f%%%s", phase, res, metrics["top1"],
+                 metrics["top5"], "" if res in todo else " (the identical earlier pass)")
     stored[phase] = results
     if current().is_main:
         atomic_write(path, json.dumps(stored, indent=2) + "\n")

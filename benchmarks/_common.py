@@ -1,0 +1,53 @@
+"""Shared by the benchmarks: photo-like JPEGs generated once, and interleaved timing."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+
+def photo_jpegs(root: Path, count: int, size: tuple[int, int], seed: int = 0) -> list[Path]:
+    """``count`` JPEGs (quality 90) of ``size`` = (width, height) under ``root/train/c<k>/``
+    (an imagefolder layout, 4 classes): smooth colour fields plus per-pixel texture, so they
+    decode like photographs (pure noise would not). Generated once, then reused."""
+    folder = root / f"{size[0]}x{size[1]}"
+    paths = [folder / "train" / f"c{i % 4}" / f"{i:05d}.jpg" for i in range(count)]
+    rng = np.random.default_rng(seed)
+    width, height = size
+    for path in paths:
+        if path.exists():
+            continue
+        path.parent.mkdir(parents=True, exist_ok=True)
+        small = rng.integers(0, 256, (height // 24 + 1, width // 24 + 1, 3), dtype=np.uint8)
+        base = np.asarray(Image.fromarray(small).resize(size, Image.BICUBIC), np.int16)
+        texture = rng.integers(-8, 9, (height, width, 1))
+        Image.fromarray((base + texture).clip(0, 255).astype(np.uint8)).save(path, quality=90)
+    return paths
+
+
+def interleaved(runs: dict[str, Callable[[], float]], repeats: int) -> dict[str, list[float]]:
+    """Run every contender once per round, ``repeats`` rounds; each call returns its seconds
+    (or work units per second, the caller says which) and all are kept."""
+    out: dict[str, list[float]] = {name: [] for name in runs}
+    for _ in range(repeats):
+        for name, run in runs.items():
+            out[name].append(run())
+    return out
+
+
+def timed(fn: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def ratio_line(label: str, ours: list[float], theirs: list[float]) -> str:
+    """Per-round ratio theirs/ours of seconds (so > 1 means fgvc is faster): min and median."""
+    ratios = [t / o for o, t in zip(ours, theirs, strict=True)]
+    return f"{label}: min {min(ratios):.2f}x, median {statistics.median(ratios):.2f}x " \
+           f"(rounds: {', '.join(f'{r:.2f}' for r in ratios)})"

@@ -1,0 +1,104 @@
+"""Training throughput on one GPU: fgvc's training step (``train_one_epoch``: bf16 autocast,
+channels_last, fused optimizer, no host sync per step, uint8 batches normalised on the device)
+against a plain timm-style loop (float batches normalised by the loader, the default foreach
+SGD, ``loss.item()`` every step as timm's train script logs it) on the same model and the same
+pre-loaded batches, so the input pipeline is out of the picture (benchmarks/input_pipeline.py
+measures that). Interleaved rounds; prints images/s and min/median ratios.
+
+    python benchmarks/gpu_train.py --resolution 224 [--compile] [--batch 128] [--steps 30]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import timm
+import torch
+import torch.nn.functional as F
+
+from fgvc.engine.loop import train_one_epoch
+from fgvc.engine.optim import build_optimizer
+from fgvc.recipes.recipe import OptimizerConfig
+from fgvc.transforms import DataConfig, DeviceNormalize
+
+
+def model(args) -> torch.nn.Module:
+    torch.manual_seed(0)
+    m = timm.create_model(args.arch, num_classes=1000).cuda().to(memory_format=torch.channels_last)
+    return torch.compile(m) if args.compile else m
+
+
+class Batches(list):
+    """A list of batches that also carries the loader's ``device_transform``."""
+
+    device_transform = None
+
+
+def fgvc_round(args, batches: Batches, net, optimizer) -> float:
+    torch.cuda.synchronize()
+    start = time.perf_counter()
+    train_one_epoch(net, batches, optimizer, lr_fn=lambda s: 0.01, step=0,
+                    device=torch.device("cuda"))
+    torch.cuda.synchronize()
+    return len(batches) * args.batch / (time.perf_counter() - start)
+
+
+def timm_round(args, batches: list, net, optimizer) -> float:
+    torch.cuda.synchronize()
+    start = time.perf_counter()
+    for images, labels in batches:
+        images = images.cuda(non_blocking=True).contiguous(memory_format=torch.channels_last)
+        labels = labels.cuda(non_blocking=True)
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            loss = F.cross_entropy(net(images), labels)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        loss.item()
+    torch.cuda.synchronize()
+    return len(batches) * args.batch / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--arch", default="resnet50")
+    parser.add_argument("--resolution", type=int, default=224)
+    parser.add_argument("--batch", type=int, default=128)
+    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--compile", action="store_true")
+    args = parser.parse_args()
+    torch.backends.cudnn.benchmark = True
+    shape = (args.batch, 3, args.resolution, args.resolution)
+    uint8 = [torch.randint(0, 256, shape, dtype=torch.uint8).pin_memory() for _ in range(4)]
+    labels = [torch.randint(0, 1000, (args.batch,)) for _ in range(4)]
+    normalize = DeviceNormalize(DataConfig())
+    fgvc_batches = Batches((uint8[i % 4], labels[i % 4], labels[i % 4], 0)
+                           for i in range(args.steps))
+    fgvc_batches.device_transform = normalize
+    floats = [normalize(u).pin_memory() for u in uint8]
+    timm_batches = [(floats[i % 4], labels[i % 4]) for i in range(args.steps)]
+    # One model and optimiser per contender, compiled once, trained on across the rounds.
+    fgvc_net, timm_net = model(args), model(args)
+    fgvc_opt = build_optimizer(fgvc_net, OptimizerConfig(name="sgd", lr=0.01))
+    timm_opt = torch.optim.SGD(timm_net.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
+    warm = Batches(fgvc_batches[:3])
+    warm.device_transform = normalize
+    fgvc_round(args, warm, fgvc_net, fgvc_opt)  # warm-up (and compilation)
+    timm_round(args, timm_batches[:3], timm_net, timm_opt)
+    rates = {"fgvc": [], "timm-style": []}
+    for _ in range(args.repeats):
+        rates["timm-style"].append(timm_round(args, timm_batches, timm_net, timm_opt))
+        rates["fgvc"].append(fgvc_round(args, fgvc_batches, fgvc_net, fgvc_opt))
+    ratios = [f / t for f, t in zip(rates["fgvc"], rates["timm-style"], strict=True)]
+    print(f"{torch.cuda.get_device_name()}: {args.arch} {args.resolution} px, batch {args.batch}, "
+          f"bf16, channels_last, compile {'on' if args.compile else 'off'}, {args.steps} steps")
+    for name, values in rates.items():
+        print(f"  {name:10s} median {statistics.median(values):8.1f} images/s")
+    print(f"  fgvc / timm-style: min {min(ratios):.2f}x, median {statistics.median(ratios):.2f}x")
+
+
+if __name__ == "__main__":
+    main()

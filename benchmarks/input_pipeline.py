@@ -1,0 +1,75 @@
+"""Train input pipeline: fgvc's loader against timm's ``create_loader`` with the same train DA
+(RandomResizedCrop scale (0.08, 1), ratio (3/4, 4/3), bilinear, flip 0.5, colour jitter 0.3
+on brightness, contrast and saturation) on the same JPEGs, the same number of workers and
+batch size, both ending with a normalised float batch on the device (here the CPU: timm's
+``PrefetchLoader`` and fgvc's ``DeviceNormalize`` both normalise there, inside the timing).
+
+Interleaved rounds (timm, fgvc, timm, fgvc, ...), one full pass over the images each; prints
+images/s and the min and median of the per-round ratio fgvc / timm.
+
+    python benchmarks/input_pipeline.py [--images 1000] [--workers 2] [--repeats 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+from pathlib import Path
+
+import torch
+from _common import interleaved, photo_jpegs, ratio_line, timed  # benchmarks/_common.py
+
+from fgvc.datasets import load_dataset
+from fgvc.engine.data import make_loader
+from fgvc.transforms import DataConfig, DeviceNormalize, loader_transform
+
+
+def timm_pass(root: Path, size: int, batch: int, workers: int) -> None:
+    from timm.data import ImageDataset, create_loader
+
+    loader = create_loader(
+        ImageDataset(str(root)), input_size=(3, size, size), batch_size=batch,
+        is_training=True, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3), hflip=0.5,
+        color_jitter=0.3, interpolation="bilinear", num_workers=workers,
+        device=torch.device("cpu"), use_prefetcher=True, persistent_workers=False)
+    for images, _ in loader:
+        assert images.dtype == torch.float32
+
+
+def fgvc_pass(root: Path, size: int, batch: int, workers: int) -> None:
+    index = load_dataset("imagefolder", root)
+    cfg = DataConfig()
+    loader = make_loader(index, "train", transform=loader_transform("train", size, cfg),
+                         batch_size=batch, num_workers=workers, on_bad_image="fail",
+                         shuffle=True, device_transform=DeviceNormalize(cfg))
+    for images, *_ in loader:
+        assert loader.device_transform(images).dtype == torch.float32
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--images", type=int, default=1000)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--resolution", type=int, default=224)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--data", type=Path, default=Path(tempfile.gettempdir()) / "fgvc-bench-jpegs")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    print(f"train DA at {args.resolution} px, batch {args.batch}, {args.workers} workers, "
+          f"{args.images} JPEGs per size, {args.repeats} interleaved rounds")
+    for size in ((500, 375), (1024, 768)):
+        paths = photo_jpegs(args.data, args.images, size)
+        root = paths[0].parents[2]
+        a = (root, args.resolution, args.batch, args.workers)
+        seconds = interleaved({"timm": lambda a=a: timed(lambda: timm_pass(*a)),
+                               "fgvc": lambda a=a: timed(lambda: fgvc_pass(*a))}, args.repeats)
+        for name, values in seconds.items():
+            print(f"  {size[0]}x{size[1]} {name:5s} median {args.images / statistics.median(values):7.1f} "
+                  f"images/s")
+        print("  " + ratio_line(f"{size[0]}x{size[1]} fgvc / timm", seconds["fgvc"], seconds["timm"]))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,88 @@
+"""The quickstart before and after this branch's speed work, side by side: the base commit (by
+default ``git merge-base HEAD main``) is checked out in a temporary ``git worktree`` and both
+trees run ``fgvc run recipes/quickstart.yaml`` in alternation (old, new, old, new, ...) on one
+dataset generated beforehand (so generation is not timed), each into its own output folder.
+Prints the wall times, the min and median of the per-round ratio new / old (the target is
+<= 0.75), and the evaluation figures of both, with their differences.
+
+    python benchmarks/quickstart_speed.py [--repeats 3] [--base COMMIT] [--set key=value ...]
+
+``--set`` is passed to both runs, e.g. ``--set stages.train.epochs=4`` for a shorter check.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def git(*args: str) -> str:
+    return subprocess.run(["git", *args], cwd=REPO, check=True, capture_output=True,
+                          text=True).stdout.strip()
+
+
+def run(tree: Path, out: Path, data: Path, overrides: list[str]) -> float:
+    cmd = [sys.executable, "-m", "fgvc", "run", "recipes/quickstart.yaml", "--force",
+           "--set", f"output_root={out}", "--set", f"dataset.root={data}",
+           "--set", f"submission.path={out / 'submission.csv'}"]
+    for item in overrides:
+        cmd += ["--set", item]
+    env = dict(os.environ, PYTHONPATH=str(tree))
+    start = time.perf_counter()
+    subprocess.run(cmd, cwd=tree, env=env, check=True, stdout=subprocess.DEVNULL,
+                   stderr=subprocess.DEVNULL)
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--base", default=None)
+    parser.add_argument("--set", dest="overrides", action="append", default=[])
+    args = parser.parse_args()
+    base = args.base or git("merge-base", "HEAD", "main")
+    work = Path(tempfile.mkdtemp(prefix="fgvc-quickstart-speed-"))
+    old_tree = work / "old"
+    git("worktree", "add", "--detach", str(old_tree), base)
+    try:
+        data = work / "data"
+        env = dict(os.environ, PYTHONPATH=str(REPO))
+        subprocess.run([sys.executable, "-c", "import sys, yaml; from fgvc.datasets import "
+                        "load_dataset; r = yaml.safe_load(open('recipes/quickstart.yaml')); "
+                        "load_dataset('synthetic', sys.argv[1], r['dataset'].get('options'))",
+                        str(data)], cwd=REPO, env=env, check=True)
+        trees = {"old": old_tree, "new": REPO}
+        seconds: dict[str, list[float]] = {"old": [], "new": []}
+        for _ in range(args.repeats):
+            for name, tree in trees.items():
+                seconds[name].append(run(tree, work / name, data, args.overrides))
+        print(f"quickstart, base {base[:10]} (old) vs {git('rev-parse', '--short', 'HEAD')} "
+              f"(new), {args.repeats} interleaved rounds, overrides: {args.overrides or 'none'}")
+        for name, values in seconds.items():
+            print(f"  {name}: median {statistics.median(values):6.1f} s "
+                  f"(rounds: {', '.join(f'{v:.1f}' for v in values)})")
+        ratios = [n / o for n, o in zip(seconds["new"], seconds["old"], strict=True)]
+        print(f"  new / old wall time: min {min(ratios):.2f}, median {statistics.median(ratios):.2f}")
+        figures = {name: json.loads((work / name / "quickstart" / "evaluation.json").read_text())
+                   for name in trees}
+        print("  top-1 % (old -> new):")
+        for phase, rows in figures["old"].items():
+            for res, metrics in rows.items():
+                new = figures["new"][phase][res]["top1"]
+                print(f"    {phase:18s} @{res:>4s}: {metrics['top1']:5.1f} -> {new:5.1f}"
+                      f"  ({new - metrics['top1']:+.1f})")
+    finally:
+        git("worktree", "remove", "--force", str(old_tree))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,77 @@
+"""The fast decode path: JPEGs decoded by libjpeg-turbo (``simplejpeg``) straight from the file's
+bytes, at a reduced scale when the transform's output needs far fewer pixels.
+
+libjpeg-turbo can decode a JPEG directly at 1/2, 1/4 or 1/8 of its size (and M/8 steps in
+between) by scaling the inverse DCT, which costs a fraction of a full decode followed by a
+resize. A transform first reads the image's size from its header (``EncodedImage.size``), draws
+its crop, and asks for the smallest decode that still gives at least as many pixels as its
+output (``decode(min_width, min_height)``); the reduction is only used when it is at least 2x,
+since libjpeg-turbo's factors between 1 and 2 are not faster than a full decode.
+
+Anything that is not a plain baseline RGB or greyscale JPEG without an EXIF rotation (PNG,
+CMYK, 16-bit, rotated photos when ``dataset.exif_transpose`` is on, unreadable data) goes
+through ``decode.open_rgb``, the reference decode path, so every image keeps its handling.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+from PIL import Image
+
+from fgvc.datasets.decode import (
+    DEFAULT_OPTIONS,
+    DecodeOptions,
+    _open,
+    image_bytes_or_path,
+    open_rgb,
+)
+
+try:  # optional at import time: without it every image takes the reference path
+    import simplejpeg
+except ImportError:  # pragma: no cover - simplejpeg is a dependency
+    simplejpeg = None
+
+_ORIENTATION = 0x0112
+MIN_REDUCTION = 2.0  # libjpeg-turbo's scaled decode only pays off from a factor 2 on
+
+
+class EncodedImage:
+    """An image file (or Parquet cell) read into memory, its size known before decoding.
+
+    The header is opened with ``decode.py``'s pixel limit (``dataset.max_image_pixels``), so an
+    over-large image is refused before any decoding, as on the reference path."""
+
+    def __init__(self, root: Path, rel: str, options: DecodeOptions = DEFAULT_OPTIONS):
+        self.root, self.rel, self.options = Path(root), rel, options
+        self.path = self.root / rel
+        source = image_bytes_or_path(self.root, rel)
+        self.data = source.getvalue() if isinstance(source, io.BytesIO) else source.read_bytes()
+        with _open(io.BytesIO(self.data), options.max_image_pixels) as header:
+            self.size: tuple[int, int] = header.size  # (width, height)
+            upright = (not options.exif_transpose
+                       or header.getexif().get(_ORIENTATION, 1) == 1)
+            self.fast = (simplejpeg is not None and header.format == "JPEG"
+                         and header.mode in ("RGB", "L") and upright)
+        self._decoded = None
+        if not self.fast:  # decoded now, so ``size`` is the reference decode's (e.g. rotated)
+            self._decoded = open_rgb(self.root, self.rel, self.options)
+            self.size = self._decoded.size
+
+    def decode(self, min_width: int = 0, min_height: int = 0) -> Image.Image:
+        """RGB image at least ``min_width`` x ``min_height`` (or full size), possibly smaller
+        than the file's own size; ``image.size[0] / self.size[0]`` is the scale."""
+        if self.fast:
+            width, height = self.size
+            reduction = min(width / max(min_width, 1), height / max(min_height, 1))
+            small = reduction >= MIN_REDUCTION
+            try:
+                pixels = simplejpeg.decode_jpeg(self.data, colorspace="RGB",
+                                                min_width=min_width if small else 0,
+                                                min_height=min_height if small else 0)
+                return Image.fromarray(pixels)
+            except ValueError:
+                pass  # e.g. a progressive JPEG libjpeg-turbo refuses in strict mode
+        return self._decoded if self._decoded is not None else open_rgb(self.root, self.rel,
+                                                                        self.options)

@@ -1,0 +1,42 @@
+"""Evaluation passes already made in this run, so an identical one is reused, not recomputed.
+
+A pass is identified by what determines its result: the weights (a digest of every tensor of
+the state dict, buffers included), the split, the resolution, the crops and how they are
+averaged. E.g. the accuracy "before adaptation" at K_train on the validation split is exactly
+the train stage's last validation, and "after adaptation" at K_test the adapt stage's.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import torch
+import torch.nn as nn
+
+
+def weights_digest(model: nn.Module) -> str:
+    """BLAKE2b of every tensor of ``model.state_dict()`` (names, dtypes, shapes and bytes)."""
+    digest = hashlib.blake2b(digest_size=16)
+    for name, tensor in model.state_dict().items():
+        tensor = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)};".encode())
+        digest.update(tensor.view(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+class PassMemo:
+    """Metrics of earlier passes, keyed by (weights digest, split, resolution, crops, average)."""
+
+    def __init__(self) -> None:
+        self._seen: dict[tuple, dict] = {}
+
+    @staticmethod
+    def key(digest: str, split: str, resolution: int, crops: str, average: str) -> tuple:
+        return digest, split, int(resolution), crops, average
+
+    def get(self, key: tuple) -> dict | None:
+        found = self._seen.get(key)
+        return dict(found) if found is not None else None
+
+    def put(self, key: tuple, metrics: dict) -> None:
+        self._seen[key] = dict(metrics)

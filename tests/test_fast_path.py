@@ -1,0 +1,187 @@
+"""The fast input path (uint8 from the file, normalised on the device) against the reference
+PIL transforms, one decode per image per evaluation pass, reused passes, and no host
+synchronisation per training step.
+
+Tolerances: with a full-size decode the fast path performs the reference's operations on the
+same pixels (libjpeg-turbo decodes the same pixels whether PIL or simplejpeg calls it), so its
+uint8 output is identical and the normalised values differ by float32 rounding only (atol
+1e-6; the normalisation is folded into one multiply and one subtraction). With a reduced-scale
+decode (the crop's output needs at most half the linear size) the output is a differently
+filtered image (libjpeg-turbo's scaled inverse DCT instead of PIL's antialiased resize of the
+full image): on a test image with +-10 levels of per-pixel noise, the worst case for filters,
+the mean absolute difference stays below 3/255 (measured 1.2-2.6) and the 99th percentile
+below 16/255 (measured 6-12) of the pixel range.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import fgvc.datasets.fast_decode as fast_decode
+from fgvc.datasets.decode import open_rgb
+from fgvc.inference.tta import MultiCrop
+from fgvc.transforms import (
+    DataConfig,
+    DeviceNormalize,
+    FastTest,
+    FastTrain,
+    build_transform,
+    loader_transform,
+)
+
+CFG = DataConfig(mean=(0.5, 0.4, 0.3), std=(0.2, 0.25, 0.3))
+UNIT = DataConfig(mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))  # pixels in [0, 1]
+
+
+def photo(path, width, height, seed=0, fmt="JPEG", **save):
+    """A smooth image with texture, like a photo (noise JPEGs decode unlike real ones)."""
+    rng = np.random.default_rng(seed)
+    small = rng.integers(0, 256, (height // 8 + 1, width // 8 + 1, 3), dtype=np.uint8)
+    base = np.asarray(Image.fromarray(small).resize((width, height), Image.BICUBIC), np.int16)
+    pixels = (base + rng.integers(-10, 10, base.shape)).clip(0, 255).astype(np.uint8)
+    Image.fromarray(pixels).save(path, fmt, **save)
+    return path
+
+
+def normalised(batch, cfg=CFG):
+    return DeviceNormalize(cfg)(batch.unsqueeze(0))[0]
+
+
+@pytest.mark.parametrize("size", [(64, 48), (48, 72)])
+def test_full_size_decode_equals_reference(tmp_path, size):
+    path = photo(tmp_path / "a.jpg", *size, quality=92)
+    for augment in ("train", "test", "test2"):
+        torch.manual_seed(1), random.seed(1)
+        ours = normalised(loader_transform(augment, 32, CFG).load(path.parent, path.name))
+        torch.manual_seed(1), random.seed(1)
+        ref = build_transform(augment, 32, CFG)(open_rgb(path.parent, path.name))
+        torch.testing.assert_close(ours, ref, rtol=0, atol=1e-6, msg=augment)
+    ten = MultiCrop(32, CFG, "ten_crop")
+    torch.testing.assert_close(normalised(ten.load(path.parent, path.name)),
+                               ten(open_rgb(path.parent, path.name)), rtol=0, atol=1e-6)
+
+
+def test_reduced_decode_is_close_to_reference(tmp_path, monkeypatch):
+    path = photo(tmp_path / "big.jpg", 640, 480, quality=92)
+    calls = []
+    real = fast_decode.simplejpeg.decode_jpeg
+    monkeypatch.setattr(fast_decode.simplejpeg, "decode_jpeg",
+                        lambda *a, **k: calls.append(real(*a, **k).shape) or real(*a, **k))
+    pairs = []
+    for seed in range(4):
+        torch.manual_seed(seed)
+        fast = FastTrain(64, UNIT, (0.5, 1.0)).load(path.parent, path.name)
+        torch.manual_seed(seed)
+        reference = build_transform("train", 64, UNIT, (0.5, 1.0))
+        pairs.append((fast, reference(open_rgb(path.parent, path.name))))
+    pairs.append((FastTest(96, UNIT).load(path.parent, path.name),
+                  build_transform("test", 96, UNIT)(open_rgb(path.parent, path.name))))
+    assert all(shape[0] < 480 for shape in calls[::2]), f"no reduced decode: {calls}"
+    for fast, ref in pairs:
+        diff = (DeviceNormalize(UNIT)(fast[None])[0] - ref).abs()
+        assert fast.shape == ref.shape
+        assert diff.mean() < 3 / 255 and diff.flatten().quantile(0.99) < 16 / 255
+
+
+def test_other_images_take_the_reference_decoder(tmp_path):
+    png = photo(tmp_path / "a.png", 60, 40, fmt="PNG")
+    rotated = tmp_path / "rot.jpg"
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    photo(rotated, 60, 40, quality=90, exif=exif.tobytes())
+    for path in (png, rotated):
+        assert not fast_decode.EncodedImage(path.parent, path.name).fast
+        torch.testing.assert_close(normalised(FastTest(32, CFG).load(path.parent, path.name)),
+                                   build_transform("test", 32, CFG)(open_rgb(path.parent, path.name)),
+                                   rtol=0, atol=1e-6)
+    grey = tmp_path / "grey.jpg"
+    Image.fromarray(np.full((40, 60), 90, np.uint8)).save(grey)
+    assert fast_decode.EncodedImage(grey.parent, grey.name).fast
+    assert FastTest(32, CFG).load(grey.parent, grey.name).shape == (3, 32, 32)
+
+
+def test_multi_resolution_pass_decodes_each_image_once(tiny_recipe_dict, monkeypatch, tmp_path):
+    from fgvc.workflows import pipeline
+
+    decodes = []
+    real = fast_decode.EncodedImage.decode
+    monkeypatch.setattr(fast_decode.EncodedImage, "decode",
+                        lambda self, *a: decodes.append(self.path) or real(self, *a))
+    tiny_recipe_dict["evaluate"]["resolutions"] = [32, 40, 48]
+    tiny_recipe_dict["stages"] = tiny_recipe_dict["stages"][:1]
+    tiny_recipe_dict["stages"][0]["epochs"] = 0
+    tiny_recipe_dict["predict"] = tiny_recipe_dict["submission"] = None
+    ctx = _context(tiny_recipe_dict, tmp_path)
+    results = pipeline.evaluate_resolutions(ctx, "before_adaptation")
+    val = ctx.index.split("val")
+    assert sorted(map(str, decodes)) == sorted(str(ctx.index.root / s.path) for s in val)
+    # The same accuracies as one pass per resolution through the reference transform.
+    for res in (32, 40, 48):
+        single = pipeline.evaluate(ctx.model, ctx.eval_loader("val", res, 16), ctx.device)
+        assert results[str(res)]["top1"] == single["top1"]
+        assert results[str(res)]["loss"] == pytest.approx(single["loss"], rel=1e-5)
+
+
+def test_identical_pass_is_reused(tiny_recipe_dict, monkeypatch, tmp_path):
+    from fgvc.workflows import pipeline
+
+    passes = []
+    real = pipeline.evaluate
+    monkeypatch.setattr(pipeline, "evaluate",
+                        lambda *a, **k: passes.append(k.get("views")) or real(*a, **k))
+    run_dir = pipeline.run_recipe(_recipe(tiny_recipe_dict))
+    stored = json.loads((run_dir / "evaluation.json").read_text())
+    # before adaptation @32 = the train stage's last validation; after @48 = the adapt stage's.
+    assert passes == [[48], [32]]
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    last = {r["stage"]: r for r in rows}
+    assert stored["before_adaptation"]["32"]["top1"] == last["train"]["val_top1"]
+    assert stored["after_adaptation"]["48"]["top1"] == last["adapt"]["val_top1"]
+
+
+def test_no_host_sync_per_training_step(monkeypatch):
+    """Counted on the CPU path: ``Tensor.item``/``tolist``/``__bool__`` are where a CUDA run
+    would wait for the GPU."""
+    from fgvc.engine import loop
+
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 3))
+    batches = [(torch.randn(4, 3, 2, 2), torch.randint(0, 3, (4,)), torch.arange(4), 0)] * 30
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    counts = {"n": 0}
+    for name in ("item", "tolist", "__bool__"):
+        real = getattr(torch.Tensor, name)
+
+        def counted(self, *a, _real=real, **k):
+            counts["n"] += 1
+            return _real(self, *a, **k)
+
+        monkeypatch.setattr(torch.Tensor, name, counted)
+    result = loop.train_one_epoch(model, batches, optimizer, lr_fn=lambda s: 0.1, step=0,
+                                  device=torch.device("cpu"), log_every=10)
+    assert result.images == 120
+    assert counts["n"] <= 30 // 10 + 1, counts  # one read per log interval, one at the end
+
+
+def _recipe(data):
+    from fgvc.recipes.recipe import parse_recipe
+
+    return parse_recipe(data)
+
+
+def _context(data, run_dir):
+    from fgvc.datasets import load_dataset
+    from fgvc.engine.stage import RunContext
+    from fgvc.models import create_model, data_config
+
+    recipe = _recipe(data)
+    index = load_dataset("synthetic", recipe.dataset.root, recipe.dataset.options)
+    torch.manual_seed(0)
+    model = create_model(recipe.model, index.num_classes)
+    return RunContext(recipe, run_dir, index, model, data_config(model, recipe.model),
+                      torch.device("cpu"))
