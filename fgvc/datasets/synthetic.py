@@ -20,6 +20,7 @@ import csv
 import hashlib
 import itertools
 import json
+import logging
 import os
 import shutil
 from dataclasses import asdict, dataclass
@@ -32,6 +33,8 @@ from PIL import Image, ImageDraw, ImageFilter
 from fgvc.datasets.base import UNLABELLED, DatasetError, DatasetIndex, Sample
 from fgvc.datasets.registry import register
 from fgvc.progress import progress
+
+log = logging.getLogger(__name__)
 
 PATTERNS = ("stripes", "spots", "checks", "rings")
 DENSITIES = {"coarse": 1.0, "fine": 0.7}  # texture period, relative
@@ -254,6 +257,9 @@ def ensure_generated(root: Path, opts: SyntheticOptions) -> None:
             )
         if root.exists():
             root.rmdir()
+        total = sum(opts.per_class(s) * opts.num_classes for s in SPLITS)
+        log.info("generating the embedded synthetic dataset (%d images, once; later runs reuse "
+                 "it) in %s", total, root.resolve())
         generate(root, opts)
         return
     meta = json.loads(meta_path.read_text())

@@ -40,8 +40,10 @@ def _to_device(images: torch.Tensor, device: torch.device, channels_last: bool) 
 def train_one_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim.Optimizer, *,
                     lr_fn: Callable[[int], float], step: int, device: torch.device,
                     label_smoothing: float = 0.0, grad_clip: float | None = None,
-                    channels_last: bool = True, desc: str = "train") -> EpochResult:
-    """One pass over ``loader``; the caller sets the train/eval modes beforehand."""
+                    channels_last: bool = True, desc: str = "train",
+                    on_step: Callable[[int, float, float], None] | None = None) -> EpochResult:
+    """One pass over ``loader``; the caller sets the train/eval modes beforehand.
+    ``on_step(step, loss, lr)`` is called after every optimiser step (experiment tracking)."""
     total_loss, correct, seen, bad = 0.0, 0, 0, 0
     lr = lr_fn(step)
     start = time.perf_counter()
@@ -69,7 +71,10 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim
         total_loss += loss.item() * len(labels)
         correct += (logits.argmax(1) == labels).sum().item()
         seen += len(labels)
+        bar.count_images(len(labels))
         bar.set_postfix(loss=f"{total_loss / seen:.3f}", lr=f"{lr:.2e}")
+        if on_step is not None:
+            on_step(step, loss.item(), lr)
     total_loss, correct, seen, bad = all_reduce_sum([total_loss, correct, seen, bad])
     return EpochResult(
         loss=total_loss / max(seen, 1), top1=100.0 * correct / max(seen, 1), images=int(seen),
@@ -86,7 +91,9 @@ def forward_batches(model: nn.Module, loader: DataLoader, device: torch.device, 
     each image are combined (``average``); bad images are counted, not yielded.
     """
     model.eval()
-    for images, labels, indices, n_bad in progress(loader, desc=desc, unit="batch"):
+    bar = progress(loader, desc=desc, unit="batch")
+    for images, labels, indices, n_bad in bar:
+        bar.count_images(len(labels))
         if bad_counter is not None:
             bad_counter[0] += n_bad
         if len(labels) == 0:

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -26,7 +27,9 @@ from fgvc.engine.loop import evaluate, train_one_epoch
 from fgvc.engine.optim import build_optimizer, lr_at
 from fgvc.engine.seeding import seed_everything
 from fgvc.inference.tta import CropMode, MultiCrop
+from fgvc.progress import format_duration, run_eta
 from fgvc.recipes.recipe import Recipe, StageConfig
+from fgvc.tracking import Tracker
 from fgvc.transforms import DataConfig, build_transform
 
 log = logging.getLogger(__name__)
@@ -42,6 +45,7 @@ class RunContext:
     model: nn.Module
     data_cfg: DataConfig
     device: torch.device
+    tracker: Tracker = field(default_factory=Tracker)
 
     @property
     def checkpoint_dir(self) -> Path:
@@ -64,6 +68,7 @@ class RunContext:
             return
         with (self.run_dir / "metrics.jsonl").open("a") as f:
             f.write(json.dumps(row) + "\n")
+        self.tracker.epoch(row)
 
     def trim_metrics(self, stage: str, after_epoch: int) -> None:
         """Drop rows a crash left beyond the checkpoint being resumed, so none is doubled."""
@@ -128,7 +133,10 @@ def run_stage(ctx: RunContext, stage: StageConfig) -> None:
     channels_last = recipe.model.channels_last
     env = current()
     trained = wrap_for_training(model, ctx.device)
+    on_step = (lambda s, loss, lr: ctx.tracker.step(stage.name, s, loss, lr)) if ctx.tracker else None
+    epoch_times: list[float] = []
     for epoch in range(start_epoch, stage.epochs):
+        epoch_start = time.perf_counter()
         # Augmentation draws: a function of (seed, epoch, process), so a resumed run repeats them.
         seed_everything(recipe.seed * 100_003 + epoch * 7919 + env.rank)
         set_train_mode(model, plan)
@@ -136,22 +144,28 @@ def run_stage(ctx: RunContext, stage: StageConfig) -> None:
             trained, ctx.train_loader(stage, epoch), optimizer, lr_fn=lr_fn, step=step,
             device=ctx.device,
             label_smoothing=stage.label_smoothing, grad_clip=stage.grad_clip,
-            channels_last=channels_last, desc=f"{stage.name} {epoch + 1}/{stage.epochs}")
+            channels_last=channels_last, desc=f"{stage.name} {epoch + 1}/{stage.epochs}",
+            on_step=on_step)
         step = result.next_step
         val = evaluate(model, val_loader, ctx.device, channels_last=channels_last,
                        desc=f"val @{stage.resolution}")
+        epoch_times.append(time.perf_counter() - epoch_start)
         row = {
             "stage": stage.name, "epoch": epoch + 1, "resolution": stage.resolution,
             "lr": result.last_lr, "train_loss": result.loss, "train_top1": result.top1,
             "val_loss": val["loss"], "val_top1": val["top1"], "val_top5": val["top5"],
             "bad_images": result.bad_images + val["bad_images"], "seconds": result.seconds,
             "images_per_second": result.images / max(result.seconds, 1e-9),
+            "epoch_seconds": epoch_times[-1],
         }
         ctx.log_metrics(row)
+        left = run_eta([(s.epochs, s.resolution) for s in recipe.stages], sum(epoch_times) /
+                       len(epoch_times), recipe.stages.index(stage), epoch + 1)
         log.info("%s epoch %d/%d: loss %.3f, train top-1 %.1f%%, val top-1 %.1f%% top-5 %.1f%%, "
-                 "%.0f img/s%s", stage.name, epoch + 1, stage.epochs, result.loss, result.top1,
-                 val["top1"], val["top5"], row["images_per_second"],
-                 f", {row['bad_images']} unreadable image(s) skipped" if row["bad_images"] else "")
+                 "%.0f img/s%s, epoch %s, run ETA (training) %s", stage.name, epoch + 1, stage.epochs,
+                 result.loss, result.top1, val["top1"], val["top5"], row["images_per_second"],
+                 f", {row['bad_images']} unreadable image(s) skipped" if row["bad_images"] else "",
+                 format_duration(epoch_times[-1]), format_duration(left))
         if env.is_main:
             save_checkpoint(last, {"model": model.state_dict(),
                                    "optimizer": optimizer.state_dict(),

@@ -253,6 +253,28 @@ class SubmissionConfig:
         return []
 
 
+@dataclass
+class TrackingConfig:
+    """Experiment tracking (fgvc/tracking.py): TensorBoard event files in
+    ``runs/<name>/tensorboard/`` unless ``tensorboard: false``; ``wandb: {project: ...}`` (any
+    other ``wandb.init`` argument allowed) and ``mlflow: {tracking_uri, experiment}`` optional."""
+
+    tensorboard: bool = True
+    wandb: dict[str, Any] | None = None
+    mlflow: dict[str, Any] | None = None
+
+    def check(self) -> list[tuple[str, str]]:
+        out = []
+        if self.wandb is not None and not self.wandb.get("project"):
+            out.append(("wandb.project", "required when tracking with wandb, e.g. "
+                        "wandb: {project: fgvc}"))
+        unknown = sorted(set(self.mlflow or {}) - {"tracking_uri", "experiment"})
+        if unknown:
+            out.append(("mlflow", f"unknown key(s) {', '.join(unknown)} (known: tracking_uri, "
+                        "experiment)"))
+        return out
+
+
 class RunOutputs:
     """Where a recipe's outputs go: shared by run and ensemble recipes."""
 
@@ -295,6 +317,7 @@ class Recipe(RunOutputs):
     predict: PredictConfig | None = field(default_factory=PredictConfig)
     submission: SubmissionConfig | None = field(default_factory=SubmissionConfig)
     sweep_resolutions: list[int] | None = None
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
     def check(self) -> list[tuple[str, str]]:
         out = []

@@ -39,8 +39,9 @@ from fgvc.engine.stage import RunContext, run_stage
 from fgvc.inference.predictions import Predictions
 from fgvc.inference.submission import check_writable, write_submission
 from fgvc.models import create_model, data_config
-from fgvc.recipes.recipe import Recipe
+from fgvc.recipes.recipe import InferenceConfig, Recipe
 from fgvc.report import write_report
+from fgvc.tracking import open_tracker
 
 log = logging.getLogger(__name__)
 
@@ -84,22 +85,26 @@ def evaluate_resolutions(ctx: RunContext, phase: str) -> dict[str, dict]:
     results = {}
     cfg = ctx.recipe.evaluate
     for res in ctx.recipe.eval_resolutions:
+        began = time.perf_counter()
         loader = ctx.eval_loader(cfg.split, res, cfg.batch_size, cfg.crops)
         results[str(res)] = evaluate(ctx.model, loader, ctx.device, average=cfg.average,
                                      channels_last=ctx.recipe.model.channels_last,
                                      desc=f"{phase} @{res}")
+        results[str(res)]["seconds"] = time.perf_counter() - began
         log.info("%s @%d px: top-1 %.1f%%, top-5 %.1f%%", phase, res,
                  results[str(res)]["top1"], results[str(res)]["top5"])
     stored[phase] = results
     if current().is_main:
         path.write_text(json.dumps(stored, indent=2) + "\n")
+    ctx.tracker.evaluation(phase, results)
     return results
 
 
-def predict_split(ctx: RunContext) -> Predictions:
+def predict_split(ctx: RunContext, cfg: InferenceConfig | None = None,
+                  require_all: bool = True) -> Predictions:
     """Probabilities for every image of the split: crops combined at each resolution, then the
-    resolutions averaged."""
-    cfg = ctx.recipe.predict
+    resolutions averaged. ``cfg``: the recipe's ``predict`` section unless given."""
+    cfg = cfg or ctx.recipe.predict
     resolutions = cfg.resolutions or [ctx.recipe.final_resolution]
     total = None
     for resolution in resolutions:
@@ -108,7 +113,7 @@ def predict_split(ctx: RunContext) -> Predictions:
             ctx.model, loader, ctx.device, average=cfg.average,
             channels_last=ctx.recipe.model.channels_last,
             desc=f"predict {cfg.split} @{resolution} {cfg.crops}")
-        if bad:
+        if bad and require_all:
             raise RuntimeError(f"{bad} image(s) of split {cfg.split!r} are unreadable: a "
                                "prediction needs every image (run `fgvc datasets verify`)")
         total = probs if total is None else total + probs
@@ -146,12 +151,16 @@ def run_recipe(recipe: Recipe, *, resume: bool = False, force: bool = False) -> 
         log.info("run folder %s%s", run_dir,
                  f" ({env.world_size} processes)" if env.enabled else "")
     barrier()
+    tracker = None
     try:
         seed_everything(recipe.seed)
         model = main_first(lambda: create_model(recipe.model, index.num_classes)).to(device)
         if recipe.model.channels_last and device.type == "cuda":
             model = model.to(memory_format=torch.channels_last)
         ctx = RunContext(recipe, run_dir, index, model, data_config(model, recipe.model), device)
+        if env.is_main:
+            ctx.tracker = tracker = open_tracker(recipe.tracking, run_dir.name, run_dir,
+                                                 recipe.to_dict())
         trainable = {}
         for stage in recipe.stages:
             trainable[stage.name] = _describe_trainable(model, stage.trainable)
@@ -165,12 +174,22 @@ def run_recipe(recipe: Recipe, *, resume: bool = False, force: bool = False) -> 
             run_stage(ctx, stage)
         evaluate_resolutions(ctx, "after_adaptation" if recipe.stage("adapt")
                              else "before_adaptation")
+        # Per-image predictions on the evaluation split at the final resolution: the report's
+        # per-class accuracy, macro-F1 and confusions are computed from them.
+        final_eval = dataclasses.replace(recipe.evaluate, resolutions=[recipe.final_resolution])
+        eval_preds = predict_split(ctx, final_eval, require_all=False)
+        began = time.perf_counter()
         preds = predict_split(ctx) if recipe.predict is not None else None
+        predict_seconds = time.perf_counter() - began
         if env.is_main:
-            _write_outputs(ctx, preds, submission_path, start, trainable)
+            eval_preds.save(run_dir / "eval_predictions.npz")
+            _write_outputs(ctx, preds, submission_path, start, trainable,
+                           predict_seconds if preds is not None else None)
         barrier()
         return run_dir
     finally:
+        if tracker is not None:
+            tracker.close()
         if handler is not None:
             logging.getLogger().removeHandler(handler)
             handler.close()
@@ -198,7 +217,8 @@ def _plan_outputs(recipe: Recipe, resume: bool, force: bool) -> tuple[Path, Path
 
 
 def _write_outputs(ctx: RunContext, preds: Predictions | None, submission_path: Path | None,
-                   start: float, trainable: dict[str, str]) -> None:
+                   start: float, trainable: dict[str, str],
+                   predict_seconds: float | None = None) -> None:
     recipe, index, run_dir = ctx.recipe, ctx.index, ctx.run_dir
     summary = {
         "num_classes": index.num_classes,
@@ -215,9 +235,11 @@ def _write_outputs(ctx: RunContext, preds: Predictions | None, submission_path: 
                              recipe.submission.top_k, expected_ids=expected, force=True)
             summary["submission"] = str(submission_path)
             log.info("submission written to %s", submission_path)
+    if predict_seconds is not None:
+        summary["predict_seconds"] = predict_seconds
     summary["seconds"] = time.perf_counter() - start
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    report = write_report(run_dir, recipe, summary)
+    report = write_report(run_dir, recipe, summary, index, ctx.tracker)
     log.info("report: %s", report)
 
 
