@@ -7,13 +7,14 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from torch.utils.data import Dataset
 
 from fgvc.datasets.base import DatasetError, Sample
+from fgvc.errors import BAD_IMAGE_ERRORS as _BAD_IMAGE_ERRORS
 
 log = logging.getLogger(__name__)
-BAD_IMAGE_ERRORS = (OSError, UnidentifiedImageError, ValueError, SyntaxError)
+BAD_IMAGE_ERRORS = _BAD_IMAGE_ERRORS  # PIL's UnidentifiedImageError is an OSError
 
 
 def open_rgb(path: Path) -> Image.Image:

@@ -12,8 +12,8 @@ from PIL import Image
 
 from fgvc.datasets.base import DatasetIndex
 from fgvc.datasets.cards import CARDS
-from fgvc.datasets.images import BAD_IMAGE_ERRORS
 from fgvc.datasets.registry import get, names
+from fgvc.errors import BAD_IMAGE_ERRORS
 from fgvc.progress import progress
 
 

@@ -14,6 +14,8 @@ import difflib
 import torch
 import torch.nn as nn
 
+from fgvc.errors import GroupError  # defined without torch, for the CLI
+
 NORM_TYPES = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm)
 
 # Family -> how its last stage is named. The first entry whose modules all exist wins.
@@ -23,10 +25,6 @@ LAST_STAGE_CANDIDATES: tuple[tuple[str, ...], ...] = (
     ("block8",),                            # Inception-ResNet-V2 (timm): the last block
     ("stages.3",),                          # ConvNeXt, RegNet-style stages
 )
-
-
-class GroupError(ValueError):
-    """A group or module path does not resolve on this model; the message shows how to fix it."""
 
 
 def module_path(model: nn.Module, target: nn.Module) -> str:
