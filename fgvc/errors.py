@@ -12,6 +12,10 @@ class GroupError(ValueError):
     """A group or module path does not resolve on this model; the message shows how to fix it."""
 
 
+class EnsembleError(ValueError):
+    """Members that cannot be combined; the message names them and what differs."""
+
+
 class WeightsError(RuntimeError):
     """A checkpoint cannot be read or does not fit the model; the message says which and why."""
 

@@ -247,6 +247,17 @@ def _read_csv(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
+def stored_options(root: Path) -> dict[str, Any]:
+    """The options an already generated dataset was made with, for commands that must read it
+    without ever generating it (``fgvc datasets info``); the error says how to generate it."""
+    meta_path = root / "meta.json"
+    if not meta_path.is_file():
+        raise DatasetError(
+            f"no generated synthetic dataset at {root} yet: `fgvc run recipes/quickstart.yaml` "
+            "generates it on first use (under the recipe's dataset.root, datasets/synthetic)")
+    return dict(json.loads(meta_path.read_text()).get("options", {}))
+
+
 def ensure_generated(root: Path, opts: SyntheticOptions) -> None:
     meta_path = root / "meta.json"
     if not meta_path.is_file():

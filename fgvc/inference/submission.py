@@ -7,8 +7,10 @@ import csv
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from fgvc.inference.predictions import Predictions
+if TYPE_CHECKING:  # numpy stays out of `fgvc --help` and `fgvc submit`
+    from fgvc.inference.predictions import Predictions
 
 
 class SubmissionError(RuntimeError):

@@ -21,6 +21,11 @@ def is_known_arch(name: str) -> bool:
     return timm.is_model(name)
 
 
+def known_arch_names() -> list[str]:
+    """Every name ``model.arch`` accepts, for "did you mean" on a misspelt one."""
+    return list(timm.list_models()) + [CADENE_PREFIX + n for n in _cadene_names()]
+
+
 def _cadene_names() -> list[str]:
     try:
         import pretrainedmodels

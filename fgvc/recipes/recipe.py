@@ -15,6 +15,7 @@ from typing import Any, Literal
 import yaml
 
 from fgvc.recipes.schema import SchemaError, build, describe, to_plain
+from fgvc.suggest import did_you_mean
 
 ADAPT_GROUPS = ("classifier", "last_bn", "last_stage")
 STAGE_ORDER = ("train", "adapt")
@@ -153,7 +154,9 @@ class DatasetConfig:
 
         out = []
         if self.name not in registry.names():
-            out.append(("name", f"unknown dataset {self.name!r} (known: {', '.join(registry.names())})"))
+            out.append(("name", f"unknown dataset {self.name!r}"
+                        f"{did_you_mean(self.name, registry.names())} "
+                        f"(known: {', '.join(registry.names())})"))
         if self.num_workers < 0:
             out.append(("num_workers", f"must be >= 0, got {self.num_workers!r}"))
         if not 0 <= self.holdout < 1:
@@ -180,8 +183,11 @@ class ModelConfig:
 
         out = []
         if not is_known_arch(self.arch):
-            out.append(("arch", f"unknown model {self.arch!r} (a timm name such as 'resnet50', or "
-                        "'pretrainedmodels:<name>'; see `fgvc models list`)"))
+            from fgvc.models.factory import known_arch_names
+
+            out.append(("arch", f"unknown model {self.arch!r}"
+                        f"{did_you_mean(self.arch, known_arch_names())} (a timm name such as "
+                        "'resnet50', or 'pretrainedmodels:<name>'; see `fgvc models list`)"))
         for key in ("mean", "std"):
             value = getattr(self, key)
             if value is not None and len(value) != 3:

@@ -11,6 +11,8 @@ import dataclasses
 import types
 from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
+from fgvc.suggest import did_you_mean
+
 
 class SchemaError(ValueError):
     """Raised with every problem found, one ``path: message`` per line."""
@@ -125,7 +127,8 @@ def build(cls: type, data: Any, path: str, problems: list[str], checks: list[str
     for key in data:
         if key not in fields:
             known = ", ".join(sorted(fields))
-            problems.append(f"{prefix}{key}: unknown field (known fields: {known})")
+            problems.append(f"{prefix}{key}: unknown field{did_you_mean(key, fields)} "
+                            f"(known fields: {known})")
     kwargs: dict[str, Any] = {}
     for name, field in fields.items():
         required = (
