@@ -224,12 +224,16 @@ def cmd_validate(args: argparse.Namespace) -> int:
     from fgvc.recipes.recipe import EnsembleRecipe
 
     recipe = load_recipe(args.recipe, args.overrides)
-    print(f"{args.recipe}: valid")
     if isinstance(recipe, EnsembleRecipe):
+        print(f"{args.recipe}: valid")
         print(describe_ensemble(recipe, Path(args.recipe)))
-    else:
-        print(describe_plan(recipe))
-    return 0
+        return 0
+    problems: list[str] = []
+    text = describe_plan(recipe, problems)
+    print(f"{args.recipe}: " + ("valid" if not problems else "valid as a recipe, but the dataset "
+                                "on disk lacks what it names (see problems below)"))
+    print(text)
+    return 1 if problems else 0
 
 
 def user_message(err: BaseException) -> str:
@@ -377,6 +381,17 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     recipe = load_recipe(args.recipe, args.overrides)
     if not isinstance(recipe, Recipe):
         raise ValueError(f"{args.recipe}: fgvc sweep takes a run recipe, not an ensemble")
+    if not recipe.sweep_resolutions:
+        raise ValueError(f"{args.recipe}: sweep_resolutions is not set, so there is nothing to "
+                         "sweep: list candidate test resolutions, e.g. --set "
+                         "'sweep_resolutions=[448, 512, 576]' (`fgvc run` adapts at the recipe's "
+                         "adapt resolution without a sweep)")
+    chosen_on = recipe.dataset.val_split  # run_protocol chooses K_test on this split
+    if chosen_on == recipe.evaluate.split:
+        logging.getLogger("fgvc.sweep").warning(
+            "K_test is chosen on split %r and the result is reported on the same split, so the "
+            "reported accuracy is optimistic: set evaluate.split to another labelled split (or "
+            "dataset.holdout > 0 with dataset.val_split: holdout)", chosen_on)
     out = Path(args.out) if args.out else Path(recipe.output_root) / f"{recipe.name}-sweep"
     from fgvc.engine.distributed import current
 
@@ -391,6 +406,10 @@ def cmd_resolution(args: argparse.Namespace) -> int:
     from fgvc.analysis.resolution import matching_test_resolution, object_size_ratio
 
     scale = tuple(args.crop_scale)
+    if not 0 < scale[0] <= scale[1] <= 1:
+        raise ValueError(f"--crop-scale {scale[0]:g} {scale[1]:g}: expected 0 < MIN <= MAX <= 1")
+    if not 0 < args.crop_pct <= 1:
+        raise ValueError(f"--crop-pct {args.crop_pct:g}: expected a ratio in (0, 1]")
     best = matching_test_resolution(args.train, args.crop_pct, scale, args.multiple)
     print(f"train {args.train} px, crops of {scale[0]:g}-{scale[1]:g} of the image area, test "
           f"crop ratio {args.crop_pct:g}: objects look as large as in training at about {best} px")
