@@ -138,7 +138,6 @@ def predict(run_or_dir: Run | str | Path, images_or_split: str | Sequence[Any], 
     and/or PIL images. Probabilities are averaged over ``resolutions`` (default: the run's final
     one) and combined over ``crops`` (``center``, ``center_flip``, ``ten_crop``).
     """
-    import torch
 
     from fgvc.engine.device import pick_device
     from fgvc.inference.predictions import Predictions
