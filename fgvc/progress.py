@@ -121,13 +121,14 @@ class Progress:
     def elapsed(self) -> float:
         return time.perf_counter() - self.start
 
-    def eta(self) -> float:
+    def eta(self, elapsed: float | None = None) -> float:
         if not self.total or not self.done:
             return float("nan")
-        return self.elapsed / self.done * (self.total - self.done)
+        elapsed = self.elapsed if elapsed is None else elapsed
+        return elapsed / self.done * (self.total - self.done)
 
-    def line(self) -> str:
-        elapsed = self.elapsed
+    def line(self, now: float | None = None) -> str:
+        elapsed = (time.perf_counter() if now is None else now) - self.start
         if self.total:
             head = f"{self.done}/{self.total} {self.unit} ({100.0 * self.done / self.total:.0f}%)"
         else:
@@ -136,7 +137,7 @@ class Progress:
         parts += [f"{k} {v}" for k, v in self.postfix.items()]
         parts.append(f"elapsed {format_duration(elapsed)}")
         if self.total:
-            parts.append(f"ETA {format_duration(self.eta())}")
+            parts.append(f"ETA {format_duration(self.eta(elapsed))}")
         return f"{self.desc}: " + ", ".join(parts)
 
     def _maybe_log(self) -> None:
@@ -150,7 +151,7 @@ class Progress:
                     self._next_fraction += LOG_EVERY_FRACTION
         if due:
             self._last_log = now
-            log.info("%s", self.line())
+            log.info("%s", self.line(now))
 
 
 def progress(iterable: Iterable | None = None, desc: str = "", **kwargs: Any) -> Progress:
