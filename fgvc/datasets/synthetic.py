@@ -25,14 +25,16 @@ import os
 import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
 from fgvc.datasets.base import UNLABELLED, DatasetError, DatasetIndex, Sample
 from fgvc.datasets.registry import register
 from fgvc.progress import progress
+
+if TYPE_CHECKING:  # numpy is imported where images are drawn: `fgvc datasets list` lists
+    import numpy as np  # this adapter without paying for it
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +90,8 @@ class SyntheticOptions:
 
 def class_table(num_classes: int, seed: int) -> list[tuple[str, str]]:
     """The (texture, density) of every class, a seeded choice among all combinations."""
+    import numpy as np
+
     combos = list(itertools.product(PATTERNS, DENSITIES))
     order = np.random.default_rng(seed).permutation(len(combos))
     return [combos[i] for i in order[:num_classes]]
@@ -133,6 +137,8 @@ def _draw_pattern(draw: ImageDraw.ImageDraw, pattern: str, scale: float, colour:
 
 def draw_creature(label_traits: tuple[str, str], rng: np.random.Generator) -> Image.Image:
     """The creature on a transparent canvas, before scaling and rotation."""
+    import numpy as np
+
     pattern, density = label_traits
     eye = EYES[int(rng.integers(len(EYES)))]
     tail = TAILS[int(rng.integers(len(TAILS)))]
@@ -164,6 +170,8 @@ def draw_creature(label_traits: tuple[str, str], rng: np.random.Generator) -> Im
 
 
 def _background(width: int, height: int, rng: np.random.Generator) -> Image.Image:
+    import numpy as np
+
     top, bottom = rng.uniform(40, 220, 3), rng.uniform(40, 220, 3)
     ramp = np.linspace(0, 1, height)[:, None, None]
     pixels = top * (1 - ramp) + bottom * ramp + rng.normal(0, 6, (height, width, 3))
@@ -179,6 +187,8 @@ def _background(width: int, height: int, rng: np.random.Generator) -> Image.Imag
 
 def render_image(traits: tuple[str, str], opts: SyntheticOptions, rng: np.random.Generator):
     """One RGB image: random size and aspect ratio, the creature at a random size and place."""
+    import numpy as np
+
     short = int(rng.integers(opts.min_side, opts.max_side + 1))
     aspect = float(np.exp(rng.uniform(np.log(2 / 3), np.log(3 / 2))))
     width, height = (int(short * aspect), short) if aspect >= 1 else (short, int(short / aspect))
@@ -201,6 +211,8 @@ def render_image(traits: tuple[str, str], opts: SyntheticOptions, rng: np.random
 
 def generate(root: Path, opts: SyntheticOptions) -> None:
     """Write the whole dataset under ``root``, atomically: a crash leaves no half dataset."""
+    import numpy as np
+
     staging = root.with_name(f".{root.name}.partial-{os.getpid()}")
     shutil.rmtree(staging, ignore_errors=True)
     traits = class_table(opts.num_classes, opts.seed)
