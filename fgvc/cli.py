@@ -123,7 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
                          help="how the crops of an image are combined (default: the recipe's)")
     predict.add_argument("--out", help="predictions file (default: in the run folder)")
     predict.add_argument("--submission", help="also write a submission CSV here")
-    predict.add_argument("--format", default="generic", choices=list(FORMATS),
+    predict.add_argument("--format", default="generic", choices=list(FORMATS), metavar="FORMAT",
                          help="submission format")
     predict.add_argument("--force", action="store_true", help="overwrite existing outputs")
 
@@ -136,7 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
                           help="average probabilities or log-probabilities")
     ensemble.add_argument("--out", required=True, help="where to write the combined .npz")
     ensemble.add_argument("--submission", help="also write a submission CSV here")
-    ensemble.add_argument("--format", default="generic", choices=list(FORMATS),
+    ensemble.add_argument("--format", default="generic", choices=list(FORMATS), metavar="FORMAT",
                           help="submission format")
     ensemble.add_argument("--force", action="store_true", help="overwrite existing outputs")
 

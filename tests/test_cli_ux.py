@@ -47,6 +47,17 @@ def test_datasets_info_and_verify_read_without_torch(tiny_data_root):
                                  str(tiny_data_root)).stdout
 
 
+def test_submit_runs_without_torch(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    for name in ("KAGGLE_API_TOKEN", "KAGGLE_CONFIG_DIR", "KAGGLE_KEY", "KAGGLE_USERNAME"):
+        monkeypatch.delenv(name, raising=False)
+    csv = tmp_path / "s.csv"
+    csv.write_text("id,predicted\n1,2\n")
+    done = _light("submit", str(csv), "--competition", "c", "-m", "m")
+    assert "error: no Kaggle credentials found" in done.stderr
+    assert done.stderr.rstrip().endswith("HEAVY:"), done.stderr
+
+
 def test_version(capsys):
     with pytest.raises(SystemExit) as exit:
         main(["--version"])
