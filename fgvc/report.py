@@ -6,6 +6,15 @@ their own sections with :func:`section` and an ``order`` number that places them
 
     10 title and banner, 20 stages and time, 30 training curves, 40 accuracy vs resolution,
     50 per-class accuracy and confusions, 60 test split, 90 outputs.
+
+    @section(45)
+    def my_section(ctx: ReportContext) -> list[str] | None:
+        found = ctx.scored("eval_predictions.npz", ctx.recipe.evaluate.split)
+        ...
+
+``ctx.scored`` gives a predictions file of the run folder with its metrics against the split's
+labels; ``ctx.figure(name)`` the path for a PNG beside report.md (sent to the trackers too). The
+module registering a section must be imported before the report is written.
 """
 
 from __future__ import annotations
@@ -41,6 +50,7 @@ class ReportContext:
     summary: dict
     index: Any = None
     figures: list[str] = field(default_factory=list)
+    _scored: dict = field(default_factory=dict, repr=False)
 
     @cached_property
     def evaluation(self) -> dict[str, dict[str, dict]]:
@@ -64,6 +74,31 @@ class ReportContext:
     @property
     def show_top5(self) -> bool:
         return self.num_classes > 5
+
+    def scored(self, predictions: str, split: str):
+        """``(Predictions, ClassificationMetrics)`` of a predictions file of the run folder
+        against the split's labels (or answer file); None without labels, dataset or file.
+        Cached: several sections may read the same predictions."""
+        key = (predictions, split)
+        if key not in self._scored:
+            self._scored[key] = self._score(predictions, split)
+        return self._scored[key]
+
+    def _score(self, predictions: str, split: str):
+        from fgvc.analysis.metrics import answer_key, compute_metrics, labels_for
+        from fgvc.inference.predictions import Predictions
+
+        path = self.run_dir / predictions
+        if self.index is None or not path.exists():
+            return None
+        answers = answer_key(self.index, split)
+        if answers is None:
+            return None
+        preds = Predictions.load(path)
+        names = dict(zip(self.index.category_ids, self.index.classes, strict=True))
+        labels = labels_for(preds.ids, answers, preds.class_ids)
+        return preds, compute_metrics(labels, preds.probs,
+                                      [names.get(c, c) for c in preds.class_ids], preds.class_ids)
 
     def figure(self, name: str) -> Path:
         """Where a section saves its PNG (beside report.md); recorded for the trackers."""
@@ -260,24 +295,6 @@ def accuracy_vs_resolution(ctx: ReportContext) -> list[str] | None:
 
 
 # --- 50 and 60: per-class view, test split ---------------------------------------------------
-def _metrics_of(ctx: ReportContext, predictions: str, split: str):
-    """Metrics of a saved predictions file against the split's labels, or None without them."""
-    from fgvc.analysis.metrics import answer_key, compute_metrics, labels_for
-    from fgvc.inference.predictions import Predictions
-
-    path = ctx.run_dir / predictions
-    if ctx.index is None or not path.exists():
-        return None
-    answers = answer_key(ctx.index, split)
-    if answers is None:
-        return None
-    preds = Predictions.load(path)
-    names = dict(zip(ctx.index.category_ids, ctx.index.classes, strict=True))
-    labels = labels_for(preds.ids, answers, preds.class_ids)
-    return preds, compute_metrics(labels, preds.probs, [names.get(c, c) for c in preds.class_ids],
-                                  preds.class_ids)
-
-
 def summary_rows(metrics) -> list[list[str]]:
     rows = [["top-1", f"{metrics.top1:.1f}"]]
     if metrics.top5 is not None:
@@ -321,7 +338,7 @@ def plot_confusion(metrics, path: Path) -> None:
 @section(50)
 def per_class(ctx: ReportContext) -> list[str] | None:
     split = ctx.recipe.evaluate.split
-    found = _metrics_of(ctx, "eval_predictions.npz", split)
+    found = ctx.scored("eval_predictions.npz", split)
     if found is None:
         return None
     preds, metrics = found
@@ -350,7 +367,7 @@ def test_split(ctx: ReportContext) -> list[str] | None:
     if ctx.recipe.predict is None:
         return None
     split = ctx.recipe.predict.split
-    found = _metrics_of(ctx, "predictions.npz", split)
+    found = ctx.scored("predictions.npz", split)
     if found is None:
         return None
     preds, metrics = found
