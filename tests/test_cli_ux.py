@@ -115,6 +115,8 @@ def test_did_you_mean_for_datasets_architectures_and_recipe_keys(tmp_path, capsy
         assert hint in err, hint
     assert main(["datasets", "info", "nabird"]) == 2
     assert "did you mean 'nabirds'?" in capsys.readouterr().err
+    assert main(["models", "list", "resnet5O"]) == 2
+    assert "unknown model 'resnet5O' (did you mean 'resnet50'?)" in capsys.readouterr().err
 
 
 def test_every_option_shows_its_help_choices_and_default():

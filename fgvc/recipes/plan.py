@@ -143,18 +143,19 @@ def describe_ensemble(recipe: EnsembleRecipe, source: Path | None = None) -> str
     from fgvc.workflows.ensemble_run import load_member
 
     lines = [f"ensemble {recipe.name!r} of {len(recipe.members)} member(s), combined by "
-             f"{recipe.combine} -> {recipe.run_dir}/predictions.npz"]
+             f"{recipe.combine} -> {resolved(recipe.run_dir)}/predictions.npz"]
     for i, member in enumerate(recipe.members, start=1):
         if member.predictions is not None:
-            lines.append(f"  {i}. predictions {member.predictions} (weight {member.weight:g})")
+            lines.append(f"  {i}. predictions {resolved(member.predictions)} (weight {member.weight:g})")
             continue
         sub = load_member(recipe, member, source)
         train, adapt = sub.stage("train"), sub.stage("adapt")
         res = " -> ".join(str(s.resolution) for s in (train, adapt) if s is not None)
         predict = sub.predict
-        lines.append(f"  {i}. {member.recipe} (weight {member.weight:g}): {sub.model.arch}, "
-                     f"{res} px, predicts at {predict.resolutions or [sub.final_resolution]} px "
-                     f"with {predict.crops} -> {sub.run_dir}/predictions.npz")
+        lines.append(f"  {i}. {resolved(member.recipe)} (weight {member.weight:g}): "
+                     f"{sub.model.arch}, {res} px, predicts at "
+                     f"{predict.resolutions or [sub.final_resolution]} px with {predict.crops} -> "
+                     f"{resolved(sub.run_dir)}/predictions.npz")
     if recipe.submission_path is not None:
-        lines.append(f"submission ({recipe.submission.format}) -> {recipe.submission_path}")
+        lines.append(f"submission ({recipe.submission.format}) -> {resolved(recipe.submission_path)}")
     return "\n".join(lines)
