@@ -13,6 +13,7 @@ import logging
 import math
 import os
 import sys
+import threading
 import time
 from collections.abc import Iterable, Iterator
 from typing import Any
@@ -21,6 +22,7 @@ log = logging.getLogger("fgvc.progress")
 
 LOG_EVERY_SECONDS = 30.0
 LOG_EVERY_FRACTION = 0.10
+WATCH_EVERY_SECONDS = 5.0  # how often the watchdog looks whether a line is due
 
 
 def format_duration(seconds: float) -> str:
@@ -70,6 +72,8 @@ class Progress:
         self._last_log = self.start
         self._next_fraction = LOG_EVERY_FRACTION
         self._bar = None
+        self._lock = threading.Lock()
+        self._stop: threading.Event | None = None
         if self.mode == "bar":
             from tqdm import tqdm
 
@@ -80,6 +84,7 @@ class Progress:
     def __iter__(self) -> Iterator:
         if self.iterable is None:
             raise TypeError("Progress without an iterable: call update() instead")
+        self._start_watchdog()
         try:
             for item in self.iterable:
                 yield item
@@ -88,6 +93,7 @@ class Progress:
             self.close()
 
     def __enter__(self) -> Progress:
+        self._start_watchdog()
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -112,6 +118,8 @@ class Progress:
             self._maybe_log()
 
     def close(self) -> None:
+        if self._stop is not None:
+            self._stop.set()
         if self._bar is not None:
             self._bar.close()
             self._bar = None
@@ -140,7 +148,28 @@ class Progress:
             parts.append(f"ETA {format_duration(self.eta(elapsed))}")
         return f"{self.desc}: " + ", ".join(parts)
 
+    def _start_watchdog(self) -> None:
+        """In log mode, a daemon thread that logs when 30 s pass without a line: one batch of a
+        big model (or the DataLoader's start) can take longer than that."""
+        if self.mode != "log" or self._stop is not None:
+            return
+        self._stop = threading.Event()
+        threading.Thread(target=self._watch, args=(self._stop,), daemon=True,
+                         name=f"progress {self.desc}").start()
+
+    def _watch(self, stop: threading.Event) -> None:
+        while not stop.wait(min(WATCH_EVERY_SECONDS, LOG_EVERY_SECONDS)):
+            with self._lock:
+                now = time.perf_counter()
+                if now - self._last_log >= LOG_EVERY_SECONDS:
+                    self._last_log = now
+                    log.info("%s", self.line(now))
+
     def _maybe_log(self) -> None:
+        with self._lock:
+            self._maybe_log_locked()
+
+    def _maybe_log_locked(self) -> None:
         now = time.perf_counter()
         due = now - self._last_log >= LOG_EVERY_SECONDS
         if self.total:

@@ -39,6 +39,7 @@ def test_a_line_at_every_ten_percent(caplog, monkeypatch):
 
 
 def test_a_line_every_thirty_seconds_without_a_total(caplog, monkeypatch):
+    monkeypatch.setattr(Progress, "_start_watchdog", lambda self: None)  # the fake clock is ours
     clock = iter(range(0, 10_000, 10))  # 10 s per call
     monkeypatch.setattr(progress_module.time, "perf_counter", lambda: float(next(clock)))
     caplog.set_level(logging.INFO)
@@ -48,6 +49,19 @@ def test_a_line_every_thirty_seconds_without_a_total(caplog, monkeypatch):
     lines = _lines(caplog)
     # no total, so no 10 % steps: one line per 30 s of the fake clock
     assert len(lines) == 3 and all("elapsed" in line and "img/s" in line for line in lines)
+
+
+def test_watchdog_logs_during_one_long_item(caplog, monkeypatch):
+    """A batch longer than the interval still gets its line, from the watchdog thread."""
+    import time
+
+    monkeypatch.setattr(progress_module, "LOG_EVERY_SECONDS", 0.2)
+    monkeypatch.setattr(progress_module, "WATCH_EVERY_SECONDS", 0.05)
+    caplog.set_level(logging.INFO)
+    for _ in Progress(range(1), desc="slow", unit="batch", mode="log"):
+        time.sleep(1.0)
+    during = [line for line in _lines(caplog) if line.startswith("slow: 0/1 batch (0%)")]
+    assert len(during) >= 2, _lines(caplog)
 
 
 def test_images_count_batches(caplog):
