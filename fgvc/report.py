@@ -205,16 +205,19 @@ def plot_curves(table, path: Path) -> None:
     offset = 0
     for stage, rows in table.groupby("stage", sort=False):
         x = rows["epoch"].to_numpy() + offset
-        ax_loss.plot(x, rows["train_loss"], marker="o", label=f"{stage} train loss")
-        ax_loss.plot(x, rows["val_loss"], marker="s", linestyle="--", label=f"{stage} val loss")
-        ax_acc.plot(x, rows["val_top1"], marker="o", label=f"{stage} val top-1")
+        ax_loss.plot(x, rows["train_loss"], marker="o", label=f"{stage}: train")
+        ax_loss.plot(x, rows["val_loss"], marker="s", linestyle="--", label=f"{stage}: val")
+        ax_acc.plot(x, rows["val_top1"], marker="o", label=f"{stage}: val")
         if offset:
             for ax in (ax_loss, ax_acc):
                 ax.axvline(offset + 0.5, color="grey", linestyle=":")
         offset = int(x.max())
     ax_loss.set_ylabel("loss")
     ax_acc.set_ylabel("val top-1 accuracy (%)")
+    from matplotlib.ticker import MaxNLocator
+
     for ax in (ax_loss, ax_acc):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("epoch (stages in order)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)

@@ -19,7 +19,7 @@ log = logging.getLogger(__name__)
 
 # Metrics-row keys that are numbers worth plotting; the others (stage, epoch) index them.
 EPOCH_KEYS = ("train_loss", "train_top1", "val_loss", "val_top1", "val_top5", "lr",
-              "images_per_second", "seconds", "bad_images")
+              "images_per_second", "seconds", "epoch_seconds", "bad_images")
 
 
 class Backend(Protocol):
