@@ -189,11 +189,17 @@ def build_parser() -> argparse.ArgumentParser:
         cmd.add_argument("--root", help="dataset root (default: datasets/<name>)")
         cmd.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                          help="adapter option, as dataset.options in a recipe")
+        cmd.add_argument("--integrity", choices=("strict", "warn"), default="strict",
+                         help="as dataset.integrity: warn accepts repeated entries and images "
+                              "in two splits with a warning")
         if name == "info":
             cmd.add_argument("--json", action="store_true", help="machine-readable output")
         if name == "export":
             cmd.add_argument("--split", required=True, help="split to export, e.g. train")
             cmd.add_argument("--out", help="write to this file instead of standard output")
+        if name == "verify":
+            cmd.add_argument("--max-image-pixels", type=int, default=89_478_485,
+                             help="as dataset.max_image_pixels (default: Pillow's)")
     return parser
 
 
@@ -258,7 +264,7 @@ def _load_for_cli(args: argparse.Namespace):
         from fgvc.datasets.synthetic import stored_options
 
         options = {**stored_options(root), **options}
-    return load_dataset(args.name, root, options)
+    return load_dataset(args.name, root, options, args.integrity)
 
 
 def cmd_datasets(args: argparse.Namespace) -> int:
@@ -274,7 +280,8 @@ def cmd_datasets(args: argparse.Namespace) -> int:
         for row in rows:
             splits = ", ".join(f"{k} {v:,}" for k, v in row["splits"].items()) or "as on disk"
             classes = row["classes"] or "-"
-            print(f"{row['name']:<16} {classes!s:>6} classes  {splits:<40} {row['title']}")
+            variants = f" (reads: {', '.join(row['variants'])})" if row["variants"] else ""
+            print(f"{row['name']:<16} {classes!s:>6} classes  {splits:<40} {row['title']}{variants}")
         return 0
     index = _load_for_cli(args)
     if args.datasets_command == "info":
@@ -297,7 +304,9 @@ def cmd_datasets(args: argparse.Namespace) -> int:
         else:
             inspect.export_split(index, args.split, sys.stdout)
         return 0
-    report = inspect.verify(index)
+    from fgvc.datasets.decode import DecodeOptions
+
+    report = inspect.verify(index, DecodeOptions(max_image_pixels=args.max_image_pixels))
     print(inspect.format_verify(index, report), end="")
     return 0 if report.ok else 1
 
@@ -492,7 +501,7 @@ def _main(argv: list[str] | None) -> int:
               file=sys.stderr)
         return 130
     finally:
-        if "torch" in sys.modules:  # nothing to shut down in a command that never loaded it
+        if "torch" in sys.modules:  # a process group exists only where torch was loaded
             from fgvc.engine.distributed import shutdown
 
             shutdown()

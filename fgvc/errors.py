@@ -19,6 +19,3 @@ class EnsembleError(ValueError):
 class WeightsError(RuntimeError):
     """A checkpoint cannot be read or does not fit the model; the message says which and why."""
 
-
-# What an unreadable image raises while decoding (PIL's UnidentifiedImageError is an OSError).
-BAD_IMAGE_ERRORS: tuple[type[BaseException], ...] = (OSError, ValueError, SyntaxError)

@@ -30,15 +30,21 @@ class TrainablePlan:
         return list(dict.fromkeys(p for paths in self.groups.values() for p in paths))
 
 
-def plan_trainable(model: nn.Module, trainable: str | list[str]) -> TrainablePlan:
+def plan_trainable(model: nn.Module, trainable: str | list[str | dict]) -> TrainablePlan:
     if trainable == "all":
         return TrainablePlan(everything=True)
     return TrainablePlan(everything=False, groups=resolve_groups(model, list(trainable)))
 
 
 def adapted_modules(model: nn.Module, plan: TrainablePlan) -> list[nn.Module]:
+    """The adapted modules; a path naming a parameter (``pos_embed``) is not a module."""
     modules = dict(model.named_modules())
-    return [modules[p] for p in plan.module_paths]
+    return [modules[p] for p in plan.module_paths if p in modules]
+
+
+def adapted_parameters(model: nn.Module, plan: TrainablePlan) -> list[nn.Parameter]:
+    params = dict(model.named_parameters())
+    return [params[p] for p in plan.module_paths if p in params]
 
 
 def apply_requires_grad(model: nn.Module, plan: TrainablePlan) -> None:
@@ -48,6 +54,10 @@ def apply_requires_grad(model: nn.Module, plan: TrainablePlan) -> None:
         for module in adapted_modules(model, plan):
             for param in module.parameters():
                 param.requires_grad_(True)
+        for param in adapted_parameters(model, plan):
+            param.requires_grad_(True)
+        for param in adapted_parameters(model, plan):
+            param.requires_grad_(True)
 
 
 def set_train_mode(model: nn.Module, plan: TrainablePlan) -> None:
