@@ -169,13 +169,14 @@ def _predict_images(model, items: list, transform, average: str, batch_size: int
     import torch
     from PIL import Image
 
-    from fgvc.datasets.images import open_rgb
+    from fgvc.datasets.decode import open_rgb
     from fgvc.engine.loop import forward_batches
 
     def batches():
         for start in range(0, len(items), batch_size):
             chunk = items[start:start + batch_size]
-            images = [open_rgb(Path(x)) if isinstance(x, (str, Path)) else x.convert("RGB")
+            images = [open_rgb(Path(x).parent, Path(x).name) if isinstance(x, (str, Path))
+                      else x.convert("RGB")
                       for x in chunk]
             if not all(isinstance(im, Image.Image) for im in images):
                 raise TypeError("predict: images must be file paths or PIL images")
