@@ -27,6 +27,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+from fgvc.engine.atomic import atomic_save, atomic_write
 from fgvc.recipes.recipe import Recipe
 
 log = logging.getLogger(__name__)
@@ -222,7 +223,7 @@ def plot_curves(table, path: Path) -> None:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path)
+    atomic_save(path, lambda f: fig.savefig(f, format="png"), fsync=False)
     plt.close(fig)
 
 
@@ -256,7 +257,7 @@ def plot_accuracy(evaluation: dict[str, dict[str, dict]], train_resolution: int 
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path)
+    atomic_save(path, lambda f: fig.savefig(f, format="png"), fsync=False)
     plt.close(fig)
 
 
@@ -334,7 +335,7 @@ def plot_confusion(metrics, path: Path) -> None:
         ax.set_xlabel("images")
         ax.set_title("most frequent confusions (true -> predicted)")
     fig.tight_layout()
-    fig.savefig(path)
+    atomic_save(path, lambda f: fig.savefig(f, format="png"), fsync=False)
     plt.close(fig)
 
 
@@ -405,7 +406,7 @@ def write_report(run_dir: Path, recipe: Recipe, summary: dict, index: Any = None
         if lines:
             text += lines
     path = run_dir / "report.md"
-    path.write_text("\n".join(text))
+    atomic_write(path, "\n".join(text))
     if tracker:
         for name in ctx.figures:
             tracker.image(Path(name).stem, run_dir / name)

@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from fgvc.engine.atomic import atomic_write
 from fgvc.engine.distributed import barrier, current
 from fgvc.recipes.recipe import Recipe, parse_recipe
 from fgvc.recipes.schema import to_plain
@@ -91,7 +92,7 @@ def run_protocol(recipe: Recipe, out_dir: Path) -> ProtocolResult:
         test_resolution_no_adaptation=final["before_adaptation"][str(test_res)]["top1"],
         adapted=final["after_adaptation"][str(test_res)]["top1"], sweep=sweep)
     if current().is_main:
-        cached.write_text(json.dumps(asdict(result), indent=2) + "\n")
+        atomic_write(cached, json.dumps(asdict(result), indent=2) + "\n")
     barrier()
     return result
 
