@@ -287,7 +287,12 @@ def _load_for_cli(args: argparse.Namespace):
     options = apply_overrides({}, args.option)
     root = Path(args.root or default_root(args.name))
     if args.name == "synthetic":  # read what is there; never generate it from here
+        from fgvc.datasets.registry import get
         from fgvc.datasets.synthetic import stored_options
+
+        problems = get(args.name).option_problems(options)
+        if problems:
+            raise DatasetError("; ".join(problems))
 
         options = {**stored_options(root), **options}
     return load_dataset(args.name, root, options, args.integrity)
