@@ -1,30 +1,88 @@
-"""The ``fgvc`` command line. Every known failure is one clear line on stderr, exit status 2."""
+"""The ``fgvc`` command line. Every known failure is one clear line on stderr, exit status 2.
+
+Only light modules are imported here: ``fgvc --help``, ``--version`` and the commands that need
+no model (datasets, resolution, submit) never import torch; each command imports what it needs.
+"""
 
 from __future__ import annotations
 
 import argparse
 import logging
 import os
+import re
 import sys
 
+from fgvc import __version__
 from fgvc.datasets.base import DatasetError
 from fgvc.engine.preemption import Preempted
-from fgvc.inference.ensemble import EnsembleError
-from fgvc.inference.submission import SubmissionError
+from fgvc.errors import EnsembleError, GroupError, WeightsError
+from fgvc.inference.submission import FORMATS, SubmissionError
 from fgvc.recipes.recipe import load_recipe
 from fgvc.recipes.schema import SchemaError
+from fgvc.suggest import did_you_mean
 
-USER_ERRORS = (SchemaError, DatasetError, SubmissionError, EnsembleError,
+USER_ERRORS = (SchemaError, DatasetError, GroupError, WeightsError, SubmissionError, EnsembleError,
                FileNotFoundError, ValueError, RuntimeError)
 
 
-def user_errors() -> tuple[type[BaseException], ...]:
-    """``USER_ERRORS`` and the model errors, imported only once an error is raised: the model
-    modules import torch, which commands that need no model (``fgvc datasets``) never load."""
-    from fgvc.models.groups import GroupError
-    from fgvc.models.weights import WeightsError
+DESCRIPTION = """\
+Fine-grained image classification with FixRes: train at a low resolution, then adapt the
+classifier and the last batch-norm to a higher test resolution, and report accuracy at every
+test resolution, per class, and on the test split.
 
-    return (*USER_ERRORS, GroupError, WeightsError)
+Start here:
+  fgvc run recipes/quickstart.yaml      train + adapt + evaluate on the embedded dataset (CPU, ~3 min)
+  fgvc validate RECIPE                  check a recipe and print what it would do; runs nothing
+  fgvc datasets list                    the datasets fgvc reads; `datasets info NAME` for what is on disk
+  fgvc resolution --train 224           which test resolution matches a train resolution
+"""
+
+EPILOG = """\
+A run writes runs/<name>/: report.md (with PNG figures), metrics.jsonl, TensorBoard events
+(tensorboard --logdir runs), checkpoints, predictions and a submission CSV.
+`fgvc COMMAND --help` explains each command. Documentation: README.md.
+"""
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Every option's help ends with its choices and default, unless it already names them."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if action.help is argparse.SUPPRESS:
+            return text
+        if action.choices and "choices" not in text and action.option_strings:
+            text += f" (choices: {', '.join(map(str, action.choices))})"
+        default = action.default
+        if (action.option_strings and default not in (None, False, [], argparse.SUPPRESS)
+                and "default" not in text):
+            shown = " ".join(map(str, default)) if isinstance(default, (list, tuple)) else default
+            text += f" (default: {shown})"
+        return text
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with "did you mean" for a misspelt command or choice."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        super().__init__(*args, **kwargs)
+
+    def error(self, message: str):
+        match = re.search(r"invalid choice: '([^']*)' \(choose from (.*)\)", message)
+        if match:
+            message += did_you_mean(match.group(1), re.findall(r"'([^']*)'", match.group(2)))
+        super().error(message)
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number of pixels, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number of pixels, got {value}")
+    return value
 
 
 def _add_recipe_args(parser: argparse.ArgumentParser) -> None:
@@ -36,9 +94,12 @@ def _add_recipe_args(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="fgvc", description=__doc__)
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = Parser(prog="fgvc", description=DESCRIPTION, epilog=EPILOG)
+    parser.add_argument("--version", action="version", version=f"fgvc {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="debug logging, and full tracebacks instead of one-line errors")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                                parser_class=Parser)
 
     run = sub.add_parser("run", help="run a recipe: train, adapt, evaluate, predict, submit")
     _add_recipe_args(run)
@@ -62,26 +123,32 @@ def build_parser() -> argparse.ArgumentParser:
                                              "(other crops, resolutions or split)")
     predict.add_argument("run_dir", help="the run folder, e.g. runs/quickstart")
     predict.add_argument("--split", help="split to predict (default: the recipe's)")
-    predict.add_argument("--resolutions", type=int, nargs="+", help="test resolution(s)")
-    predict.add_argument("--crops", choices=["center", "center_flip", "ten_crop"])
-    predict.add_argument("--average", choices=["probs", "logits"])
-    predict.add_argument("--keep-top-k", type=int, help="store only each image's k best classes")
+    predict.add_argument("--resolutions", type=positive_int, nargs="+",
+                         help="test resolution(s), probabilities averaged (default: the recipe's)")
+    predict.add_argument("--crops", choices=["center", "center_flip", "ten_crop"],
+                         help="crops per image (default: the recipe's)")
+    predict.add_argument("--average", choices=["probs", "logits"],
+                         help="how the crops of an image are combined (default: the recipe's)")
+    predict.add_argument("--keep-top-k", type=positive_int,
+                         help="store only each image's k best classes (default: all classes)")
     predict.add_argument("--out", help="predictions directory (default: in the run folder)")
     predict.add_argument("--submission", help="also write a submission CSV here")
-    predict.add_argument("--format", default="generic", help="submission format")
+    predict.add_argument("--format", default="generic", choices=list(FORMATS), metavar="FORMAT",
+                         help="submission format")
     predict.add_argument("--force", action="store_true", help="overwrite existing outputs")
 
     ensemble = sub.add_parser("ensemble", help="average saved predictions (crops, resolutions, "
                                                "models) into one file and optionally a submission")
     ensemble.add_argument("predictions", nargs="+",
                           help="predictions directories (or .npz files of earlier runs)")
-    ensemble.add_argument("--weights", type=float, nargs="+", help="one weight per file")
+    ensemble.add_argument("--weights", type=float, nargs="+",
+                          help="one weight per member (default: equal weights)")
     ensemble.add_argument("--combine", choices=["probs", "log_probs"], default="probs",
-                          help="average probabilities (default) or log-probabilities")
+                          help="average probabilities or log-probabilities")
     ensemble.add_argument("--out", required=True, help="the combined predictions directory")
     ensemble.add_argument("--submission", help="also write a submission CSV here")
-    ensemble.add_argument("--format", default="generic",
-                          help="submission format: generic, inaturalist2017/2018/2019, herbarium2019")
+    ensemble.add_argument("--format", default="generic", choices=list(FORMATS), metavar="FORMAT",
+                          help="submission format")
     ensemble.add_argument("--force", action="store_true", help="overwrite existing outputs")
 
     submit = sub.add_parser("submit", help="send a submission CSV to a Kaggle competition")
@@ -96,17 +163,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     resolution = sub.add_parser("resolution", help="the paper's object-size arithmetic: which "
                                                    "test resolution matches a train resolution")
-    resolution.add_argument("--train", type=int, required=True, help="train resolution K_train")
+    resolution.add_argument("--train", type=positive_int, required=True,
+                            help="train resolution K_train in pixels")
     resolution.add_argument("--crop-scale", type=float, nargs=2, default=[0.08, 1.0],
                             metavar=("MIN", "MAX"), help="RandomResizedCrop area range")
-    resolution.add_argument("--crop-pct", type=float, default=0.875, help="test DA crop ratio")
-    resolution.add_argument("--multiple", type=int, default=32, help="round to this multiple")
+    resolution.add_argument("--crop-pct", type=float, default=0.875,
+                            help="test DA crop ratio (centre crop side / resized side)")
+    resolution.add_argument("--multiple", type=positive_int, default=32,
+                            help="round the matching resolution to this multiple")
 
     table3 = sub.add_parser("table3", help="the paper's Table 3 transfer benchmark, resumable")
     table3.add_argument("--datasets", nargs="+", help="rows to run (default: all seven)")
     table3.add_argument("--root", action="append", default=[], metavar="DATASET=PATH",
                         help="data root of a row (default: datasets/<name>)")
-    table3.add_argument("--out", default="runs/table3", help="output folder (default runs/table3)")
+    table3.add_argument("--out", default="runs/table3", help="output folder")
     table3.add_argument("--smoke", action="store_true",
                         help="small generated data in each dataset's layout, tiny model, CPU")
     table3.add_argument("--set", dest="overrides", action="append", default=[],
@@ -189,12 +259,16 @@ def cmd_validate(args: argparse.Namespace) -> int:
     from fgvc.recipes.recipe import EnsembleRecipe
 
     recipe = load_recipe(args.recipe, args.overrides)
-    print(f"{args.recipe}: valid")
     if isinstance(recipe, EnsembleRecipe):
+        print(f"{args.recipe}: valid")
         print(describe_ensemble(recipe, Path(args.recipe)))
-    else:
-        print(describe_plan(recipe))
-    return 0
+        return 0
+    problems: list[str] = []
+    text = describe_plan(recipe, problems)
+    print(f"{args.recipe}: " + ("valid" if not problems else "valid as a recipe, but the dataset "
+                                "on disk lacks what it names (see problems below)"))
+    print(text)
+    return 1 if problems else 0
 
 
 def user_message(err: BaseException) -> str:
@@ -207,12 +281,24 @@ def user_message(err: BaseException) -> str:
 
 
 def _load_for_cli(args: argparse.Namespace):
+    from pathlib import Path
+
     from fgvc.datasets import load_dataset
     from fgvc.datasets.inspect import default_root
     from fgvc.recipes.recipe import apply_overrides
 
     options = apply_overrides({}, args.option)
-    return load_dataset(args.name, args.root or default_root(args.name), options, args.integrity)
+    root = Path(args.root or default_root(args.name))
+    if args.name == "synthetic":  # read what is there; never generate it from here
+        from fgvc.datasets.registry import get
+        from fgvc.datasets.synthetic import stored_options
+
+        problems = get(args.name).option_problems(options)
+        if problems:
+            raise DatasetError("; ".join(problems))
+
+        options = {**stored_options(root), **options}
+    return load_dataset(args.name, root, options, args.integrity)
 
 
 def cmd_datasets(args: argparse.Namespace) -> int:
@@ -338,6 +424,17 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     recipe = load_recipe(args.recipe, args.overrides)
     if not isinstance(recipe, Recipe):
         raise ValueError(f"{args.recipe}: fgvc sweep takes a run recipe, not an ensemble")
+    if not recipe.sweep_resolutions:
+        raise ValueError(f"{args.recipe}: sweep_resolutions is not set, so there is nothing to "
+                         "sweep: list candidate test resolutions, e.g. --set "
+                         "'sweep_resolutions=[448, 512, 576]' (`fgvc run` adapts at the recipe's "
+                         "adapt resolution without a sweep)")
+    chosen_on = recipe.dataset.val_split  # run_protocol chooses K_test on this split
+    if chosen_on == recipe.evaluate.split:
+        logging.getLogger("fgvc.sweep").warning(
+            "K_test is chosen on split %r and the result is reported on the same split, so the "
+            "reported accuracy is optimistic: set evaluate.split to another labelled split (or "
+            "dataset.holdout > 0 with dataset.val_split: holdout)", chosen_on)
     out = Path(args.out) if args.out else Path(recipe.output_root) / f"{recipe.name}-sweep"
     from fgvc.engine.distributed import current
 
@@ -352,6 +449,10 @@ def cmd_resolution(args: argparse.Namespace) -> int:
     from fgvc.analysis.resolution import matching_test_resolution, object_size_ratio
 
     scale = tuple(args.crop_scale)
+    if not 0 < scale[0] <= scale[1] <= 1:
+        raise ValueError(f"--crop-scale {scale[0]:g} {scale[1]:g}: expected 0 < MIN <= MAX <= 1")
+    if not 0 < args.crop_pct <= 1:
+        raise ValueError(f"--crop-pct {args.crop_pct:g}: expected a ratio in (0, 1]")
     best = matching_test_resolution(args.train, args.crop_pct, scale, args.multiple)
     print(f"train {args.train} px, crops of {scale[0]:g}-{scale[1]:g} of the image area, test "
           f"crop ratio {args.crop_pct:g}: objects look as large as in training at about {best} px")
@@ -393,16 +494,38 @@ COMMANDS = {
 }
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def _setup_logging(verbose: bool) -> None:
     # Under torchrun only the main process talks; the others report warnings and errors.
-    level = logging.DEBUG if args.verbose else logging.INFO
+    level = logging.DEBUG if verbose else logging.INFO
     if int(os.environ.get("RANK", "0")) > 0:
         level = logging.WARNING
     logging.basicConfig(level=level, format="%(levelname)s %(message)s", stream=sys.stderr)
+    # Third-party chatter (matplotlib's font cache, PIL's plugin loading) is not for the user.
+    for name in ("matplotlib", "PIL"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
+def _quiet_broken_pipe() -> int:
+    """``fgvc ... | head`` closed the pipe: stop quietly, as a shell tool does. Standard output
+    is pointed at /dev/null so that the interpreter's final flush raises nothing either."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    return 141  # 128 + SIGPIPE, what the shell reports for a command killed by a closed pipe
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        return _main(argv)
+    except BrokenPipeError:
+        return _quiet_broken_pipe()
+
+
+def _main(argv: list[str] | None) -> int:
+    args = build_parser().parse_args(argv)
+    _setup_logging(args.verbose)
     try:
         return COMMANDS[args.command](args)
-    except user_errors() as err:
+    except USER_ERRORS as err:
         if args.verbose:
             raise
         print(f"error: {user_message(err)}", file=sys.stderr)

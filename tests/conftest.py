@@ -71,3 +71,29 @@ def interrupt_training(monkeypatch):
         return lambda: monkeypatch.setattr(stage_module, "train_one_epoch", real)
 
     return install
+
+
+@pytest.fixture(scope="session")
+def finished_run(tiny_data_root, tmp_path_factory) -> Path:
+    """One finished two-stage run on the tiny dataset, shared by the report, tracking and API
+    tests (read only: a test that changes a run copies it)."""
+    from fgvc.recipes.recipe import parse_recipe
+    from fgvc.workflows.pipeline import run_recipe
+
+    out = tmp_path_factory.mktemp("finished")
+    data = {
+        "name": "finished", "seed": 0, "device": "cpu", "output_root": str(out / "runs"),
+        "dataset": {"name": "synthetic", "root": str(tiny_data_root), "options": TINY_OPTIONS,
+                    "num_workers": 0},
+        "model": {"arch": "test_resnet"},
+        "stages": [
+            {"name": "train", "resolution": 32, "epochs": 2, "batch_size": 8,
+             "optimizer": {"name": "sgd", "lr": 0.05}},
+            {"name": "adapt", "resolution": 40, "epochs": 1, "batch_size": 8,
+             "optimizer": {"lr": 0.01}, "schedule": {"name": "constant"}},
+        ],
+        "evaluate": {"resolutions": [32, 40], "batch_size": 16},
+        "predict": {"split": "test", "batch_size": 16},
+        "submission": {"path": str(out / "finished.csv")},
+    }
+    return run_recipe(parse_recipe(data))

@@ -48,7 +48,7 @@ def assert_bit_identical(a: dict, b: dict) -> None:
 
 def metric_rows(run_dir: Path) -> list[dict]:
     rows = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    return [{k: v for k, v in r.items() if k not in ("seconds", "images_per_second")}
+    return [{k: v for k, v in r.items() if k not in ("seconds", "epoch_seconds", "images_per_second")}
             for r in rows]
 
 

@@ -170,6 +170,9 @@ def fake_kaggle(tmp_path, monkeypatch):
     (package / "__init__.py").write_text(FAKE_KAGGLE)
     monkeypatch.syspath_prepend(str(tmp_path / "fake_site"))
     monkeypatch.delitem(sys.modules, "kaggle", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))  # no real ~/.kaggle
+    for name in ("KAGGLE_API_TOKEN", "KAGGLE_CONFIG_DIR", "KAGGLE_KEY", "KAGGLE_USERNAME"):
+        monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("FAKE_KAGGLE_LOG", str(tmp_path / "calls.json"))
     sub = tmp_path / "sub.csv"
     sub.write_text("id,predicted\n1,5\n")
@@ -194,7 +197,8 @@ def test_submit_without_credentials_is_a_clean_error(fake_kaggle, monkeypatch, c
     assert main(["submit", str(fake_kaggle), "--competition", "inaturalist-2019-fgvc6",
                  "-m", "x"]) == 2
     err = capsys.readouterr().err
-    assert "Kaggle credentials not found" in err and "KAGGLE_USERNAME" in err
+    assert "no Kaggle credentials found" in err and "KAGGLE_API_TOKEN" in err
+    assert "KAGGLE_USERNAME" in err and len(err.strip().splitlines()) == 1
 
 
 def test_submit_failure_never_shows_the_key(fake_kaggle, monkeypatch, capsys):
@@ -210,6 +214,7 @@ def test_submit_failure_never_shows_the_key(fake_kaggle, monkeypatch, capsys):
 
 def test_submit_checks_the_competitions_header(fake_kaggle, monkeypatch, capsys):
     monkeypatch.setenv("KAGGLE_USERNAME", "me")
+    monkeypatch.setenv("KAGGLE_KEY", "s3cr3t")
     assert main(["submit", str(fake_kaggle), "--competition", "herbarium-2019-fgvc6",
                  "-m", "x"]) == 2
     assert "is not herbarium2019's ['Id', 'Category']" in capsys.readouterr().err

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from fgvc.datasets.base import DatasetError, DatasetIndex
+from fgvc.suggest import did_you_mean
 
 Loader = Callable[[Path, dict[str, Any]], DatasetIndex]
 
@@ -67,7 +68,8 @@ def names() -> list[str]:
 def get(name: str) -> Adapter:
     _ensure_loaded()
     if name not in _ADAPTERS:
-        raise DatasetError(f"unknown dataset {name!r} (known: {', '.join(sorted(_ADAPTERS))})")
+        raise DatasetError(f"unknown dataset {name!r}{did_you_mean(name, _ADAPTERS)} "
+                           f"(known: {', '.join(sorted(_ADAPTERS))})")
     return _ADAPTERS[name]
 
 

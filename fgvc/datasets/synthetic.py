@@ -21,19 +21,24 @@ import glob
 import hashlib
 import itertools
 import json
+import logging
 import os
 import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
 from fgvc.datasets.base import UNLABELLED, DatasetError, DatasetIndex, Sample
 from fgvc.datasets.registry import register
 from fgvc.engine.atomic import file_lock
 from fgvc.progress import progress
+
+if TYPE_CHECKING:  # numpy is imported where images are drawn: `fgvc datasets list` lists
+    import numpy as np  # this adapter without paying for it
+
+log = logging.getLogger(__name__)
 
 PATTERNS = ("stripes", "spots", "checks", "rings")
 DENSITIES = {"coarse": 1.0, "fine": 0.7}  # texture period, relative
@@ -87,6 +92,8 @@ class SyntheticOptions:
 
 def class_table(num_classes: int, seed: int) -> list[tuple[str, str]]:
     """The (texture, density) of every class, a seeded choice among all combinations."""
+    import numpy as np
+
     combos = list(itertools.product(PATTERNS, DENSITIES))
     order = np.random.default_rng(seed).permutation(len(combos))
     return [combos[i] for i in order[:num_classes]]
@@ -132,6 +139,8 @@ def _draw_pattern(draw: ImageDraw.ImageDraw, pattern: str, scale: float, colour:
 
 def draw_creature(label_traits: tuple[str, str], rng: np.random.Generator) -> Image.Image:
     """The creature on a transparent canvas, before scaling and rotation."""
+    import numpy as np
+
     pattern, density = label_traits
     eye = EYES[int(rng.integers(len(EYES)))]
     tail = TAILS[int(rng.integers(len(TAILS)))]
@@ -163,6 +172,8 @@ def draw_creature(label_traits: tuple[str, str], rng: np.random.Generator) -> Im
 
 
 def _background(width: int, height: int, rng: np.random.Generator) -> Image.Image:
+    import numpy as np
+
     top, bottom = rng.uniform(40, 220, 3), rng.uniform(40, 220, 3)
     ramp = np.linspace(0, 1, height)[:, None, None]
     pixels = top * (1 - ramp) + bottom * ramp + rng.normal(0, 6, (height, width, 3))
@@ -178,6 +189,8 @@ def _background(width: int, height: int, rng: np.random.Generator) -> Image.Imag
 
 def render_image(traits: tuple[str, str], opts: SyntheticOptions, rng: np.random.Generator):
     """One RGB image: random size and aspect ratio, the creature at a random size and place."""
+    import numpy as np
+
     short = int(rng.integers(opts.min_side, opts.max_side + 1))
     aspect = float(np.exp(rng.uniform(np.log(2 / 3), np.log(3 / 2))))
     width, height = (int(short * aspect), short) if aspect >= 1 else (short, int(short / aspect))
@@ -200,6 +213,8 @@ def render_image(traits: tuple[str, str], opts: SyntheticOptions, rng: np.random
 
 def generate(root: Path, opts: SyntheticOptions) -> None:
     """Write the whole dataset under ``root``, atomically: a crash leaves no half dataset."""
+    import numpy as np
+
     staging = root.with_name(f".{root.name}.partial-{os.getpid()}")
     shutil.rmtree(staging, ignore_errors=True)
     traits = class_table(opts.num_classes, opts.seed)
@@ -246,6 +261,17 @@ def _read_csv(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
+def stored_options(root: Path) -> dict[str, Any]:
+    """The options an already generated dataset was made with, for commands that must read it
+    without ever generating it (``fgvc datasets info``); the error says how to generate it."""
+    meta_path = root / "meta.json"
+    if not meta_path.is_file():
+        raise DatasetError(
+            f"no generated synthetic dataset at {root} yet: `fgvc run recipes/quickstart.yaml` "
+            "generates it on first use (under the recipe's dataset.root, datasets/synthetic)")
+    return dict(json.loads(meta_path.read_text()).get("options", {}))
+
+
 def ensure_generated(root: Path, opts: SyntheticOptions) -> None:
     """Generate the dataset unless it is there; concurrent first runs wait for one generator
     (a lock beside the root), and what a killed generator left half-written is removed."""
@@ -268,6 +294,9 @@ def _generate_into(root: Path, opts: SyntheticOptions) -> None:
         )
     if root.exists():
         root.rmdir()
+    total = sum(opts.per_class(s) * opts.num_classes for s in SPLITS)
+    log.info("generating the embedded synthetic dataset (%d images, once; later runs reuse "
+             "it) in %s", total, root.resolve())
     generate(root, opts)
 
 

@@ -78,13 +78,15 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim
                     after_step: Callable[[Callable[[], EpochProgress]], None] | None = None,
                     objective: Objective | None = None, accumulate: int = 1,
                     on_step: Callable[[int], None] | None = None,
+                    track: Callable[[int, float, float], None] | None = None,
                     log_every: int = LOG_EVERY) -> EpochResult:
     """One pass over ``loader``; the caller sets the train/eval modes beforehand.
 
     ``resume``: the progress of a partly done epoch (``loader`` then yields only the batches
     left); ``after_step(progress)`` runs after every optimizer step (mid-epoch checkpoints,
     pre-emption), ``progress()`` giving the ``EpochProgress`` so far when it is needed;
-    ``on_step(step)`` runs just before it (the EMA update).
+    ``on_step(step)`` runs just before it (the EMA update); ``track(step, loss, lr)`` at each
+    host read of the sums (experiment tracking: the mean loss since the previous read).
     ``accumulate`` N: the gradients of N consecutive batches, each loss divided by the number
     of batches in its group, make one optimiser step, so N batches of B equal one batch of N x B
     (without BatchNorm); ``step`` and the schedule count optimiser steps. ``objective``
@@ -99,6 +101,7 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim
     objective = objective or Objective(label_smoothing)
     done = resume or EpochProgress(step=step)
     seen, bad, batches, checked = done.seen, done.bad, done.batches, step
+    last_seen, last_loss = done.seen, done.loss_sum  # at the last host read, for ``track``
     # On the device: loss sum, correct count, first non-finite step (-1: none), its loss.
     sums = torch.tensor([done.loss_sum, done.correct, -1.0, 0.0], dtype=torch.float64,
                         device=device)
@@ -124,6 +127,7 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim
                 (loss / group).backward()
             pending = True
             seen += len(labels)
+            bar.count_images(len(labels))
             with torch.no_grad():
                 value = loss.detach().double()
                 bad_now = (sums[2] < 0) & ~torch.isfinite(value)
@@ -143,8 +147,10 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim
         if on_step is not None:
             on_step(step)
         if step - checked >= log_every:
-            _read_sums(sums, seen, bar, lr_fn)
-            checked = step
+            total, _ = _read_sums(sums, seen, bar, lr_fn)
+            if track is not None and seen > last_seen:
+                track(step, (total - last_loss) / (seen - last_seen), lr)
+            last_seen, last_loss, checked = seen, total, step
         if after_step is not None:
             after_step(lambda b=batches, s=seen, n=bad, t=step, r=lr: EpochProgress(
                 b, *_read_sums(sums, s, bar, lr_fn), s, n, time.perf_counter() - start, t, r))
@@ -202,7 +208,9 @@ def forward_batches(model: nn.Module, loader: DataLoader, device: torch.device, 
     """
     model.eval()
     prepare = getattr(loader, "device_transform", None)
-    for images, labels, indices, n_bad in progress(loader, desc=desc, unit="batch"):
+    bar = progress(loader, desc=desc, unit="batch")
+    for images, labels, indices, n_bad in bar:
+        bar.count_images(len(labels))
         if bad_counter is not None:
             bad_counter[0] += n_bad
         if len(labels) == 0:

@@ -7,6 +7,7 @@ import json
 import logging
 import math
 import signal
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -50,8 +51,10 @@ from fgvc.engine.preemption import (
 )
 from fgvc.engine.seeding import seed_everything
 from fgvc.inference.tta import CropMode, MultiCrop
+from fgvc.progress import format_duration, run_eta
 from fgvc.recipes.recipe import Recipe, StageConfig
 from fgvc.recipes.training import adapt_warnings
+from fgvc.tracking import Tracker
 from fgvc.transforms import DataConfig, DeviceNormalize, loader_transform
 
 log = logging.getLogger(__name__)
@@ -68,6 +71,7 @@ class RunContext:
     data_cfg: DataConfig
     device: torch.device
     passes: PassMemo = field(default_factory=PassMemo)  # evaluation passes made so far
+    tracker: Tracker = field(default_factory=Tracker)
 
     @property
     def checkpoint_dir(self) -> Path:
@@ -103,6 +107,7 @@ class RunContext:
         if not current().is_main:
             return
         self._write_metrics(self._metric_rows() + [row])
+        self.tracker.epoch(row)
 
     def trim_metrics(self, stage: str, after_epoch: int) -> None:
         """Drop rows a crash left beyond the checkpoint being resumed, so none is doubled."""
@@ -209,7 +214,10 @@ def run_stage(ctx: RunContext, stage: StageConfig) -> dict:
              if start_epoch < stage.epochs and partial is None else None)
     if cache is not None:  # the same epochs on activations computed once (feature_cache.py)
         trained, val_loader = cache.tail, cache.val_loader()
+    track = (lambda s, loss, lr: ctx.tracker.step(stage.name, s, loss, lr)) if ctx.tracker else None
+    epoch_times: list[float] = []
     for epoch in range(start_epoch, stage.epochs):
+        epoch_start = time.perf_counter()
         # Augmentation draws: a function of (seed, epoch, process), so a resumed run repeats them;
         # in a partly done epoch, the generators continue from their checkpointed states.
         seed_everything(recipe.seed * 100_003 + epoch * 7919 + env.rank)
@@ -228,7 +236,8 @@ def run_stage(ctx: RunContext, stage: StageConfig) -> dict:
                     device=ctx.device, grad_clip=stage.grad_clip, channels_last=channels_last,
                     desc=desc, objective=objective, accumulate=stage.accumulate,
                     on_step=None if ema is None else lambda s: ema.update(model, step=s),
-                    resume=resume, after_step=lambda p, e=epoch: saver.after_step(e, p))
+                    track=track, resume=resume,
+                    after_step=lambda p, e=epoch: saver.after_step(e, p))
         except NonFiniteLoss as err:
             raise NonFiniteLoss(f"stage {stage.name}, epoch {epoch + 1}/{stage.epochs}: {err}") \
                 from None
@@ -237,12 +246,14 @@ def run_stage(ctx: RunContext, stage: StageConfig) -> dict:
             val = evaluate(cache.tail if cache else evaluator, val_loader, ctx.device,
                            channels_last=channels_last,
                            desc=f"val @{stage.resolution}")
+        epoch_times.append(time.perf_counter() - epoch_start)
         row = {
             "stage": stage.name, "epoch": epoch + 1, "resolution": stage.resolution,
             "lr": result.last_lr, "train_loss": result.loss, "train_top1": result.top1,
             "val_loss": val["loss"], "val_top1": val["top1"], "val_top5": val["top5"],
             "bad_images": result.bad_images + val["bad_images"], "seconds": result.seconds,
             "images_per_second": result.images / max(result.seconds, 1e-9),
+            "epoch_seconds": epoch_times[-1],
         }
         if ema is not None:
             val_ema = evaluate(ema.module, val_loader, ctx.device, channels_last=channels_last,
@@ -259,10 +270,13 @@ def run_stage(ctx: RunContext, stage: StageConfig) -> dict:
                     "epoch": epoch + 1, metric: row[metric]})
             row["best_epoch"] = best.epoch
         ctx.log_metrics(row)
+        left = run_eta([(s.epochs, s.resolution) for s in recipe.stages], sum(epoch_times) /
+                       len(epoch_times), recipe.stages.index(stage), epoch + 1)
         log.info("%s epoch %d/%d: loss %.3f, train top-1 %.1f%%, val top-1 %.1f%% top-5 %.1f%%, "
-                 "%.0f img/s%s", stage.name, epoch + 1, stage.epochs, result.loss, result.top1,
-                 val["top1"], val["top5"], row["images_per_second"],
-                 f", {row['bad_images']} unreadable image(s) skipped" if row["bad_images"] else "")
+                 "%.0f img/s%s, epoch %s, run ETA (training) %s", stage.name, epoch + 1, stage.epochs,
+                 result.loss, result.top1, val["top1"], val["top5"], row["images_per_second"],
+                 f", {row['bad_images']} unreadable image(s) skipped" if row["bad_images"] else "",
+                 format_duration(epoch_times[-1]), format_duration(left))
         if env.is_main:
             save_checkpoint(last, {"model": model.state_dict(),
                                    "optimizer": optimizer.state_dict(),

@@ -12,6 +12,7 @@ from typing import Literal
 
 import numpy as np
 
+from fgvc.errors import EnsembleError  # defined without numpy, for the CLI
 from fgvc.inference.predictions import (
     PROBS,
     NpyRowWriter,
@@ -23,10 +24,6 @@ from fgvc.inference.predictions import (
 )
 
 Combine = Literal["probs", "log_probs"]
-
-
-class EnsembleError(ValueError):
-    """Members that cannot be combined; the message names them and what differs."""
 
 
 def check_compatible(members: Sequence[tuple[str, Predictions]]) -> None:

@@ -4,11 +4,12 @@ clobbered; and `fgvc submit` through the kaggle package, imported only when subm
 from __future__ import annotations
 
 import csv
-import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from fgvc.inference.predictions import Predictions
+if TYPE_CHECKING:  # numpy stays out of `fgvc --help` and `fgvc submit`
+    from fgvc.inference.predictions import Predictions
 
 
 class SubmissionError(RuntimeError):
@@ -97,26 +98,33 @@ def validate_csv(path: Path, fmt: str, expected_ids: list[str], known_classes: l
         raise SubmissionError(f"{path}: {len(missing)} test id(s) missing, e.g. {sorted(missing)[:3]}")
 
 
-def _scrub(text: str) -> str:
-    """Never let the Kaggle key reach any output."""
-    key = os.environ.get("KAGGLE_KEY")
-    return text.replace(key, "***") if key else text
-
-
 def kaggle_api():
-    """The authenticated Kaggle API. ``import kaggle`` authenticates at import time and exits
-    the process without credentials, so it is imported here only, with that turned into a
-    clear error."""
+    """The authenticated Kaggle API. The credentials are looked for first (each missing or
+    broken case is one line, see fgvc/inference/kaggle_auth.py); ``import kaggle``
+    authenticates at import time, printing help on failure (kaggle 2.x) or exiting (1.x), so
+    its output is captured and it is imported here only."""
+    import contextlib
+    import io
+
+    from fgvc.inference.kaggle_auth import CredentialsError, find_credentials, scrub
+
     try:
-        import kaggle
+        creds = find_credentials()
+    except CredentialsError as err:
+        raise SubmissionError(scrub(str(err))) from None
+    chatter = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(chatter), contextlib.redirect_stderr(chatter):
+            import kaggle
     except ImportError:
         raise SubmissionError("the kaggle package is not installed: pip install kaggle") from None
     except (SystemExit, OSError, ValueError) as err:
-        raise SubmissionError(
-            "Kaggle credentials not found or invalid: set KAGGLE_USERNAME and KAGGLE_KEY, or put "
-            "kaggle.json in ~/.kaggle (or $KAGGLE_CONFIG_DIR)" +
-            (f" ({_scrub(str(err))})" if str(err) and not isinstance(err, SystemExit) else "")
-        ) from None
+        raise SubmissionError(f"Kaggle did not accept the credentials from {creds.source}"
+                              f"{f' ({scrub(str(err))})' if str(err) else ''}") from None
+    if not getattr(kaggle.api, "_authenticated", True):
+        raise SubmissionError(f"Kaggle did not accept the credentials from {creds.source}: the "
+                              "token may be expired or revoked, or kaggle.com could not be "
+                              "reached to check it")
     return kaggle.api
 
 
@@ -136,5 +144,7 @@ def submit(path: Path, competition: str, message: str) -> None:
     try:
         api.competition_submit(file_name=str(path), message=message, competition=competition)
     except Exception as err:  # noqa: BLE001 - network, HTTP and API errors alike
+        from fgvc.inference.kaggle_auth import scrub
+
         raise SubmissionError(f"Kaggle refused or could not be reached for {competition!r}: "
-                              f"{_scrub(str(err))}") from None
+                              f"{scrub(str(err))}") from None

@@ -37,4 +37,11 @@ def describe(arch: str, num_classes: int = 1000) -> dict:
 
 
 def catalog(archs: list[str] | None = None) -> list[dict]:
+    from fgvc.models.factory import is_known_arch, known_arch_names
+    from fgvc.suggest import did_you_mean
+
+    for arch in archs or []:
+        if not is_known_arch(arch):
+            raise ValueError(f"unknown model {arch!r}{did_you_mean(arch, known_arch_names())} (a "
+                             "timm name such as 'resnet50', or 'pretrainedmodels:<name>')")
     return [describe(a) for a in (archs or SUPPORTED + MODERN)]

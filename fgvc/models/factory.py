@@ -56,6 +56,11 @@ def arch_problem(name: str) -> str | None:
     return None
 
 
+def known_arch_names() -> list[str]:
+    """Every name ``model.arch`` accepts, for "did you mean" on a misspelt one."""
+    return list(timm.list_models()) + [CADENE_PREFIX + n for n in _cadene_names()]
+
+
 def _cadene_names() -> list[str]:
     try:
         import pretrainedmodels

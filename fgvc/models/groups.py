@@ -22,6 +22,8 @@ from collections.abc import Callable
 import torch
 import torch.nn as nn
 
+from fgvc.errors import GroupError  # defined without torch, for the CLI
+
 NORM_TYPES: tuple[type, ...] = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm,
                                 nn.RMSNorm)
 try:  # timm's own norms that do not subclass torch's
@@ -40,10 +42,6 @@ LAST_STAGE_CANDIDATES: tuple[tuple[str, ...], ...] = (
 )
 LAST_BLOCKS = "last_blocks"
 POS_EMBED_NAMES = ("pos_embed", "absolute_pos_embed", "pos_embedding", "position_embeddings")
-
-
-class GroupError(ValueError):
-    """A group or module path does not resolve on this model; the message shows how to fix it."""
 
 
 def module_path(model: nn.Module, target: nn.Module) -> str:

@@ -9,13 +9,11 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
+from fgvc.errors import WeightsError  # defined without torch, for the CLI
+
 log = logging.getLogger(__name__)
 WRAPPER_KEYS = ("model", "state_dict", "model_state")
 DDP_PREFIX = "module."
-
-
-class WeightsError(RuntimeError):
-    """A checkpoint cannot be read or does not fit the model; the message says which and why."""
 
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:

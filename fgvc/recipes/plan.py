@@ -1,7 +1,12 @@
-"""``fgvc validate``: the resolved plan of a recipe, shown without touching data or weights.
+"""``fgvc validate``: the resolved plan of a recipe, shown without opening an image or weights.
 
 The model is built on PyTorch's meta device (no memory, no compute), so adaptation groups
 resolve to the real module paths even for the largest architectures in a fraction of a second.
+When the dataset is on disk its metadata is read, to check the splits the recipe names.
+
+Paths: every relative path in a recipe (``dataset.root``, ``model.weights``, ``output_root``,
+``submission.path``, an ensemble's member ``recipe`` and ``predictions``) is relative to the
+working directory fgvc runs in, never to the recipe file; the plan prints them resolved.
 """
 
 from __future__ import annotations
@@ -28,18 +33,69 @@ def _meta_model(recipe: Recipe, num_classes: int) -> torch.nn.Module:
     return model
 
 
-def describe_plan(recipe: Recipe) -> str:
+def resolved(path: str | Path) -> Path:
+    """The one rule for relative recipe paths: relative to the working directory."""
+    return Path(path).absolute()
+
+
+def _weights_text(recipe: Recipe) -> str:
+    if recipe.model.weights:
+        found = "" if resolved(recipe.model.weights).is_file() else " (NOT FOUND)"
+        return f"{resolved(recipe.model.weights)}{found}"
+    if recipe.model.pretrained == "imagenet":
+        return ("ImageNet, will be downloaded on first use (timm / pretrainedmodels cache; "
+                "offline, give model.weights: FILE)")
+    return "random initialisation (pretrained: none)"
+
+
+def _dataset_text(recipe: Recipe, known: int | None) -> tuple[str, list[str]]:
+    """What validate can say about the data without decoding an image, and the split problems
+    of the recipe's sections (a predict or submission split the dataset lacks, ...)."""
+    ds = recipe.dataset
+    root = resolved(ds.root)
+    classes = f"{known} classes" if known else "classes counted at run time; counts below assume 1000"
+    if ds.name == "synthetic" and not (root / "meta.json").is_file():
+        return f"dataset synthetic at {root} ({classes}): will be generated there on first run", []
+    if not root.exists():
+        return f"dataset {ds.name} at {root} ({classes}): NOT FOUND on disk", []
+    from fgvc.workflows.pipeline import load_recipe_dataset
+
+    try:
+        index = load_recipe_dataset(recipe)
+        splits = {k: (len(v), index.is_labelled(k)) for k, v in index.splits.items()}
+    except Exception as err:  # noqa: BLE001 - shown, not raised: validate reports, run refuses
+        return f"dataset {ds.name} at {root} ({classes}): cannot be read: {err}", []
+    problems = []
+    needed = [("dataset.train_split", ds.train_split), ("dataset.val_split", ds.val_split),
+              ("evaluate.split", recipe.evaluate.split)]
+    if recipe.predict is not None:
+        needed.append(("predict.split" + (" (and so the submission)" if recipe.submission else ""),
+                       recipe.predict.split))
+    for field_name, split in needed:
+        if split not in splits:
+            problems.append(f"{field_name}: dataset {ds.name!r} has no split {split!r} "
+                            f"(it has: {', '.join(splits)})")
+    shown = ", ".join(f"{k} {n:,}{'' if labelled else ' (unlabelled)'}"
+                      for k, (n, labelled) in splits.items())
+    return f"dataset {ds.name} at {root} ({classes}): splits {shown}", problems
+
+
+def describe_plan(recipe: Recipe, problems: list[str] | None = None) -> str:
+    """The plan as text; ``problems`` (when given) receives what would stop the run."""
     known = registry.get(recipe.dataset.name).num_classes(recipe.dataset.options)
     num_classes = known or 1000
     model = _meta_model(recipe, num_classes)
-    weights = recipe.model.weights or (
-        "ImageNet (downloaded)" if recipe.model.pretrained == "imagenet" else "random init")
+    data_line, found = _dataset_text(recipe, known)
+    if problems is not None:
+        problems.extend(found)
     lines = [
-        f"run {recipe.name!r} -> {recipe.run_dir}/ on device {recipe.device}",
-        f"dataset {recipe.dataset.name} at {recipe.dataset.root} "
-        f"({f'{known} classes' if known else 'classes counted at run time; counts below assume 1000'}), "
-        f"train split {recipe.dataset.train_split!r}, val split {recipe.dataset.val_split!r}",
-        f"model {recipe.model.arch}, {count_parameters(model):,} parameters, weights: {weights}"
+        f"run {recipe.name!r} -> {resolved(recipe.run_dir)}/ on device {recipe.device}",
+        data_line,
+        f"  train split {recipe.dataset.train_split!r}, val split {recipe.dataset.val_split!r}"
+        + (f" (a {recipe.dataset.holdout:g} holdout of the train split)" if recipe.dataset.holdout
+           else ""),
+        f"model {recipe.model.arch}, {count_parameters(model):,} parameters, weights: "
+        f"{_weights_text(recipe)}"
         f"{', torch.compile (eager where unsupported)' if recipe.model.compile else ''}",
         "stages:",
     ]
@@ -57,30 +113,38 @@ def describe_plan(recipe: Recipe) -> str:
             "parameters)",
         ]
         if not plan.everything:
+            how = ("an exact average over the adaptation batches (reset first)"
+                   if stage.bn_momentum is None
+                   else f"a running average, momentum {stage.bn_momentum:g}")
             lines.append("     eval mode everywhere else; BN statistics re-estimated only inside "
-                         f"the adapted modules (momentum {stage.bn_momentum})")
+                         f"the adapted modules, as {how}")
         lines += [f"     {option}" for option in describe_training_options(stage)]
         lines += [f"     warning: {w}" for w in adapt_warnings(stage)]
         _check_stage_runtime(model, stage)
     keep = recipe.checkpoint
     lines.append(f"checkpoint: each stage ends with the {keep.keep} epoch's weights"
                  + (f" by {keep.metric} (kept beside the last)" if keep.keep == "best" else ""))
+    adapted = recipe.stage("adapt") is not None
     lines.append(f"evaluate: {recipe.evaluate.split} split at "
                  f"{', '.join(map(str, recipe.eval_resolutions))} px, {recipe.evaluate.crops} crops, "
-                 "before and after adaptation")
-    outputs = [f"{recipe.run_dir}/{{recipe.yaml, metrics.jsonl, checkpoints/, evaluation.json, "
-               "report.md, accuracy_vs_resolution.png}"]
+                 + ("before and after adaptation" if adapted else "no adaptation (no adapt stage)"))
+    run_dir = resolved(recipe.run_dir)
+    outputs = [f"{run_dir}/{{recipe.yaml, metrics.jsonl, checkpoints/, evaluation.json, "
+               "report.md and its PNG figures, tensorboard/}"]
     if recipe.predict is not None:
         res = recipe.predict.resolutions or [recipe.final_resolution]
         outputs.append(f"predictions of split {recipe.predict.split!r} at "
                        f"{', '.join(map(str, res))} px, {recipe.predict.crops} crops -> "
-                       f"{recipe.run_dir}/predictions/")
+                       f"{run_dir}/predictions/")
     if recipe.submission_path is not None:
         outputs.append(f"submission ({recipe.submission.format}"
                        f"{f', top-{recipe.submission.top_k}' if recipe.submission.top_k else ''}) "
-                       f"-> {recipe.submission_path}")
+                       f"-> {resolved(recipe.submission_path)}")
     lines.append("outputs:")
     lines += [f"  {o}" for o in outputs]
+    if found:
+        lines.append("problems (the run will refuse to start):")
+        lines += [f"  - {p}" for p in found]
     return "\n".join(lines)
 
 
@@ -102,18 +166,19 @@ def describe_ensemble(recipe: EnsembleRecipe, source: Path | None = None) -> str
     from fgvc.workflows.ensemble_run import load_member
 
     lines = [f"ensemble {recipe.name!r} of {len(recipe.members)} member(s), combined by "
-             f"{recipe.combine} -> {recipe.run_dir}/predictions/"]
+             f"{recipe.combine} -> {resolved(recipe.run_dir)}/predictions/"]
     for i, member in enumerate(recipe.members, start=1):
         if member.predictions is not None:
-            lines.append(f"  {i}. predictions {member.predictions} (weight {member.weight:g})")
+            lines.append(f"  {i}. predictions {resolved(member.predictions)} (weight {member.weight:g})")
             continue
         sub = load_member(recipe, member, source)
         train, adapt = sub.stage("train"), sub.stage("adapt")
         res = " -> ".join(str(s.resolution) for s in (train, adapt) if s is not None)
         predict = sub.predict
-        lines.append(f"  {i}. {member.recipe} (weight {member.weight:g}): {sub.model.arch}, "
-                     f"{res} px, predicts at {predict.resolutions or [sub.final_resolution]} px "
-                     f"with {predict.crops} -> {sub.run_dir}/predictions/")
+        lines.append(f"  {i}. {resolved(member.recipe)} (weight {member.weight:g}): "
+                     f"{sub.model.arch}, {res} px, predicts at "
+                     f"{predict.resolutions or [sub.final_resolution]} px with {predict.crops} -> "
+                     f"{resolved(sub.run_dir)}/predictions/")
     if recipe.submission_path is not None:
-        lines.append(f"submission ({recipe.submission.format}) -> {recipe.submission_path}")
+        lines.append(f"submission ({recipe.submission.format}) -> {resolved(recipe.submission_path)}")
     return "\n".join(lines)

@@ -23,6 +23,7 @@ from fgvc.recipes.training import (
     SamplerConfig,
     check_training_options,
 )
+from fgvc.suggest import did_you_mean
 
 ADAPT_GROUPS = ("classifier", "last_bn", "last_norm", "last_stage", "pos_embed")
 STAGE_ORDER = ("train", "adapt")
@@ -189,7 +190,9 @@ class DatasetConfig:
 
         out = []
         if self.name not in registry.names():
-            out.append(("name", f"unknown dataset {self.name!r} (known: {', '.join(registry.names())})"))
+            out.append(("name", f"unknown dataset {self.name!r}"
+                        f"{did_you_mean(self.name, registry.names())} "
+                        f"(known: {', '.join(registry.names())})"))
         else:  # "dataset.options.x: message" -> ("options.x", "message")
             out += [tuple(p.removeprefix("dataset.").split(": ", 1))
                     for p in registry.get(self.name).option_problems(self.options)]
@@ -225,6 +228,10 @@ class ModelConfig:
         out = []
         problem = arch_problem(self.arch)
         if problem is not None:
+            if problem.startswith("unknown model"):
+                from fgvc.models.factory import known_arch_names
+
+                problem += did_you_mean(self.arch, known_arch_names())
             out.append(("arch", f"{problem} (a timm name such as 'resnet50', 'arch.tag', "
                         "'hf-hub:org/repo', or 'pretrainedmodels:<name>'; see `fgvc models list`)"))
         for key in ("mean", "std"):
@@ -323,6 +330,28 @@ def _check_kept_top_k(predict: PredictConfig | None, submission: SubmissionConfi
 
 
 @dataclass
+class TrackingConfig:
+    """Experiment tracking (fgvc/tracking.py): TensorBoard event files in
+    ``runs/<name>/tensorboard/`` unless ``tensorboard: false``; ``wandb: {project: ...}`` (any
+    other ``wandb.init`` argument allowed) and ``mlflow: {tracking_uri, experiment}`` optional."""
+
+    tensorboard: bool = True
+    wandb: dict[str, Any] | None = None
+    mlflow: dict[str, Any] | None = None
+
+    def check(self) -> list[tuple[str, str]]:
+        out = []
+        if self.wandb is not None and not self.wandb.get("project"):
+            out.append(("wandb.project", "required when tracking with wandb, e.g. "
+                        "wandb: {project: fgvc}"))
+        unknown = sorted(set(self.mlflow or {}) - {"tracking_uri", "experiment"})
+        if unknown:
+            out.append(("mlflow", f"unknown key(s) {', '.join(unknown)} (known: tracking_uri, "
+                        "experiment)"))
+        return out
+
+
+@dataclass
 class CheckpointConfig:
     """Checkpoints besides the one at the end of every epoch: ``every_minutes`` also writes one
     mid-epoch (with the data position and random states, so a resume is exact) on long epochs.
@@ -381,6 +410,7 @@ class Recipe(RunOutputs):
     predict: PredictConfig | None = field(default_factory=PredictConfig)
     submission: SubmissionConfig | None = field(default_factory=SubmissionConfig)
     sweep_resolutions: list[int] | None = None
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
 
     def check(self) -> list[tuple[str, str]]:

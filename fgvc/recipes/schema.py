@@ -15,6 +15,7 @@ import unicodedata
 from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
 from fgvc.recipes.limits import MAX_DEPTH, Bounds, bounds_for
+from fgvc.suggest import did_you_mean
 
 
 class SchemaError(ValueError):
@@ -150,7 +151,8 @@ def build(cls: type, data: Any, path: str, problems: list[str], checks: list[str
     for key in data:
         if key not in fields:
             known = ", ".join(sorted(fields))
-            problems.append(f"{prefix}{key}: unknown field (known fields: {known})")
+            problems.append(f"{prefix}{key}: unknown field{did_you_mean(key, fields)} "
+                            f"(known fields: {known})")
     kwargs: dict[str, Any] = {}
     for name, field in fields.items():
         required = (

@@ -20,11 +20,8 @@ log = logging.getLogger(__name__)
 
 
 def member_recipe_path(member: EnsembleMember, source: Path | None) -> Path:
-    """Relative to the working directory, else to the ensemble recipe's folder."""
-    path = Path(member.recipe)
-    if not path.exists() and source is not None and (source.parent / path).exists():
-        return source.parent / path
-    return path
+    """Relative to the working directory, like every path in a recipe (see fgvc/recipes/plan.py)."""
+    return Path(member.recipe)
 
 
 def load_member(recipe: EnsembleRecipe, member: EnsembleMember, source: Path | None) -> Recipe:

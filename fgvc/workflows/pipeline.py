@@ -42,8 +42,9 @@ from fgvc.engine.stage import RunContext, run_stage
 from fgvc.inference.predictions import Predictions, check_output_path
 from fgvc.inference.submission import check_writable, write_submission
 from fgvc.models import create_model, data_config
-from fgvc.recipes.recipe import Recipe
+from fgvc.recipes.recipe import InferenceConfig, Recipe
 from fgvc.report import write_report
+from fgvc.tracking import open_tracker
 from fgvc.workflows.resume import check_resume, dump_recipe, record_changes
 from fgvc.workflows.runlock import FolderLock
 
@@ -104,10 +105,13 @@ def evaluate_resolutions(ctx: RunContext, phase: str) -> dict[str, dict]:
     found = {res: ctx.passes.get(key) for res, key in keys.items()}
     todo = [res for res, metrics in found.items() if metrics is None]
     if todo:
+        began = time.perf_counter()
         loader = ctx.eval_loader(cfg.split, todo, cfg.batch_size, cfg.crops)
         found.update(evaluate(ctx.model, loader, ctx.device, average=cfg.average,
                               channels_last=ctx.recipe.model.channels_last, desc=phase,
                               views=todo))
+        for res in todo:  # one joint pass: each resolution is charged an equal share of it
+            found[res]["seconds"] = (time.perf_counter() - began) / len(todo)
     results = {}
     for res, metrics in found.items():
         ctx.passes.put(keys[res], metrics)
@@ -117,13 +121,15 @@ def evaluate_resolutions(ctx: RunContext, phase: str) -> dict[str, dict]:
     stored[phase] = results
     if current().is_main:
         atomic_write(path, json.dumps(stored, indent=2) + "\n")
+    ctx.tracker.evaluation(phase, results)
     return results
 
 
-def predict_split(ctx: RunContext) -> Predictions:
+def predict_split(ctx: RunContext, cfg: InferenceConfig | None = None,
+                  require_all: bool = True) -> Predictions:
     """Probabilities for every image of the split: crops combined at each resolution, then the
-    resolutions averaged."""
-    cfg = ctx.recipe.predict
+    resolutions averaged. ``cfg``: the recipe's ``predict`` section unless given."""
+    cfg = cfg or ctx.recipe.predict
     resolutions = cfg.resolutions or [ctx.recipe.final_resolution]
     total = None
     for resolution in resolutions:
@@ -132,7 +138,7 @@ def predict_split(ctx: RunContext) -> Predictions:
             ctx.model, loader, ctx.device, average=cfg.average,
             channels_last=ctx.recipe.model.channels_last,
             desc=f"predict {cfg.split} @{resolution} {cfg.crops}")
-        if bad:
+        if bad and require_all:
             raise RuntimeError(f"{bad} image(s) of split {cfg.split!r} are unreadable: a "
                                "prediction needs every image (run `fgvc datasets verify`)")
         total = probs if total is None else total + probs
@@ -169,6 +175,7 @@ def run_recipe(recipe: Recipe, *, resume: bool = False, force: bool = False,
     _check_splits(recipe, index)
     handler = None
     held = ExitStack()  # the folder's lock and the signal handlers, released in this order
+    tracker = None
     try:
         if env.is_main:
             run_dir = _claim_run_dir(recipe, planned[0], planned[2] is not None, held)
@@ -186,6 +193,9 @@ def run_recipe(recipe: Recipe, *, resume: bool = False, force: bool = False,
         if recipe.model.channels_last and device.type == "cuda":
             model = model.to(memory_format=torch.channels_last)
         ctx = RunContext(recipe, run_dir, index, model, data_config(model, recipe.model), device)
+        if env.is_main:
+            ctx.tracker = tracker = open_tracker(recipe.tracking, run_dir.name, run_dir,
+                                                 recipe.to_dict())
         trainable, selected = {}, {}
         for stage in recipe.stages:
             trainable[stage.name] = _describe_trainable(model, stage.trainable)
@@ -201,12 +211,22 @@ def run_recipe(recipe: Recipe, *, resume: bool = False, force: bool = False,
             selected[stage.name] = run_stage(ctx, stage)
         evaluate_resolutions(ctx, "after_adaptation" if recipe.stage("adapt")
                              else "before_adaptation")
+        # Per-image predictions on the evaluation split at the final resolution: the report's
+        # per-class accuracy, macro-F1 and confusions are computed from them.
+        final_eval = dataclasses.replace(recipe.evaluate, resolutions=[recipe.final_resolution])
+        eval_preds = predict_split(ctx, final_eval, require_all=False)
+        began = time.perf_counter()
         preds = predict_split(ctx) if recipe.predict is not None else None
+        predict_seconds = time.perf_counter() - began
         if env.is_main:
-            _write_outputs(ctx, preds, submission_path, start, trainable, selected)
+            eval_preds.save(run_dir / "eval_predictions")
+            _write_outputs(ctx, preds, submission_path, start, trainable, selected,
+                           predict_seconds if preds is not None else None)
         barrier()
         return run_dir
     finally:
+        if tracker is not None:
+            tracker.close()
         if handler is not None:
             logging.getLogger().removeHandler(handler)
             handler.close()
@@ -266,7 +286,8 @@ def _submission_path(recipe: Recipe, run_dir: Path) -> Path | None:
 
 def _write_outputs(ctx: RunContext, preds: Predictions | None, submission_path: Path | None,
                    start: float, trainable: dict[str, str],
-                   selected: dict[str, dict | None]) -> None:
+                   selected: dict[str, dict | None],
+                   predict_seconds: float | None = None) -> None:
     recipe, index, run_dir = ctx.recipe, ctx.index, ctx.run_dir
     summary = {
         "num_classes": index.num_classes,
@@ -284,9 +305,11 @@ def _write_outputs(ctx: RunContext, preds: Predictions | None, submission_path: 
                              recipe.submission.top_k, expected_ids=expected, force=True)
             summary["submission"] = str(submission_path)
             log.info("submission written to %s", submission_path)
+    if predict_seconds is not None:
+        summary["predict_seconds"] = predict_seconds
     summary["seconds"] = time.perf_counter() - start
     atomic_write(run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
-    report = write_report(run_dir, recipe, summary)
+    report = write_report(run_dir, recipe, summary, index, ctx.tracker)
     log.info("report: %s", report)
 
 

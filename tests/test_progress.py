@@ -1,0 +1,106 @@
+"""Progress off a terminal: log lines at 10 % steps and every 30 s, with throughput and ETA."""
+
+from __future__ import annotations
+
+import logging
+import re
+
+import pytest
+
+from fgvc import progress as progress_module
+from fgvc.progress import Progress, format_duration, progress, run_eta
+
+LINE = re.compile(r"^(?P<desc>.+): (?P<done>\d+)/(?P<total>\d+) (?P<unit>\w+) \(\d+%\), "
+                  r"[\d.]+ img/s, .*elapsed \d+:\d\d, ETA \d+:\d\d$")
+
+
+def _lines(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name == "fgvc.progress"]
+
+
+def test_log_mode_off_a_terminal(monkeypatch):
+    monkeypatch.delenv("FGVC_PROGRESS", raising=False)
+    assert progress_module.progress_mode() == "log"  # pytest captures stderr: not a terminal
+    monkeypatch.setenv("FGVC_PROGRESS", "bar")
+    assert progress_module.progress_mode() == "bar"
+
+
+def test_a_line_at_every_ten_percent(caplog, monkeypatch):
+    monkeypatch.delenv("FGVC_PROGRESS", raising=False)
+    caplog.set_level(logging.INFO)
+    bar = progress(range(50), desc="loop")
+    for _ in bar:
+        bar.set_postfix(loss="1.234")
+    lines = _lines(caplog)
+    assert len(lines) == 10, lines
+    done = [int(LINE.match(line)["done"]) for line in lines]
+    assert done == [5, 10, 15, 20, 25, 30, 35, 40, 45, 50]
+    assert all("loss 1.234" in line for line in lines)
+
+
+def test_a_line_every_thirty_seconds_without_a_total(caplog, monkeypatch):
+    monkeypatch.setattr(Progress, "_start_watchdog", lambda self: None)  # the fake clock is ours
+    clock = iter(range(0, 10_000, 10))  # 10 s per call
+    monkeypatch.setattr(progress_module.time, "perf_counter", lambda: float(next(clock)))
+    caplog.set_level(logging.INFO)
+    with Progress(total=None, desc="stream", unit="img", mode="log") as bar:
+        for _ in range(9):
+            bar.update()
+    lines = _lines(caplog)
+    # no total, so no 10 % steps: one line per 30 s of the fake clock
+    assert len(lines) == 3 and all("elapsed" in line and "img/s" in line for line in lines)
+
+
+def test_watchdog_logs_during_one_long_item(caplog, monkeypatch):
+    """A batch longer than the interval still gets its line, from the watchdog thread."""
+    import time
+
+    monkeypatch.setattr(progress_module, "LOG_EVERY_SECONDS", 0.2)
+    monkeypatch.setattr(progress_module, "WATCH_EVERY_SECONDS", 0.05)
+    caplog.set_level(logging.INFO)
+    for _ in Progress(range(1), desc="slow", unit="batch", mode="log"):
+        time.sleep(1.0)
+    during = [line for line in _lines(caplog) if line.startswith("slow: 0/1 batch (0%)")]
+    assert len(during) >= 2, _lines(caplog)
+
+
+def test_images_count_batches(caplog):
+    caplog.set_level(logging.INFO)
+    bar = Progress(range(10), desc="b", unit="batch", mode="log")
+    for _ in bar:
+        bar.count_images(8)
+    assert bar.images == 80 and bar.done == 10
+
+
+def test_train_epoch_logs_loss_and_eta(caplog, monkeypatch):
+    """A real (tiny) training loop, as under nohup: lines with loss, throughput and ETA."""
+    import torch
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from fgvc.engine.loop import train_one_epoch
+
+    monkeypatch.delenv("FGVC_PROGRESS", raising=False)
+    caplog.set_level(logging.INFO)
+    x, y = torch.randn(40, 4), torch.randint(0, 3, (40,))
+    loader = [(xb, yb, torch.arange(len(yb)), 0) for xb, yb in DataLoader(TensorDataset(x, y),
+                                                                         batch_size=4)]
+    model = torch.nn.Linear(4, 3)
+    steps = []
+    train_one_epoch(model, loader, torch.optim.SGD(model.parameters(), lr=0.1),
+                    lr_fn=lambda s: 0.1, step=0, device=torch.device("cpu"), channels_last=False,
+                    desc="train 1/1", on_step=lambda s, loss, lr: steps.append((s, lr)))
+    lines = _lines(caplog)
+    assert len(lines) == 10 and all(LINE.match(line) for line in lines), lines
+    assert all("loss " in line and "lr " in line for line in lines)
+    assert steps == [(s, 0.1) for s in range(1, 11)]
+
+
+def test_run_eta_scales_later_stages_by_pixels():
+    # 2 of 4 train epochs done at 10 s each, then 2 adapt epochs at twice the side (4x pixels)
+    assert run_eta([(4, 64), (2, 128)], 10.0, 0, 2) == pytest.approx(2 * 10 + 2 * 40)
+    assert run_eta([(4, 64), (2, 128)], 10.0, 1, 1) == pytest.approx(10)
+
+
+def test_format_duration():
+    assert format_duration(62) == "1:02" and format_duration(3723) == "1:02:03"
+    assert format_duration(float("nan")) == "?"
