@@ -190,7 +190,9 @@ def stages(ctx: ReportContext) -> list[str]:
     for phase, results in ctx.evaluation.items():
         timed = [(r, m["seconds"]) for r, m in results.items() if "seconds" in m]
         if timed:
-            each = ", ".join(f"{r} px {seconds_text(t)}" for r, t in timed)
+            each = ", ".join(f"{r} px " + ("(reused the identical earlier pass)"
+                                           if results[r].get("reused") else seconds_text(t))
+                             for r, t in timed)
             lines.append(f"- evaluation {PHASE_TITLES.get(phase, phase)}: {each}")
     if "predict_seconds" in ctx.summary:
         lines.append(f"- prediction: {seconds_text(ctx.summary['predict_seconds'])}")

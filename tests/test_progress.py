@@ -88,7 +88,7 @@ def test_train_epoch_logs_loss_and_eta(caplog, monkeypatch):
     steps = []
     train_one_epoch(model, loader, torch.optim.SGD(model.parameters(), lr=0.1),
                     lr_fn=lambda s: 0.1, step=0, device=torch.device("cpu"), channels_last=False,
-                    desc="train 1/1", on_step=lambda s, loss, lr: steps.append((s, lr)))
+                    desc="train 1/1", log_every=1, track=lambda s, loss, lr: steps.append((s, lr)))
     lines = _lines(caplog)
     assert len(lines) == 10 and all(LINE.match(line) for line in lines), lines
     assert all("loss " in line and "lr " in line for line in lines)

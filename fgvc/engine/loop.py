@@ -147,14 +147,16 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim
         if on_step is not None:
             on_step(step)
         if step - checked >= log_every:
-            total, _ = _read_sums(sums, seen, bar, lr_fn)
+            total, _ = _read_sums(sums, seen, bar, lr_fn, lr)
             if track is not None and seen > last_seen:
                 track(step, (total - last_loss) / (seen - last_seen), lr)
             last_seen, last_loss, checked = seen, total, step
         if after_step is not None:
             after_step(lambda b=batches, s=seen, n=bad, t=step, r=lr: EpochProgress(
                 b, *_read_sums(sums, s, bar, lr_fn), s, n, time.perf_counter() - start, t, r))
-    total_loss, correct = _read_sums(sums, seen, bar, lr_fn)
+    total_loss, correct = _read_sums(sums, seen, bar, lr_fn, lr)
+    if track is not None and seen > last_seen:
+        track(step, (total_loss - last_loss) / (seen - last_seen), lr)
     total_loss, correct, seen, bad = all_reduce_sum([total_loss, correct, seen, bad])
     return EpochResult(
         loss=total_loss / max(seen, 1), top1=100.0 * correct / max(seen, 1), images=int(seen),
@@ -167,8 +169,8 @@ def _gradient_sync(model: nn.Module, sync: bool) -> contextlib.AbstractContextMa
     return contextlib.nullcontext() if sync or no_sync is None else no_sync()
 
 
-def _read_sums(sums: torch.Tensor, seen: int, bar, lr_fn: Callable[[int], float]
-               ) -> tuple[float, int]:
+def _read_sums(sums: torch.Tensor, seen: int, bar, lr_fn: Callable[[int], float],
+               lr: float | None = None) -> tuple[float, int]:
     """The one host read of the device sums: raise on a non-finite loss (naming its step and
     learning rate), update the progress bar, return (loss sum, correct count)."""
     total_loss, correct, bad_step, bad_loss = sums.tolist()
@@ -178,7 +180,8 @@ def _read_sums(sums: torch.Tensor, seen: int, bar, lr_fn: Callable[[int], float]
                             f"{lr_fn(step):.4g}); stopped, the last checkpoint is kept: lower "
                             "the learning rate, add warm-up or set grad_clip")
     if seen:
-        bar.set_postfix(loss=f"{total_loss / seen:.3f}")
+        bar.set_postfix(loss=f"{total_loss / seen:.3f}",
+                        **({"lr": f"{lr:.2e}"} if lr is not None else {}))
     return total_loss, int(correct)
 
 

@@ -115,7 +115,7 @@ def evaluate_resolutions(ctx: RunContext, phase: str) -> dict[str, dict]:
     results = {}
     for res, metrics in found.items():
         ctx.passes.put(keys[res], metrics)
-        results[str(res)] = metrics
+        results[str(res)] = metrics if res in todo else {**metrics, "seconds": 0.0, "reused": True}
         log.info("%s @%d px: top-1 %.1f%%, top-5 %.1f%%%s", phase, res, metrics["top1"],
                  metrics["top5"], "" if res in todo else " (the identical earlier pass)")
     stored[phase] = results
@@ -152,7 +152,8 @@ def predict_split(ctx: RunContext, cfg: InferenceConfig | None = None,
               "resolutions": resolutions, "crops": cfg.crops, "average": cfg.average,
               "split": cfg.split, "dataset": ctx.index.name, "processes": current().world_size},
     )
-    return preds.keep_top_k(cfg.keep_top_k) if cfg.keep_top_k else preds
+    keep = getattr(cfg, "keep_top_k", None)  # a predict section may keep only the top k
+    return preds.keep_top_k(keep) if keep else preds
 
 
 def run_recipe(recipe: Recipe, *, resume: bool = False, force: bool = False,
