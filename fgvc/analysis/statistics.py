@@ -106,3 +106,35 @@ def format_p(p: float | None) -> str:
     if p is None:
         return "-"
     return f"{p:.2g}" if p >= 1e-4 else "<1e-4"
+
+
+def summarise_accuracy(result: dict) -> dict:
+    """An ``evaluate`` result ready for ``evaluation.json``: the per-image hits packed
+    (``top1_hits``), the top-1 95 % Wilson interval (``top1_ci95``, percent) and its method."""
+    out = {k: v for k, v in result.items() if k not in ("hits", "indices")}
+    if "correct" in out and out.get("images"):
+        out["top1_ci95"] = accuracy_ci(out["correct"], out["images"])
+        out["ci_method"] = CI_METHOD
+    if "hits" in result:
+        out["top1_hits"] = pack_hits(result["hits"])
+    return out
+
+
+def paired_test(a: dict, b: dict) -> PairedTest | None:
+    """McNemar between two ``evaluation.json`` entries scored on the same images (``a`` right
+    only -> ``only_a``); ``None`` when either lacks per-image hits or the image counts differ."""
+    if "top1_hits" not in a or "top1_hits" not in b or a.get("images") != b.get("images"):
+        return None
+    n = a["images"]
+    return mcnemar_exact(unpack_hits(a["top1_hits"], n), unpack_hits(b["top1_hits"], n))
+
+
+def add_adaptation_tests(evaluation: dict) -> dict:
+    """For each resolution scored before and after adaptation: ``after_adaptation[res]
+    ["vs_before"]`` = McNemar's exact test (``only_a``: right only after adaptation)."""
+    before, after = evaluation.get("before_adaptation", {}), evaluation.get("after_adaptation", {})
+    for res, entry in after.items():
+        test = paired_test(entry, before[res]) if res in before else None
+        if test is not None:
+            entry["vs_before"] = test.to_dict()
+    return evaluation

@@ -101,16 +101,22 @@ def forward_batches(model: nn.Module, loader: DataLoader, device: torch.device, 
 
 def evaluate(model: nn.Module, loader: DataLoader, device: torch.device, *,
              average: Average = "probs", channels_last: bool = True,
-             desc: str = "eval") -> dict[str, float]:
-    """Top-1/top-5 accuracy (%) and mean loss on a labelled split, streamed batch by batch."""
+             desc: str = "eval", with_hits: bool = False) -> dict:
+    """Top-1/top-5 accuracy (%) and mean loss on a labelled split, streamed batch by batch.
+
+    ``with_hits``: also ``hits`` (per-image top-1 correctness, bool, in dataset order, over
+    every process) and ``indices``, for confidence intervals and paired tests."""
     correct1 = correct5 = seen = 0
     loss_sum = 0.0
     bad = [0]
-    for probs, labels, _ in forward_batches(model, loader, device, average=average,
+    hit_chunks: list[tuple[np.ndarray, np.ndarray]] = []
+    for probs, labels, indices in forward_batches(model, loader, device, average=average,
                                             channels_last=channels_last, desc=desc,
                                             bad_counter=bad):
         k = min(5, probs.shape[1])
         hits = probs.topk(k, dim=1).indices == labels[:, None]
+        if with_hits:
+            hit_chunks.append((indices.numpy(), hits[:, 0].numpy()))
         correct1 += hits[:, 0].sum().item()
         correct5 += hits.any(dim=1).sum().item()
         loss_sum += F.nll_loss(probs.clamp_min(1e-12).log(), labels, reduction="sum").item()
@@ -119,8 +125,16 @@ def evaluate(model: nn.Module, loader: DataLoader, device: torch.device, *,
         [correct1, correct5, loss_sum, seen, bad[0]])
     if seen == 0:
         raise RuntimeError(f"{desc}: no readable image to evaluate ({int(n_bad)} unreadable)")
-    return {"top1": 100.0 * correct1 / seen, "top5": 100.0 * correct5 / seen,
-            "loss": loss_sum / seen, "images": int(seen), "bad_images": int(n_bad)}
+    result = {"top1": 100.0 * correct1 / seen, "top5": 100.0 * correct5 / seen,
+              "loss": loss_sum / seen, "images": int(seen), "bad_images": int(n_bad),
+              "correct": int(correct1)}
+    if with_hits:
+        shards = [c for part in gather_objects(hit_chunks) for c in part]
+        indices = np.concatenate([i for i, _ in shards])
+        order = np.argsort(indices, kind="stable")
+        result["indices"] = indices[order]
+        result["hits"] = np.concatenate([h for _, h in shards])[order]
+    return result
 
 
 def predict_probabilities(model: nn.Module, loader: DataLoader, device: torch.device, *,

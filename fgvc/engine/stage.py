@@ -75,15 +75,15 @@ class RunContext:
         if len(kept) != len(rows):
             path.write_text("".join(json.dumps(r) + "\n" for r in kept))
 
-    def train_loader(self, stage: StageConfig, epoch: int):
+    def train_loader(self, stage: StageConfig, epoch: int, drop_last: bool = True):
         """The stage's training data; the shuffle is a function of (seed, epoch), so a resumed
         run sees exactly the order it would have seen."""
         ds = self.recipe.dataset
         transform = build_transform(stage.augment, stage.resolution, self.data_cfg,
                                     tuple(stage.crop_scale))
-        return make_loader(self.index, ds.train_split, transform=transform,
+        return make_loader(self.index, stage.data_split or ds.train_split, transform=transform,
                            batch_size=stage.batch_size, num_workers=ds.num_workers,
-                           on_bad_image=ds.on_bad_image, shuffle=True, drop_last=True,
+                           on_bad_image=ds.on_bad_image, shuffle=True, drop_last=drop_last,
                            seed=self.recipe.seed, epoch=epoch)
 
     def eval_loader(self, split: str, resolution: int, batch_size: int,
@@ -97,8 +97,12 @@ class RunContext:
 
 def run_stage(ctx: RunContext, stage: StageConfig) -> None:
     """Train ``stage`` to completion, resuming from its last epoch checkpoint if one exists."""
+    if stage.method != "finetune":
+        from fgvc.engine.adapt_methods import run_label_free
+
+        return run_label_free(ctx, stage)
     model, recipe = ctx.model, ctx.recipe
-    plan = plan_trainable(model, stage.trainable)
+    plan = plan_trainable(model, stage.trainable, stage.reestimate)
     apply_requires_grad(model, plan)
     optimizer = build_optimizer(model, stage.optimizer)
     last = ctx.last_checkpoint(stage)

@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 import yaml
 
+from fgvc.recipes.presets import apply_presets, check_adapt_method
 from fgvc.recipes.schema import SchemaError, build, describe, to_plain
 
 ADAPT_GROUPS = ("classifier", "last_bn", "last_stage")
@@ -32,6 +33,7 @@ class OptimizerConfig:
     nesterov: bool = False
     weight_decay: float = 1e-4
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    decay_all: bool = False  # weight decay on biases and norm parameters too (authors' release)
 
     def check(self) -> list[tuple[str, str]]:
         out = []
@@ -85,6 +87,12 @@ class StageConfig:
     crop_scale: list[float] = field(default_factory=lambda: [0.08, 1.0])
     bn_momentum: float | None = 0.1
     grad_clip: float | None = None
+    # Adaptation method and data (fgvc.engine.adapt_methods; presets in fgvc.recipes.presets).
+    method: Literal["finetune", "bn_stats", "frechet"] = "finetune"
+    data_split: str | None = None
+    reestimate: list[str] = field(default_factory=list)
+    reference_resolution: int | None = None
+    preset: Literal["official"] | None = None
 
     def __post_init__(self) -> None:
         if self.trainable is None:
@@ -124,7 +132,7 @@ class StageConfig:
         if self.name == "adapt" and self.augment == "train":
             out.append(("augment", "FixRes adapts on the test-time transform: use 'test' or "
                         "'test2', not 'train'"))
-        return out
+        return out + check_adapt_method(self)
 
 
 @dataclass
@@ -389,6 +397,7 @@ def parse_recipe(data: Any, source: str | None = None) -> Recipe | EnsembleRecip
     problems: list[str] = []
     checks: list[str] = []
     kind = data.get("kind", "run") if isinstance(data, dict) else "run"
+    data = apply_presets(data)
     recipe = build(EnsembleRecipe if kind == "ensemble" else Recipe, data, "", problems, checks)
     if problems or checks:
         raise SchemaError(problems + checks, source)

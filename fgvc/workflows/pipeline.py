@@ -20,8 +20,10 @@ import numpy as np
 import torch
 import yaml
 
+from fgvc.analysis.statistics import add_adaptation_tests, summarise_accuracy
 from fgvc.datasets import DatasetIndex, load_dataset
 from fgvc.datasets.base import with_holdout
+from fgvc.engine.adapt_methods import load_model_state
 from fgvc.engine.checkpoint import load_checkpoint
 from fgvc.engine.device import pick_device
 from fgvc.engine.distributed import (
@@ -85,12 +87,14 @@ def evaluate_resolutions(ctx: RunContext, phase: str) -> dict[str, dict]:
     cfg = ctx.recipe.evaluate
     for res in ctx.recipe.eval_resolutions:
         loader = ctx.eval_loader(cfg.split, res, cfg.batch_size, cfg.crops)
-        results[str(res)] = evaluate(ctx.model, loader, ctx.device, average=cfg.average,
-                                     channels_last=ctx.recipe.model.channels_last,
-                                     desc=f"{phase} @{res}")
+        results[str(res)] = summarise_accuracy(evaluate(
+            ctx.model, loader, ctx.device, average=cfg.average,
+            channels_last=ctx.recipe.model.channels_last, desc=f"{phase} @{res}",
+            with_hits=True))
         log.info("%s @%d px: top-1 %.1f%%, top-5 %.1f%%", phase, res,
                  results[str(res)]["top1"], results[str(res)]["top5"])
     stored[phase] = results
+    add_adaptation_tests(stored)
     if current().is_main:
         path.write_text(json.dumps(stored, indent=2) + "\n")
     return results
@@ -159,7 +163,7 @@ def run_recipe(recipe: Recipe, *, resume: bool = False, force: bool = False) -> 
                 evaluate_resolutions(ctx, "before_adaptation")
             final = ctx.final_checkpoint(stage)
             if final.exists():
-                model.load_state_dict(load_checkpoint(final)["model"])
+                load_model_state(model, load_checkpoint(final)["model"])
                 log.info("%s: already done, loaded %s", stage.name, final)
                 continue
             run_stage(ctx, stage)
@@ -240,6 +244,13 @@ def _check_splits(recipe: Recipe, index: DatasetIndex) -> None:
                              f"(it has: {', '.join(index.splits)})")
         if not index.is_labelled(split):
             raise ValueError(f"{field_name}: split {split!r} of {index.name!r} has no labels")
+    for i, stage in enumerate(recipe.stages):
+        if stage.data_split is not None and stage.data_split not in index.splits:
+            raise ValueError(f"stages[{i}].data_split: dataset {index.name!r} has no split "
+                             f"{stage.data_split!r} (it has: {', '.join(index.splits)})")
+        if stage.data_split and stage.method == "finetune" and not index.is_labelled(stage.data_split):
+            raise ValueError(f"stages[{i}].data_split: split {stage.data_split!r} has no labels; "
+                             "fine-tuning needs them (method bn_stats or frechet does not)")
     if recipe.predict is not None and recipe.predict.split not in index.splits:
         raise ValueError(f"predict.split: dataset {index.name!r} has no split "
                          f"{recipe.predict.split!r} (it has: {', '.join(index.splits)})")
@@ -277,7 +288,7 @@ def predict_run(run_dir: Path, overrides: list[str], out: Path | None = None,
     index = main_first(lambda: load_recipe_dataset(recipe))
     model_cfg = dataclasses.replace(recipe.model, pretrained="none", weights=None)
     model = create_model(model_cfg, index.num_classes).to(device)
-    model.load_state_dict(load_checkpoint(weights)["model"])
+    load_model_state(model, load_checkpoint(weights)["model"])
     ctx = RunContext(recipe, run_dir, index, model, data_config(model, recipe.model), device)
     preds = predict_split(ctx)
     if env.is_main:
