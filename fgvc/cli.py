@@ -95,6 +95,15 @@ def build_parser() -> argparse.ArgumentParser:
     table3.add_argument("--set", dest="overrides", action="append", default=[],
                         metavar="KEY=VALUE", help="override a field of every row's recipe")
 
+    acts = sub.add_parser("activations", help="pooled-feature statistics (zeros, > 2, mean, "
+                                              "percentiles, CDF) before and after adaptation")
+    acts.add_argument("run_dir", help="a finished run folder, e.g. runs/quickstart")
+    acts.add_argument("--resolutions", type=int, nargs="+",
+                      help="test resolutions (default: the recipe's evaluation resolutions)")
+    acts.add_argument("--split", help="split to measure (default: the recipe's evaluate.split)")
+    acts.add_argument("--max-images", type=int, default=2000,
+                      help="images (crops) per resolution, first of the split (default 2000)")
+
     models = sub.add_parser("models", help="the supported architectures")
     msub = models.add_subparsers(dest="models_command", required=True)
     m_list = msub.add_parser("list", help="architectures with size, resolution, normalisation, groups")
@@ -342,10 +351,31 @@ def cmd_table3(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_activations(args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
+    from fgvc.analysis.activations import record_run
+
+    if args.max_images <= 0:
+        raise ValueError(f"--max-images: must be >= 1, got {args.max_images}")
+    out = record_run(Path(args.run_dir), args.resolutions, args.split, args.max_images)
+    data = json.loads(out.read_text())
+    print(f"pooled activations of split {data['split']!r} -> {out} and "
+          f"{out.with_name(out.stem + '_cdf.png')}")
+    for phase in ("before_adaptation", "after_adaptation"):
+        for res, s in sorted(data.get(phase, {}).items(), key=lambda kv: int(kv[0])):
+            print(f"{phase:<18} {res:>5} px: zeros {100 * s['zeros']:5.1f}%  > 2 "
+                  f"{100 * s['above_2']:5.1f}%  mean {s['mean']:.3f}  median "
+                  f"{s['percentiles']['50']:.3f}")
+    return 0
+
+
 COMMANDS = {
     "run": cmd_run, "validate": cmd_validate, "predict": cmd_predict, "ensemble": cmd_ensemble,
     "submit": cmd_submit, "datasets": cmd_datasets, "models": cmd_models,
     "sweep": cmd_sweep, "resolution": cmd_resolution, "table3": cmd_table3,
+    "activations": cmd_activations,
 }
 
 

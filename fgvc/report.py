@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from fgvc.analysis import science_report
 from fgvc.recipes.recipe import Recipe
 
 CROP_TITLES = {"center": "single centre crop", "center_flip": "centre crop + flip",
@@ -87,6 +88,7 @@ def write_report(run_dir: Path, recipe: Recipe, summary: dict) -> Path:
         "",
         "![accuracy vs test resolution](accuracy_vs_resolution.png)",
         "",
+        *science_report.markdown_lines(run_dir, recipe),
         "## Outputs",
         f"- predictions: `{summary.get('predictions', '-')}`",
         f"- submission: `{summary.get('submission', '-')}`",

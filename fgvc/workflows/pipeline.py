@@ -20,6 +20,7 @@ import numpy as np
 import torch
 import yaml
 
+from fgvc.analysis import activations
 from fgvc.analysis.statistics import add_adaptation_tests, summarise_accuracy
 from fgvc.datasets import DatasetIndex, load_dataset
 from fgvc.datasets.base import with_holdout
@@ -87,10 +88,11 @@ def evaluate_resolutions(ctx: RunContext, phase: str) -> dict[str, dict]:
     cfg = ctx.recipe.evaluate
     for res in ctx.recipe.eval_resolutions:
         loader = ctx.eval_loader(cfg.split, res, cfg.batch_size, cfg.crops)
-        results[str(res)] = summarise_accuracy(evaluate(
-            ctx.model, loader, ctx.device, average=cfg.average,
-            channels_last=ctx.recipe.model.channels_last, desc=f"{phase} @{res}",
-            with_hits=True))
+        with activations.recording(ctx, phase, res):
+            results[str(res)] = summarise_accuracy(evaluate(
+                ctx.model, loader, ctx.device, average=cfg.average,
+                channels_last=ctx.recipe.model.channels_last, desc=f"{phase} @{res}",
+                with_hits=True))
         log.info("%s @%d px: top-1 %.1f%%, top-5 %.1f%%", phase, res,
                  results[str(res)]["top1"], results[str(res)]["top5"])
     stored[phase] = results
@@ -221,6 +223,9 @@ def _write_outputs(ctx: RunContext, preds: Predictions | None, submission_path: 
             log.info("submission written to %s", submission_path)
     summary["seconds"] = time.perf_counter() - start
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    if (run_dir / "activations.json").exists():
+        activations.plot_cdf(json.loads((run_dir / "activations.json").read_text()),
+                             run_dir / "activations_cdf.png")
     report = write_report(run_dir, recipe, summary)
     log.info("report: %s", report)
 
