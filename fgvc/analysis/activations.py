@@ -37,7 +37,7 @@ def activation_stats(features: np.ndarray) -> dict[str, Any]:
         "zeros": float(np.mean(values == 0)), "above_2": float(np.mean(values > 2)),
         "mean": float(values.mean()), "std": float(values.std()),
         "percentiles": {str(p): float(v) for p, v in
-                        zip(PERCENTILES, np.percentile(values, PERCENTILES))},
+                        zip(PERCENTILES, np.percentile(values, PERCENTILES), strict=True)},
         "cdf": {"levels": [round(float(x), 4) for x in levels],
                 "values": [float(v) for v in np.quantile(values, levels)]},
     }
@@ -117,7 +117,7 @@ def plot_cdf(activations: dict, path: Path) -> None:
     phases = [p for p in PHASE_TITLES if p in activations]
     fig, axes = plt.subplots(1, len(phases), figsize=(5 * len(phases), 3.8), dpi=110,
                              sharey=True, squeeze=False)
-    for ax, phase in zip(axes[0], phases):
+    for ax, phase in zip(axes[0], phases, strict=True):
         for res in sorted(activations[phase], key=int):
             cdf = activations[phase][res]["cdf"]
             ax.plot(cdf["values"], cdf["levels"], label=f"{res} px")
