@@ -76,6 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
                                          "the best on validation, report the evaluation split")
     _add_recipe_args(sweep)
     sweep.add_argument("--out", help="output folder (default: <output_root>/<name>-sweep)")
+    sweep.add_argument("--final", action="store_true",
+                       help="after choosing K_test, retrain on the whole training split "
+                            "(no hold-out) and report that network")
 
     resolution = sub.add_parser("resolution", help="the paper's object-size arithmetic: which "
                                                    "test resolution matches a train resolution")
@@ -94,6 +97,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="small generated data in each dataset's layout, tiny model, CPU")
     table3.add_argument("--set", dest="overrides", action="append", default=[],
                         metavar="KEY=VALUE", help="override a field of every row's recipe")
+    table3.add_argument("--final", action="store_true",
+                        help="the protocol's last step: after choosing K_test on the hold-out, "
+                             "retrain on the whole training split and report that network")
 
     acts = sub.add_parser("activations", help="pooled-feature statistics (zeros, > 2, mean, "
                                               "percentiles, CDF) before and after adaptation")
@@ -306,7 +312,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else Path(recipe.output_root) / f"{recipe.name}-sweep"
     from fgvc.engine.distributed import current
 
-    text = format_result(recipe, run_protocol(recipe, out))
+    text = format_result(recipe, run_protocol(recipe, out, final=args.final))
     if current().is_main:
         (out / "result.md").write_text(text)
         print(text, end="")
@@ -341,7 +347,8 @@ def cmd_table3(args: argparse.Namespace) -> int:
     from fgvc.engine.distributed import current
 
     out = Path(args.out)
-    results = run_table(args.datasets or list(PAPER), out, roots, args.smoke, args.overrides)
+    results = run_table(args.datasets or list(PAPER), out, roots, args.smoke, args.overrides,
+                        final=args.final)
     if not current().is_main:
         return 0
     print((out / "table3.md").read_text())
