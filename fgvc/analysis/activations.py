@@ -2,18 +2,16 @@
 resolution, before and after adaptation, the fraction of exact zeros, the fraction above 2, the
 mean and percentiles of the values the classifier reads, and their CDF.
 
-Two ways in: ``fgvc run`` records them during its own evaluation passes (a forward hook on the
-pooling module, no extra pass), and ``fgvc activations RUN`` recomputes them for any split and
-resolutions from the run's checkpoints. Statistics use the first ``max_images`` images (crops
-count as images) of the split, in order.
+``fgvc activations RUN`` computes them from the run's checkpoints for any split and resolutions
+(a forward hook on the pooling module); ``fgvc run`` does the same at its end for runs with an
+adapt stage, on the first 500 images of the evaluation split. Statistics use the first
+``max_images`` images (crops count as images) of the split, in order.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +21,7 @@ log = logging.getLogger(__name__)
 PERCENTILES = (1, 5, 10, 25, 50, 75, 90, 95, 99)
 CDF_POINTS = 101
 MAX_IMAGES = 2000
+RUN_MAX_IMAGES = 500  # at the end of `fgvc run`: cheap next to the evaluation itself
 PHASE_TITLES = {"before_adaptation": "before adaptation", "after_adaptation": "after adaptation"}
 
 
@@ -69,36 +68,21 @@ class PooledRecorder:
         self.handle.remove()
 
     def stats(self) -> dict[str, Any]:
-        """Over every process's rows under torchrun."""
-        from fgvc.engine.distributed import gather_objects
-
-        parts = [c for shard in gather_objects(self.chunks) for c in shard]
-        return activation_stats(np.concatenate(parts)[: self.max_images])
+        """Of this process's rows (under torchrun, ``fgvc run`` records on the main process's
+        shard of the split only)."""
+        return activation_stats(np.concatenate(self.chunks)[: self.max_images])
 
 
-@contextmanager
-def recording(ctx, phase: str, resolution: int) -> Iterator[None]:
-    """Around an evaluation pass of ``fgvc run``: record the pooled features and add their
-    statistics to ``activations.json``, for recipes with an adapt stage and models with a
-    global pooling module (others are logged once and left out)."""
-    from fgvc.engine.adapt_methods import pool_module_path
-    from fgvc.engine.distributed import current
+def record_after_run(run_dir: Path, max_images: int = RUN_MAX_IMAGES) -> None:
+    """End of ``fgvc run`` (main process): the statistics of the evaluation split at every
+    evaluation resolution, before and after adaptation, on its first ``max_images`` images.
+    A model without a global pooling module is logged and left out."""
+    from fgvc.engine.adapt_methods import NoPoolingModule
 
-    if ctx.recipe.stage("adapt") is None:
-        yield
-        return
     try:
-        pool_module_path(ctx.model)
-    except ValueError as err:
+        record_run(run_dir, max_images=max_images)
+    except NoPoolingModule as err:
         log.info("activation statistics left out: %s", err)
-        yield
-        return
-    with PooledRecorder(ctx.model) as rec:
-        yield
-    stats = rec.stats()
-    if current().is_main:
-        update_file(ctx.run_dir / "activations.json", phase, resolution, stats,
-                    ctx.recipe.evaluate.split)
 
 
 def update_file(path: Path, phase: str, resolution: int, stats: dict, split: str) -> None:

@@ -56,12 +56,16 @@ class PooledAffineMap(nn.Module):
             return getattr(super().__getattr__("pool"), name)
 
 
+class NoPoolingModule(ValueError):
+    """The model has no global pooling module to hook or wrap."""
+
+
 def pool_module_path(model: nn.Module) -> str:
     """Where the global pooling lives (its output is what the classifier reads)."""
     for name in POOL_ATTRIBUTES:
         if isinstance(getattr(model, name, None), nn.Module):
             return name
-    raise ValueError(f"{type(model).__name__} has no global pooling module "
+    raise NoPoolingModule(f"{type(model).__name__} has no global pooling module "
                      f"({' / '.join(POOL_ATTRIBUTES)}): method frechet and `fgvc activations` "
                      "need one")
 

@@ -142,19 +142,22 @@ def run_stage(ctx: RunContext, stage: StageConfig) -> None:
             label_smoothing=stage.label_smoothing, grad_clip=stage.grad_clip,
             channels_last=channels_last, desc=f"{stage.name} {epoch + 1}/{stage.epochs}")
         step = result.next_step
+        # Validation every `validate_every` epochs and after the last one (None in between).
+        validate = (epoch + 1) % stage.validate_every == 0 or epoch + 1 == stage.epochs
         val = evaluate(model, val_loader, ctx.device, channels_last=channels_last,
-                       desc=f"val @{stage.resolution}")
+                       desc=f"val @{stage.resolution}") if validate else {}
         row = {
             "stage": stage.name, "epoch": epoch + 1, "resolution": stage.resolution,
             "lr": result.last_lr, "train_loss": result.loss, "train_top1": result.top1,
-            "val_loss": val["loss"], "val_top1": val["top1"], "val_top5": val["top5"],
-            "bad_images": result.bad_images + val["bad_images"], "seconds": result.seconds,
+            "val_loss": val.get("loss"), "val_top1": val.get("top1"), "val_top5": val.get("top5"),
+            "bad_images": result.bad_images + val.get("bad_images", 0), "seconds": result.seconds,
             "images_per_second": result.images / max(result.seconds, 1e-9),
         }
         ctx.log_metrics(row)
-        log.info("%s epoch %d/%d: loss %.3f, train top-1 %.1f%%, val top-1 %.1f%% top-5 %.1f%%, "
+        log.info("%s epoch %d/%d: loss %.3f, train top-1 %.1f%%, %s, "
                  "%.0f img/s%s", stage.name, epoch + 1, stage.epochs, result.loss, result.top1,
-                 val["top1"], val["top5"], row["images_per_second"],
+                 f"val top-1 {val['top1']:.1f}% top-5 {val['top5']:.1f}%" if val
+                 else "no validation this epoch", row["images_per_second"],
                  f", {row['bad_images']} unreadable image(s) skipped" if row["bad_images"] else "")
         if env.is_main:
             save_checkpoint(last, {"model": model.state_dict(),

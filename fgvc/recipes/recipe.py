@@ -87,6 +87,7 @@ class StageConfig:
     crop_scale: list[float] = field(default_factory=lambda: [0.08, 1.0])
     bn_momentum: float | None = 0.1
     grad_clip: float | None = None
+    validate_every: int = 1  # epochs between per-epoch validations (the last epoch always)
     # Adaptation method and data (fgvc.engine.adapt_methods; presets in fgvc.recipes.presets).
     method: Literal["finetune", "bn_stats", "frechet"] = "finetune"
     data_split: str | None = None
@@ -117,6 +118,8 @@ class StageConfig:
                         f"{self.crop_scale!r}"))
         if self.bn_momentum is not None and not 0 < self.bn_momentum <= 1:
             out.append(("bn_momentum", f"must be in (0, 1] or null, got {self.bn_momentum!r}"))
+        if self.validate_every < 1:
+            out.append(("validate_every", f"must be >= 1 epoch, got {self.validate_every!r}"))
         if self.grad_clip is not None and self.grad_clip <= 0:
             out.append(("grad_clip", f"must be > 0 or null, got {self.grad_clip!r}"))
         if self.name == "adapt" and self.trainable == "all":

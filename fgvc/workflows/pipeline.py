@@ -88,11 +88,10 @@ def evaluate_resolutions(ctx: RunContext, phase: str) -> dict[str, dict]:
     cfg = ctx.recipe.evaluate
     for res in ctx.recipe.eval_resolutions:
         loader = ctx.eval_loader(cfg.split, res, cfg.batch_size, cfg.crops)
-        with activations.recording(ctx, phase, res):
-            results[str(res)] = summarise_accuracy(evaluate(
-                ctx.model, loader, ctx.device, average=cfg.average,
-                channels_last=ctx.recipe.model.channels_last, desc=f"{phase} @{res}",
-                with_hits=True))
+        results[str(res)] = summarise_accuracy(evaluate(
+            ctx.model, loader, ctx.device, average=cfg.average,
+            channels_last=ctx.recipe.model.channels_last, desc=f"{phase} @{res}",
+            with_hits=True))
         log.info("%s @%d px: top-1 %.1f%%, top-5 %.1f%%", phase, res,
                  results[str(res)]["top1"], results[str(res)]["top5"])
     stored[phase] = results
@@ -223,9 +222,8 @@ def _write_outputs(ctx: RunContext, preds: Predictions | None, submission_path: 
             log.info("submission written to %s", submission_path)
     summary["seconds"] = time.perf_counter() - start
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    if (run_dir / "activations.json").exists():
-        activations.plot_cdf(json.loads((run_dir / "activations.json").read_text()),
-                             run_dir / "activations_cdf.png")
+    if recipe.stage("adapt") is not None:
+        activations.record_after_run(run_dir)
     report = write_report(run_dir, recipe, summary)
     log.info("report: %s", report)
 
