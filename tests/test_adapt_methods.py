@@ -147,3 +147,13 @@ def test_method_fields_are_validated(tiny_recipe_dict):
         parse_recipe(tiny_recipe_dict)
     text = str(err.value)
     assert "stages[0].method" in text and "stages[1].method" in text
+
+
+def test_frechet_without_train_stage_needs_reference_resolution(tiny_recipe_dict):
+    from fgvc.recipes.schema import SchemaError
+
+    tiny_recipe_dict["stages"] = [{**tiny_recipe_dict["stages"][1], "method": "frechet"}]
+    with pytest.raises(SchemaError, match=r"stages\[0\].reference_resolution: method frechet"):
+        parse_recipe(tiny_recipe_dict)
+    tiny_recipe_dict["stages"][0]["reference_resolution"] = 32
+    assert parse_recipe(tiny_recipe_dict).stage("adapt").reference_resolution == 32

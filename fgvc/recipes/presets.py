@@ -80,3 +80,15 @@ def check_adapt_method(stage) -> list[tuple[str, str]]:
         out.append(("preset", f"preset {stage.preset!r} fine-tunes: it needs method finetune, "
                     f"got {stage.method!r}"))
     return out
+
+
+def check_frechet_reference(recipe) -> list[tuple[str, str]]:
+    """``method: frechet`` measures the activations at K_train: it needs a train stage or
+    ``reference_resolution``."""
+    out = []
+    for i, stage in enumerate(recipe.stages):
+        if (stage is not None and stage.method == "frechet" and stage.reference_resolution is None
+                and recipe.stage("train") is None):
+            out.append((f"stages[{i}].reference_resolution", "method frechet needs K_train: set "
+                        "it (the resolution the weights were trained at) or add a train stage"))
+    return out

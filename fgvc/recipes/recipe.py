@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 import yaml
 
-from fgvc.recipes.presets import apply_presets, check_adapt_method
+from fgvc.recipes.presets import apply_presets, check_adapt_method, check_frechet_reference
 from fgvc.recipes.schema import SchemaError, build, describe, to_plain
 
 ADAPT_GROUPS = ("classifier", "last_bn", "last_stage")
@@ -334,7 +334,7 @@ class Recipe(RunOutputs):
                         f"{adapt.resolution} < train resolution {train.resolution}"))
         if self.submission is not None and self.predict is None:
             out.append(("submission", "a submission needs predictions: set predict or drop submission"))
-        return out
+        return out + check_frechet_reference(self)
 
     def stage(self, name: str) -> StageConfig | None:
         return next((s for s in self.stages if s is not None and s.name == name), None)
