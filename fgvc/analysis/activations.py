@@ -76,13 +76,19 @@ class PooledRecorder:
 def record_after_run(run_dir: Path, max_images: int = RUN_MAX_IMAGES) -> None:
     """End of ``fgvc run`` (main process): the statistics of the evaluation split at every
     evaluation resolution, before and after adaptation, on its first ``max_images`` images.
-    A model without a global pooling module is logged and left out."""
+    A model without a global pooling module is logged and left out; a failure to load the
+    weights again is a warning (the run's own outputs are already written)."""
     from fgvc.engine.adapt_methods import NoPoolingModule
+    from fgvc.models.weights import WeightsError
 
     try:
         record_run(run_dir, max_images=max_images)
     except NoPoolingModule as err:
         log.info("activation statistics left out: %s", err)
+    except (WeightsError, RuntimeError, OSError) as err:
+        # The run's own outputs are complete; say why the statistics are missing, don't fail.
+        log.warning("activation statistics not recorded: %s (retry with `fgvc activations %s`)",
+                    err, run_dir)
 
 
 def update_file(path: Path, phase: str, resolution: int, stats: dict, split: str) -> None:
