@@ -22,7 +22,7 @@ import torch
 import torch.nn as nn
 
 from fgvc.engine.checkpoint import save_checkpoint
-from fgvc.engine.distributed import barrier, current
+from fgvc.engine.distributed import barrier, broadcast_object, current
 from fgvc.engine.freeze import adapted_batchnorms, plan_trainable
 from fgvc.engine.loop import _to_device
 from fgvc.engine.seeding import seed_everything
@@ -179,7 +179,8 @@ def fit_frechet_map(ctx, stage) -> dict:
         log.info("%s: Fréchet fit at %d px on %r: mu %.4f sigma %.4f (%d non-zero values, "
                  "%.1f%% zeros)", stage.name, res, split, fits[key].mu, fits[key].sigma,
                  fits[key].samples, 100 * fits[key].zeros)
-    ref, test = fits["reference"], fits["test"]
+    # Under torchrun each process saw its shard: every process uses the main process's fit.
+    ref, test = broadcast_object((fits["reference"], fits["test"]))
     install_map(model, [test.mu, test.sigma, ref.mu, ref.sigma])
     return {"xi": ref.xi, "split": split,
             "reference": {"resolution": reference_resolution(ctx.recipe, stage), **vars(ref)},
