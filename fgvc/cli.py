@@ -10,13 +10,20 @@ import sys
 from fgvc.datasets.base import DatasetError
 from fgvc.inference.ensemble import EnsembleError
 from fgvc.inference.submission import SubmissionError
-from fgvc.models.groups import GroupError
-from fgvc.models.weights import WeightsError
 from fgvc.recipes.recipe import load_recipe
 from fgvc.recipes.schema import SchemaError
 
-USER_ERRORS = (SchemaError, DatasetError, GroupError, WeightsError, SubmissionError, EnsembleError,
+USER_ERRORS = (SchemaError, DatasetError, SubmissionError, EnsembleError,
                FileNotFoundError, ValueError, RuntimeError)
+
+
+def user_errors() -> tuple[type[BaseException], ...]:
+    """``USER_ERRORS`` and the model errors, imported only once an error is raised: the model
+    modules import torch, which commands that need no model (``fgvc datasets``) never load."""
+    from fgvc.models.groups import GroupError
+    from fgvc.models.weights import WeightsError
+
+    return (*USER_ERRORS, GroupError, WeightsError)
 
 
 def _add_recipe_args(parser: argparse.ArgumentParser) -> None:
@@ -128,11 +135,17 @@ def build_parser() -> argparse.ArgumentParser:
         cmd.add_argument("--root", help="dataset root (default: datasets/<name>)")
         cmd.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                          help="adapter option, as dataset.options in a recipe")
+        cmd.add_argument("--integrity", choices=("strict", "warn"), default="strict",
+                         help="as dataset.integrity: warn accepts repeated entries and images "
+                              "in two splits with a warning")
         if name == "info":
             cmd.add_argument("--json", action="store_true", help="machine-readable output")
         if name == "export":
             cmd.add_argument("--split", required=True, help="split to export, e.g. train")
             cmd.add_argument("--out", help="write to this file instead of standard output")
+        if name == "verify":
+            cmd.add_argument("--max-image-pixels", type=int, default=89_478_485,
+                             help="as dataset.max_image_pixels (default: Pillow's)")
     return parser
 
 
@@ -186,7 +199,7 @@ def _load_for_cli(args: argparse.Namespace):
     from fgvc.recipes.recipe import apply_overrides
 
     options = apply_overrides({}, args.option)
-    return load_dataset(args.name, args.root or default_root(args.name), options)
+    return load_dataset(args.name, args.root or default_root(args.name), options, args.integrity)
 
 
 def cmd_datasets(args: argparse.Namespace) -> int:
@@ -202,7 +215,8 @@ def cmd_datasets(args: argparse.Namespace) -> int:
         for row in rows:
             splits = ", ".join(f"{k} {v:,}" for k, v in row["splits"].items()) or "as on disk"
             classes = row["classes"] or "-"
-            print(f"{row['name']:<16} {classes!s:>6} classes  {splits:<40} {row['title']}")
+            variants = f" (reads: {', '.join(row['variants'])})" if row["variants"] else ""
+            print(f"{row['name']:<16} {classes!s:>6} classes  {splits:<40} {row['title']}{variants}")
         return 0
     index = _load_for_cli(args)
     if args.datasets_command == "info":
@@ -225,7 +239,9 @@ def cmd_datasets(args: argparse.Namespace) -> int:
         else:
             inspect.export_split(index, args.split, sys.stdout)
         return 0
-    report = inspect.verify(index)
+    from fgvc.datasets.decode import DecodeOptions
+
+    report = inspect.verify(index, DecodeOptions(max_image_pixels=args.max_image_pixels))
     print(inspect.format_verify(index, report), end="")
     return 0 if report.ok else 1
 
@@ -395,7 +411,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=level, format="%(levelname)s %(message)s", stream=sys.stderr)
     try:
         return COMMANDS[args.command](args)
-    except USER_ERRORS as err:
+    except user_errors() as err:
         if args.verbose:
             raise
         print(f"error: {user_message(err)}", file=sys.stderr)
@@ -405,9 +421,10 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 130
     finally:
-        from fgvc.engine.distributed import shutdown
+        if "torch" in sys.modules:  # a process group exists only where torch was loaded
+            from fgvc.engine.distributed import shutdown
 
-        shutdown()
+            shutdown()
 
 
 if __name__ == "__main__":

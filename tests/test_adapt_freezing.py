@@ -102,3 +102,29 @@ def test_exact_reestimation_with_momentum_none(tiny_recipe_dict, tmp_path):
     batch_means = torch.stack([x.mean(dim=(0, 2, 3)) for x in inputs])
     assert len(inputs) == bn.num_batches_tracked.item()
     assert torch.allclose(bn.running_mean, batch_means.mean(0), atol=1e-5)
+
+
+# ---- LayerNorm networks (a ViT): no running statistics, the same bit-identity ----
+
+
+def vit_context(tiny_recipe_dict, tmp_path, trainable):
+    tiny_recipe_dict["model"] = {"arch": "vit_fgvc_tiny_patch8", "img_size": 32}
+    tiny_recipe_dict["stages"][1]["optimizer"] = {"name": "adamw", "lr": 0.01}
+    return make_context(tiny_recipe_dict, tmp_path, trainable)
+
+
+def test_vit_adapt_changes_only_head_last_norm_and_pos_embed(tiny_recipe_dict, tmp_path):
+    ctx = vit_context(tiny_recipe_dict, tmp_path, ["classifier", "last_norm", "pos_embed"])
+    before = snapshot(ctx.model)
+    run_stage(ctx, ctx.recipe.stage("adapt"))  # at 48 px: a 6x6 grid from the 4x4 embedding
+    changed = changed_keys(before, snapshot(ctx.model))
+    assert changed == {"head.weight", "head.bias", "fc_norm.weight", "fc_norm.bias", "pos_embed"}
+
+
+def test_vit_last_blocks_trains_only_the_last_block(tiny_recipe_dict, tmp_path):
+    ctx = vit_context(tiny_recipe_dict, tmp_path, [{"last_blocks": 1}])
+    before = snapshot(ctx.model)
+    run_stage(ctx, ctx.recipe.stage("adapt"))
+    changed = changed_keys(before, snapshot(ctx.model))
+    assert changed and all(k.startswith("blocks.5.") for k in changed)
+    assert "blocks.5.attn.qkv.weight" in changed and "blocks.5.norm1.weight" in changed

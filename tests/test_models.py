@@ -18,10 +18,9 @@ from fgvc.models.mpncov import covariance, newton_schulz_sqrt, upper_triangle
 from fgvc.models.zoo import SUPPORTED
 from fgvc.recipes.recipe import ModelConfig
 
-# Fixed-size pooling in Cadene's networks needs their own input size; the rest run small.
-PROBE = {"pretrainedmodels:senet154": 224, "pretrainedmodels:se_resnext101_32x4d": 224,
-         "pretrainedmodels:inceptionresnetv2": 299, "pretrainedmodels:pnasnet5large": 331,
-         "pretrainedmodels:resnet50": 224, "inception_resnet_v2": 96, "pnasnet5large": 96}
+# Every network runs small (Cadene's fixed pooling is made adaptive on load); Inception's
+# unpadded stem needs at least 75 px.
+PROBE = {"pretrainedmodels:inceptionresnetv2": 96, "inception_resnet_v2": 96, "pnasnet5large": 96}
 HEAVY = {"resnext101_32x16d", "resnext101_32x32d", "resnext101_32x48d"}  # structure on meta only
 
 
@@ -49,7 +48,7 @@ def test_architecture_builds_runs_and_resolves_groups(arch):
     ("resnet50", ["layer4.2.bn3"], ["layer4"]),
     ("inception_resnet_v2", ["conv2d_7b.bn"], ["block8"]),
     ("efficientnet_b0", ["bn2"], ["blocks.6"]),
-    ("mpncov_resnet50", ["reduce.1"], ["layer4"]),
+    ("mpncov_resnet50", ["layer_reduce_bn"], ["layer4"]),
     ("pnasnet5large", None, ["cell_9", "cell_10", "cell_11"]),
 ])
 def test_groups_are_the_papers(arch, last_bn, last_stage):
@@ -137,8 +136,8 @@ def test_missing_backbone_tensor_is_refused(tmp_path):
     state = tiny().state_dict()
     del state["layer3.0.conv1.weight"]
     torch.save(state, tmp_path / "broken.pth")
-    with pytest.raises(WeightsError, match=r"broken\.pth: 1 backbone tensor\(s\) missing, "
-                                           r"e\.g\. layer3\.0\.conv1\.weight"):
+    with pytest.raises(WeightsError, match=r"broken\.pth: 1 model tensor\(s\) missing from the "
+                                           r"checkpoint: layer3\.0\.conv1\.weight"):
         create_model(ModelConfig(arch="resnet18", weights=str(tmp_path / "broken.pth")), 5)
 
 
@@ -191,9 +190,9 @@ def test_mpncov_loads_a_plain_resnet_backbone(tmp_path):
     model = create_model(ModelConfig(arch="mpncov_resnet50", weights=str(tmp_path / "r50.pth")), 4)
     assert model.fc.in_features == 256 * 257 // 2
     state = model.state_dict()
-    del state["reduce.1.weight"]  # a partial head is a broken checkpoint, not a new one
+    del state["layer_reduce_bn.weight"]  # a partial head is a broken checkpoint, not a new one
     torch.save(state, tmp_path / "partial.pth")
-    with pytest.raises(WeightsError, match=r"reduce\.1\.weight"):
+    with pytest.raises(WeightsError, match=r"layer_reduce_bn\.weight"):
         create_model(ModelConfig(arch="mpncov_resnet50", weights=str(tmp_path / "partial.pth")), 4)
 
 
@@ -204,7 +203,8 @@ def test_pretrained_offline_is_a_clear_error():
     result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                             timeout=120)
     assert result.returncode != 0
-    assert "could not fetch ImageNet weights for 'resnet18'" in result.stderr
+    assert "could not fetch pretrained weights for 'resnet18'" in result.stderr
+    assert "hf-hub:timm/resnet18.a1_in1k" in result.stderr  # where the file would come from
     assert "model.weights: /path/to/checkpoint" in result.stderr
 
 
@@ -255,7 +255,7 @@ def test_models_list_json(capsys):
     assert rows["resnet50"]["params"] == 25_557_032
     assert rows["resnet50"]["default_resolution"] == 224
     assert rows["resnet50"]["groups"]["last_bn"] == ["layer4.2.bn3"]
-    assert rows["mpncov_resnet101"]["groups"]["last_bn"] == ["reduce.1"]
+    assert rows["mpncov_resnet101"]["groups"]["last_bn"] == ["layer_reduce_bn"]
     assert rows["mpncov_resnet101"]["default_resolution"] == 448
 
 

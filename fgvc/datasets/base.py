@@ -14,7 +14,11 @@ class DatasetError(RuntimeError):
 
 @dataclass(frozen=True)
 class Sample:
-    """One image: its path relative to the dataset root, its label index and the dataset's id."""
+    """One image: its path relative to the dataset root, its label index and the dataset's id.
+
+    ``path`` is a file, or ``<file>#<column>[<row>]`` for an image stored as encoded bytes in
+    row ``row`` of a Parquet/Arrow file (``fgvc.datasets.parquet``); ``decode.open_rgb`` reads both.
+    """
 
     path: str
     label: int
@@ -78,7 +82,11 @@ def build_index(name: str, root: Path, categories: dict[str, str],
     order (numeric when the ids are numbers). ``categories`` maps id -> class name; a sample
     whose category is not listed is an error naming it. Where the dataset has both ``train`` and
     ``val``, a ``trainval`` split (their union) is added, as papers often train on it.
+    The splits pass ``integrity.check_splits`` first; ``source`` names the metadata in errors.
     """
+    from fgvc.datasets.integrity import check_splits, problem
+
+    splits = check_splits(splits, source or f"{name} metadata under {root}")
     order = sorted(categories, key=category_sort_key)
     label_of = {cid: i for i, cid in enumerate(order)}
     out: dict[str, list[Sample]] = {}
@@ -89,9 +97,9 @@ def build_index(name: str, root: Path, categories: dict[str, str],
                 samples.append(Sample(item.path, UNLABELLED, item.image_id))
                 continue
             if item.category_id not in label_of:
-                raise DatasetError(f"{name}{' ' + source if source else ''}: image "
-                                   f"{item.image_id!r} has category {item.category_id!r}, which "
-                                   "is not among the dataset's categories")
+                problem("unknown_reference", source or name, f"{split} image {item.image_id!r}",
+                        f"category {item.category_id!r} is not among the dataset's "
+                        f"{len(order)} categories", "correct the category or declare it")
             samples.append(Sample(item.path, label_of[item.category_id], item.image_id))
         out[split] = samples
     if "train" in out and "val" in out and "trainval" not in out:

@@ -1,9 +1,15 @@
-"""COCO-style JSON datasets: iNaturalist 2017-2019 and later years, Herbarium 2020 and later.
+"""COCO-style JSON datasets: iNaturalist 2017-2021, Herbarium 2020-2022 and any later edition.
 
-One reader, parameterised by the annotation files of each split. ``file_name`` in the JSON is
-relative to the dataset root (iNaturalist) or to the JSON's own folder (Herbarium 2020+); both
-are resolved to a path relative to the root. A split's JSON without ``annotations`` (a
-competition's test set) yields unlabelled samples.
+One reader, parameterised by the annotation files of each split. The editions name their keys
+differently (Herbarium 2022: ``image_id`` on images, ``category_id`` and ``scientificName`` on
+categories; a test file that is a bare list of images): ``KEYS`` lists the accepted spellings.
+
+``file_name`` is relative to the dataset root (iNaturalist), to the JSON's own folder
+(Herbarium 2020/2021) or to an images folder (Herbarium 2022: ``train_images/``); copies such as
+torchvision's rename the top folder (``train_val2018/`` -> ``2018/``). Which of these holds is
+decided by a vote over images spread through the whole list (``path_mapping``), so a missing
+file does not misplace the others. A split's JSON without ``annotations`` (a competition's test
+set) yields unlabelled samples.
 """
 
 from __future__ import annotations
@@ -12,57 +18,84 @@ from pathlib import Path
 from typing import Any
 
 from fgvc.datasets.base import DatasetError, DatasetIndex, RawSample, build_index
-from fgvc.datasets.files import read_json, require_file
+from fgvc.datasets.files import path_mapping, read_json, require_file
+from fgvc.datasets.integrity import problem
 from fgvc.datasets.registry import register
 
-
-def _field(obj: dict, key: str, path: Path, what: str, position: int) -> Any:
-    if not isinstance(obj, dict) or key not in obj:
-        raise DatasetError(f"{path}: {what} #{position} lacks {key!r}")
-    return obj[key]
+KEYS = {"image id": ("id", "image_id"), "category id": ("id", "category_id"),
+        "category name": ("name", "scientificName")}
 
 
-def read_coco_split(json_path: Path, root: Path, categories: dict[str, str],
-                    boxes: dict[str, tuple[float, float, float, float]]) -> list[RawSample]:
-    """Samples of one COCO-style file; adds its categories and boxes to the given mappings."""
-    data = read_json(json_path)
-    if not isinstance(data, dict) or "images" not in data:
-        raise DatasetError(f"{json_path}: expected a JSON object with an 'images' list")
-    for i, cat in enumerate(data.get("categories") or []):
-        cid = str(_field(cat, "id", json_path, "category", i))
-        categories.setdefault(cid, str(cat.get("name", cid)))
-    prefix = _path_prefix(json_path, root, data["images"])
+def _field(obj: Any, what: str, path: Path, entry: str, position: int) -> Any:
+    for key in KEYS.get(what, (what,)):
+        if isinstance(obj, dict) and key in obj:
+            return obj[key]
+    raise DatasetError(f"{path}: {entry} #{position} lacks {' or '.join(map(repr, KEYS.get(what, (what,))))}")
+
+
+def _images(data: Any, json_path: Path) -> list:
+    if isinstance(data, list):  # Herbarium 2022's test_metadata.json
+        return data
+    if not isinstance(data, dict) or not isinstance(data.get("images"), list):
+        raise DatasetError(f"{json_path}: expected a JSON object with an 'images' list "
+                           "(or a list of images)")
+    return data["images"]
+
+
+def _read_categories(data: Any, json_path: Path, categories: dict[str, str]) -> None:
+    for i, cat in enumerate((data.get("categories") if isinstance(data, dict) else None) or []):
+        cid = str(_field(cat, "category id", json_path, "category", i))
+        name = str(next((cat[k] for k in KEYS["category name"] if k in cat), cid))
+        if categories.setdefault(cid, name) != name:
+            problem("conflict", json_path, f"category {cid}", f"named {categories[cid]!r} "
+                    f"elsewhere and {name!r} here", "give each category id one name")
+
+
+def _read_labels(data: Any, json_path: Path, image_ids: set[str],
+                 boxes: dict[str, tuple[float, float, float, float]]) -> dict[str, str]:
     labels: dict[str, str] = {}
-    for i, ann in enumerate(data.get("annotations") or []):
+    for i, ann in enumerate((data.get("annotations") if isinstance(data, dict) else None) or []):
         image_id = str(_field(ann, "image_id", json_path, "annotation", i))
-        labels[image_id] = str(_field(ann, "category_id", json_path, "annotation", i))
+        category = str(_field(ann, "category_id", json_path, "annotation", i))
+        entry = f"annotation #{i} (image {image_id})"
+        if image_id not in image_ids:
+            problem("unknown_reference", json_path, entry, f"image {image_id} is not in 'images'",
+                    "remove the annotation or add the image")
+        if labels.setdefault(image_id, category) != category:
+            problem("conflict", json_path, entry, f"image {image_id} is annotated with both "
+                    f"category {labels[image_id]} and {category}",
+                    "keep one annotation per image (fgvc reads single-label classification)")
         bbox = ann.get("bbox")
         if isinstance(bbox, list) and len(bbox) == 4:
             boxes[image_id] = tuple(float(v) for v in bbox)
-    labelled = "annotations" in data and bool(data["annotations"])
+    return labels
+
+
+def read_coco_split(json_path: Path, root: Path, categories: dict[str, str],
+                    boxes: dict[str, tuple[float, float, float, float]],
+                    folders: tuple[str, ...] = (), renames: dict[str, str] | None = None
+                    ) -> list[RawSample]:
+    """Samples of one COCO-style file; adds its categories and boxes to the given mappings."""
+    data = read_json(json_path)
+    images = _images(data, json_path)
+    _read_categories(data, json_path, categories)
+    ids = [str(_field(image, "image id", json_path, "image", i)) for i, image in enumerate(images)]
+    names = [str(_field(image, "file_name", json_path, "image", i)) for i, image in enumerate(images)]
+    labels = _read_labels(data, json_path, set(ids), boxes)
+    labelled = bool(labels)
+    mapping = path_mapping(json_path, root, names, folders, renames)
     samples = []
-    for i, image in enumerate(data["images"]):
-        image_id = str(_field(image, "id", json_path, "image", i))
-        file_name = str(_field(image, "file_name", json_path, "image", i))
+    for image_id, file_name in zip(ids, names, strict=True):
         if labelled and image_id not in labels:
-            raise DatasetError(f"{json_path}: image {image_id} ({file_name}) has no annotation")
-        samples.append(RawSample(prefix + file_name, labels.get(image_id), image_id))
+            raise DatasetError(f"{json_path}: image {image_id} ({file_name}) has no annotation; "
+                               "fix: annotate it or remove it from 'images'")
+        samples.append(RawSample(mapping(file_name), labels.get(image_id), image_id))
     return samples
 
 
-def _path_prefix(json_path: Path, root: Path, images: list) -> str:
-    """'' when file names are relative to the root, else the JSON folder relative to the root."""
-    if not images or not isinstance(images[0], dict) or "file_name" not in images[0]:
-        return ""
-    first = str(images[0]["file_name"])
-    if (root / first).exists() or json_path.parent == root:
-        return ""
-    folder = json_path.parent.relative_to(root).as_posix()
-    return f"{folder}/" if (json_path.parent / first).exists() else ""
-
-
 def load_coco(name: str, root: Path, split_files: dict[str, str],
-              optional: tuple[str, ...] = ("test",)) -> DatasetIndex:
+              optional: tuple[str, ...] = ("test",), folders: dict[str, tuple[str, ...]] | None = None,
+              renames: dict[str, str] | None = None) -> DatasetIndex:
     """Read every split's JSON; a split listed in ``optional`` may be absent."""
     categories: dict[str, str] = {}
     boxes: dict[str, tuple[float, float, float, float]] = {}
@@ -73,33 +106,105 @@ def load_coco(name: str, root: Path, split_files: dict[str, str],
         if split in optional and not path.exists():
             continue
         require_file(path, name, layout)
-        splits[split] = read_coco_split(path, root, categories, boxes)
+        splits[split] = read_coco_split(path, root, categories, boxes,
+                                        (folders or {}).get(split, ()), renames)
     if not categories:
         raise DatasetError(f"{name}: no 'categories' in {layout} under {root}")
-    return build_index(name, root, categories, splits, boxes)
+    found = ", ".join(split_files[s] for s in splits)
+    return build_index(name, root, categories, splits, boxes, source=f"{root} ({found})")
 
 
-def _coco_adapter(name: str, files: dict[str, str], classes: int, summary: str) -> None:
+def _check_options(name: str, options: dict[str, Any]) -> None:
+    unknown = set(options) - {"files"}
+    if unknown:
+        raise DatasetError(f"dataset.options: unknown option(s) {sorted(unknown)} for {name}")
+
+
+# The top folder of iNaturalist's file names -> the folder torchvision's INaturalist reads.
+TORCHVISION_RENAMES = {"train_val_images": "2017", "train_val2018": "2018", "train_val2019": "2019",
+                       "train": "2021_train", "train_mini": "2021_train_mini", "val": "2021_valid"}
+
+
+def _inaturalist_adapter(year: int, files: dict[str, str], classes: int, summary: str,
+                         optional: tuple[str, ...] = ("test",)) -> None:
+    name = f"inaturalist{year}"
+
     def load(root: Path, options: dict[str, Any]) -> DatasetIndex:
-        unknown = set(options) - {"files"}
-        if unknown:
-            raise DatasetError(f"dataset.options: unknown option(s) {sorted(unknown)} for {name}")
-        return load_coco(name, root, {**files, **options.get("files", {})})
+        """The official JSON files; without them, torchvision's folders (``inat_folders``)."""
+        from fgvc.datasets import inat_folders
+
+        _check_options(name, options)
+        split_files = {**files, **options.get("files", {})}
+        if not any((root / f).is_file() for f in split_files.values()):
+            found = inat_folders.torchvision_folders(root, year)
+            if found:
+                return inat_folders.load_torchvision_layout(name, root, year, found)
+            inat_folders.refuse_inner_folder(name, root)
+            labelled = [f for s, f in split_files.items() if s != "test"]
+            raise DatasetError(f"{name}: none of {', '.join(labelled)} under {root}, nor "
+                               f"torchvision's {' / '.join(inat_folders.VERSIONS[year])} folder(s) "
+                               f"(expected layout: {CARDS_LAYOUTS[year]}); see datasets/{name}.md")
+        if not any((root / f).is_file() for s, f in split_files.items() if s != "test"):
+            raise DatasetError(f"{name}: no labelled split under {root}: expected "
+                               f"{' or '.join(f for s, f in split_files.items() if s != 'test')}")
+        return load_coco(name, root, split_files, optional=optional, renames=TORCHVISION_RENAMES)
 
     register(name, summary, classes)(load)
 
 
-_coco_adapter("inaturalist2017", {"train": "train2017.json", "val": "val2017.json",
-                                  "test": "test2017.json"}, 5089, "iNaturalist 2017 (COCO JSON)")
-_coco_adapter("inaturalist2018", {"train": "train2018.json", "val": "val2018.json",
-                                  "test": "test2018.json"}, 8142, "iNaturalist 2018 (COCO JSON)")
-_coco_adapter("inaturalist2019", {"train": "train2019.json", "val": "val2019.json",
-                                  "test": "test2019.json"}, 1010, "iNaturalist 2019 (COCO JSON)")
-_coco_adapter("inaturalist2021", {"train": "train.json", "val": "val.json",
-                                  "test": "public_test.json"}, 10000,
-              "iNaturalist 2021 (COCO JSON)")
-_coco_adapter("herbarium2020", {"train": "train/metadata.json", "test": "test/metadata.json"},
-              32093, "Herbarium 2020 and later (COCO JSON metadata.json per split)")
+CARDS_LAYOUTS = {
+    2017: "train2017.json, val2017.json[, test2017.json], train_val_images/...",
+    2018: "train2018.json, val2018.json[, test2018.json], train_val2018/...",
+    2019: "train2019.json, val2019.json[, test2019.json], train_val2019/...",
+    2021: "train.json and/or train_mini.json, val.json[, public_test.json], train/, train_mini/, val/",
+}
+_inaturalist_adapter(2017, {"train": "train2017.json", "val": "val2017.json", "test": "test2017.json"},
+                     5089, "iNaturalist 2017 (COCO JSON, or torchvision's 2017/ folder)")
+_inaturalist_adapter(2018, {"train": "train2018.json", "val": "val2018.json", "test": "test2018.json"},
+                     8142, "iNaturalist 2018 (COCO JSON, or torchvision's 2018/ folder)")
+_inaturalist_adapter(2019, {"train": "train2019.json", "val": "val2019.json", "test": "test2019.json"},
+                     1010, "iNaturalist 2019 (COCO JSON, or torchvision's 2019/ folder)")
+_inaturalist_adapter(2021, {"train": "train.json", "train_mini": "train_mini.json", "val": "val.json",
+                            "test": "public_test.json"}, 10000,
+                     "iNaturalist 2021: train and/or train_mini, val (COCO JSON, or torchvision's "
+                     "2021_* folders)", optional=("train", "train_mini", "val", "test"))
+
+
+HERBARIUM_LAYOUTS = (
+    ("2020/2021", {"train": "train/metadata.json", "test": "test/metadata.json"},
+     {"train": ("train",), "test": ("test",)}),
+    ("2022", {"train": "train_metadata.json", "test": "test_metadata.json"},
+     {"train": ("train_images",), "test": ("test_images",)}),
+)
+
+
+def herbarium_root(root: Path) -> Path:
+    """The 2020 archive unpacks into ``nybg2020/``: accept that folder or the one holding it."""
+    nested = root / "nybg2020"
+    return nested if nested.is_dir() and not (root / "train").is_dir() else root
+
+
+@register("herbarium2020", "Herbarium 2020, 2021, 2022 and later (COCO-style metadata JSON)",
+          num_classes=lambda options: None)
+def load_herbarium(root: Path, options: dict[str, Any]) -> DatasetIndex:
+    """The edition is read from what is on disk: ``train/metadata.json`` (2020, 2021) or
+    ``train_metadata.json`` + ``train_images/`` (2022 and later); the class count is the
+    metadata's (32,093 / 64,500 / 15,501)."""
+    _check_options("herbarium2020", options)
+    root = herbarium_root(root)
+    found = [layout for layout in HERBARIUM_LAYOUTS if (root / layout[1]["train"]).is_file()]
+    if len(found) > 1:
+        raise DatasetError(f"herbarium2020: {root} holds two editions' metadata ("
+                           f"{' and '.join(files['train'] for _, files, _ in found)}); fix: give the "
+                           "root of one edition")
+    if found:
+        _edition, files, folders = found[0]
+        return load_coco("herbarium2020", root, {**files, **options.get("files", {})},
+                         folders=folders)
+    expected = "; or ".join(f"{', '.join(files.values())} ({edition})"
+                            for edition, files, _ in HERBARIUM_LAYOUTS)
+    raise DatasetError(f"herbarium2020: no metadata under {root} (expected {expected}); "
+                       "see datasets/herbarium2020.md")
 
 
 @register("coco", "any COCO-style classification JSON; options.files maps split -> JSON path",

@@ -1,5 +1,6 @@
 """Reading the metadata files datasets ship: whitespace tables, TSV/CSV, JSON and MATLAB .mat.
 
+Text is read as UTF-8 with an optional byte-order mark, with LF or CRLF line endings.
 Every reader reports a missing file with the layout it expected and where the dataset's card
 is, and a malformed line with its file and line number: never a bare KeyError or IndexError.
 """
@@ -8,10 +9,13 @@ from __future__ import annotations
 
 import csv
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from fgvc.datasets.base import DatasetError
+
+VOTE_SAMPLE = 32  # images checked on disk per candidate mapping
 
 CARDS_DIR = "datasets"
 
@@ -43,22 +47,22 @@ def read_table(path: Path, columns: int, *, sep: str | None = None, max_split: i
     error naming the file and line.
     """
     rows = []
-    with path.open(encoding="utf-8") as f:
-        for number, line in enumerate(f, start=1):
-            text = line.rstrip("\n\r")
-            if not text.strip() or (comment and text.lstrip().startswith(comment)):
-                continue
-            fields = text.split(sep, max_split) if max_split is not None else text.split(sep)
-            if len(fields) < columns:
-                raise DatasetError(f"{path}:{number}: expected {columns} fields, got "
-                                   f"{len(fields)}: {text!r}")
-            rows.append((number, [x.strip() for x in fields]))
+    split_at = -1 if max_split is None else max_split
+    strip = sep is not None or max_split is not None  # whitespace splitting leaves none inside
+    for number, text in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), start=1):
+        if not text or text.isspace() or (comment and text.lstrip().startswith(comment)):
+            continue
+        fields = text.split(sep, split_at)
+        if len(fields) < columns:
+            raise DatasetError(f"{path}:{number}: expected {columns} fields, got "
+                               f"{len(fields)}: {text!r}")
+        rows.append((number, [x.strip() for x in fields] if strip else fields))
     return rows
 
 
 def read_dict_table(path: Path, required: list[str], delimiter: str = ",") -> list[tuple[int, dict]]:
     """Rows of a table with a header, as ``(line number, row)``; checks the required columns."""
-    with path.open(newline="", encoding="utf-8") as f:
+    with path.open(newline="", encoding="utf-8-sig") as f:
         reader = csv.DictReader(f, delimiter=delimiter)
         header = reader.fieldnames or []
         missing = [c for c in required if c not in header]
@@ -88,9 +92,16 @@ def as_float(value: str, path: Path, line: int, what: str) -> float:
         raise DatasetError(f"{path}:{line}: {what} must be a number, got {value!r}") from None
 
 
+def as_floats(values: list[str], path: Path, line: int, what: str) -> tuple[float, ...]:
+    try:
+        return tuple(map(float, values))
+    except ValueError:
+        return tuple(as_float(v, path, line, what) for v in values)  # names the bad value
+
+
 def read_json(path: Path) -> Any:
     try:
-        with path.open(encoding="utf-8") as f:
+        with path.open(encoding="utf-8-sig") as f:
             return json.load(f)
     except json.JSONDecodeError as err:
         raise DatasetError(f"{path}:{err.lineno}: not valid JSON ({err.msg})") from None
@@ -124,3 +135,35 @@ def mat_field(record: Any, field: str, path: Path, index: int) -> Any:
     if not hasattr(record, field):
         raise DatasetError(f"{path}: entry {index + 1} lacks field {field!r}")
     return getattr(record, field)
+
+
+PathMapping = Callable[[str], str]
+
+
+def path_mapping(listed_in: Path, root: Path, file_names: list[str],
+                 folders: tuple[str, ...] = (), renames: dict[str, str] | None = None) -> PathMapping:
+    """How a ``file_name`` listed in the metadata file ``listed_in`` becomes a path under the
+    root: the candidate under which most of up to ``VOTE_SAMPLE`` names spread through the
+    whole list exist (ties, and no image on disk: the first), so that one missing file cannot
+    misplace the others.
+
+    Candidates, in order: each of ``folders`` as a prefix, the root itself, the metadata file's
+    folder, and the root with the first folder renamed by ``renames`` (torchvision's copies).
+    """
+    def under(folder: str) -> PathMapping:
+        prefix = folder.rstrip("/") + "/"
+        return lambda f: prefix + f
+
+    candidates: list[PathMapping] = [under(folder) for folder in folders]
+    candidates.append(lambda f: f)
+    if listed_in.parent != root:
+        candidates.append(under(listed_in.parent.relative_to(root).as_posix()))
+    if renames:
+        def renamed(f: str) -> str:
+            head, _, rest = f.partition("/")
+            return f"{renames[head]}/{rest}" if head in renames and rest else f
+        candidates.append(renamed)
+    step = max(1, len(file_names) // VOTE_SAMPLE)
+    probe = file_names[::step][:VOTE_SAMPLE]
+    scores = [sum((root / mapping(f)).is_file() for f in probe) for mapping in candidates]
+    return candidates[scores.index(max(scores))]

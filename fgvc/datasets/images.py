@@ -7,33 +7,31 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
-from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
 from fgvc.datasets.base import DatasetError, Sample
+from fgvc.datasets.decode import BAD_IMAGE_ERRORS, DEFAULT_OPTIONS, DecodeOptions, open_rgb
 
 log = logging.getLogger(__name__)
-BAD_IMAGE_ERRORS = (OSError, UnidentifiedImageError, ValueError, SyntaxError)
-
-
-def open_rgb(path: Path) -> Image.Image:
-    with Image.open(path) as image:
-        return image.convert("RGB")
+__all__ = ["BAD_IMAGE_ERRORS", "ImageDataset", "collate_skipping_bad"]
 
 
 class ImageDataset(Dataset):
     """Decode ``root/sample.path`` and transform it; yields ``(tensor, label, index)``.
 
-    A missing or unreadable image yields ``None`` when ``on_bad_image='skip'`` (the collate
-    function drops it and counts it) and raises a ``DatasetError`` naming the file otherwise.
+    Decoding (bit depth, EXIF orientation, pixel limit) follows ``decode`` (``DecodeOptions``
+    from the recipe's ``dataset`` section). A missing or unreadable image yields ``None`` when
+    ``on_bad_image='skip'`` (the collate function drops it and counts it) and raises a
+    ``DatasetError`` naming the file otherwise.
     """
 
     def __init__(self, root: Path, samples: Sequence[Sample], transform: Callable,
-                 on_bad_image: str = "skip"):
+                 on_bad_image: str = "skip", decode: DecodeOptions = DEFAULT_OPTIONS):
         self.root = Path(root)
         self.samples = list(samples)
         self.transform = transform
         self.on_bad_image = on_bad_image
+        self.decode = decode
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -42,7 +40,7 @@ class ImageDataset(Dataset):
         sample = self.samples[index]
         path = self.root / sample.path
         try:
-            image = open_rgb(path)
+            image = open_rgb(self.root, sample.path, self.decode)
         except BAD_IMAGE_ERRORS as err:
             if self.on_bad_image == "fail":
                 raise DatasetError(f"cannot read image {path}: {err}") from None

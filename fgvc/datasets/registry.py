@@ -39,7 +39,7 @@ def register(name: str, summary: str,
 
 def _ensure_loaded() -> None:
     # Importing the adapter modules registers them.
-    from fgvc.datasets import coco, folders, matlab, synthetic, textlists  # noqa: F401
+    from fgvc.datasets import coco, folders, inat_folders, matlab, parquet, synthetic, textlists  # noqa: F401
 
 
 def names() -> list[str]:
@@ -54,5 +54,10 @@ def get(name: str) -> Adapter:
     return _ADAPTERS[name]
 
 
-def load_dataset(name: str, root: str | Path, options: dict[str, Any] | None = None) -> DatasetIndex:
-    return get(name).load(Path(root), dict(options or {}))
+def load_dataset(name: str, root: str | Path, options: dict[str, Any] | None = None,
+                 integrity: str = "strict") -> DatasetIndex:
+    """Read a dataset; ``integrity`` (``strict|warn``) is ``fgvc.datasets.integrity``'s policy."""
+    from fgvc.datasets.integrity import policy
+
+    with policy(integrity):
+        return get(name).load(Path(root), dict(options or {}))

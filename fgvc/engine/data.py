@@ -9,17 +9,19 @@ import torch
 from torch.utils.data import DataLoader, DistributedSampler
 
 from fgvc.datasets.base import DatasetIndex
+from fgvc.datasets.decode import DEFAULT_OPTIONS, DecodeOptions
 from fgvc.datasets.images import ImageDataset, collate_skipping_bad
 from fgvc.engine.distributed import ShardSampler, current
 
 
 def make_loader(index: DatasetIndex, split: str, *, transform: Callable, batch_size: int,
                 num_workers: int, on_bad_image: str, shuffle: bool = False, seed: int = 0,
-                epoch: int = 0, drop_last: bool = False) -> DataLoader:
+                epoch: int = 0, drop_last: bool = False,
+                decode: DecodeOptions = DEFAULT_OPTIONS) -> DataLoader:
     """``shuffle``: a training order that is a function of (seed, epoch); distributed, each
     process gets its shard of it (``set_epoch``, so shards change every epoch). Without
     ``shuffle``: the split in order, distributed as disjoint shards without padding."""
-    dataset = ImageDataset(index.root, index.split(split), transform, on_bad_image)
+    dataset = ImageDataset(index.root, index.split(split), transform, on_bad_image, decode)
     env = current()
     drop_last = drop_last and len(dataset) > batch_size * env.world_size
     sampler = None

@@ -39,7 +39,7 @@ class TrainablePlan:
         return list(dict.fromkeys(self.module_paths + extra))
 
 
-def plan_trainable(model: nn.Module, trainable: str | list[str],
+def plan_trainable(model: nn.Module, trainable: str | list[str | dict],
                    reestimate: list[str] | None = None) -> TrainablePlan:
     if trainable == "all":
         return TrainablePlan(everything=True)
@@ -49,8 +49,16 @@ def plan_trainable(model: nn.Module, trainable: str | list[str],
 
 def adapted_modules(model: nn.Module, plan: TrainablePlan, trained_only: bool = False
                     ) -> list[nn.Module]:
+    """The adapted modules (``trained_only``: without the re-estimated-only ones); a path
+    naming a parameter (``pos_embed``) is not a module."""
     modules = dict(model.named_modules())
-    return [modules[p] for p in (plan.module_paths if trained_only else plan.mode_paths)]
+    return [modules[p] for p in (plan.module_paths if trained_only else plan.mode_paths)
+            if p in modules]
+
+
+def adapted_parameters(model: nn.Module, plan: TrainablePlan) -> list[nn.Parameter]:
+    params = dict(model.named_parameters())
+    return [params[p] for p in plan.module_paths if p in params]
 
 
 def apply_requires_grad(model: nn.Module, plan: TrainablePlan) -> None:
@@ -60,6 +68,10 @@ def apply_requires_grad(model: nn.Module, plan: TrainablePlan) -> None:
         for module in adapted_modules(model, plan, trained_only=True):
             for param in module.parameters():
                 param.requires_grad_(True)
+        for param in adapted_parameters(model, plan):
+            param.requires_grad_(True)
+        for param in adapted_parameters(model, plan):
+            param.requires_grad_(True)
 
 
 def set_train_mode(model: nn.Module, plan: TrainablePlan) -> None:

@@ -12,6 +12,7 @@ import torch
 import torch.nn as nn
 
 from fgvc.datasets.base import DatasetIndex
+from fgvc.datasets.decode import decode_options
 from fgvc.engine.checkpoint import load_checkpoint, save_checkpoint
 from fgvc.engine.data import make_loader
 from fgvc.engine.distributed import barrier, current
@@ -84,7 +85,7 @@ class RunContext:
         return make_loader(self.index, stage.data_split or ds.train_split, transform=transform,
                            batch_size=stage.batch_size, num_workers=ds.num_workers,
                            on_bad_image=ds.on_bad_image, shuffle=True, drop_last=drop_last,
-                           seed=self.recipe.seed, epoch=epoch)
+                           seed=self.recipe.seed, epoch=epoch, decode=decode_options(ds))
 
     def eval_loader(self, split: str, resolution: int, batch_size: int,
                     crops: CropMode = "center"):
@@ -92,7 +93,7 @@ class RunContext:
         ds = self.recipe.dataset
         return make_loader(self.index, split, transform=MultiCrop(resolution, self.data_cfg, crops),
                            batch_size=batch_size, num_workers=ds.num_workers,
-                           on_bad_image=ds.on_bad_image)
+                           on_bad_image=ds.on_bad_image, decode=decode_options(ds))
 
 
 def run_stage(ctx: RunContext, stage: StageConfig) -> None:

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import torch
 
-from fgvc.models.groups import GROUP_RESOLVERS, GroupError
-from fgvc.models.zoo import SUPPORTED
+from fgvc.models.groups import GROUP_RESOLVERS, GroupError, last_blocks_paths
+from fgvc.models.zoo import MODERN, SUPPORTED
 from fgvc.recipes.recipe import ModelConfig
 
 
@@ -19,7 +19,8 @@ def describe(arch: str, num_classes: int = 1000) -> dict:
     data = data_config(model, cfg)
     pretrained = getattr(model, "pretrained_cfg", None) or {}
     groups = {}
-    for name, resolve in GROUP_RESOLVERS.items():
+    for name, resolve in [*GROUP_RESOLVERS.items(),
+                          ("last_blocks: 1", lambda m: last_blocks_paths(m, 1))]:
         try:
             groups[name] = resolve(model)
         except GroupError as err:
@@ -36,4 +37,4 @@ def describe(arch: str, num_classes: int = 1000) -> dict:
 
 
 def catalog(archs: list[str] | None = None) -> list[dict]:
-    return [describe(a) for a in (archs or SUPPORTED)]
+    return [describe(a) for a in (archs or SUPPORTED + MODERN)]

@@ -1,20 +1,35 @@
 """Which modules stage 2 adapts: named groups resolved per architecture, or explicit paths.
 
 - ``classifier``: the final linear layer.
-- ``last_bn``: the normalisation layer that feeds the global pooling, found by running the model
-  once and keeping the last normalisation layer executed before the classifier (ResNet/SENet:
-  the last block's last BN; EfficientNet: ``bn2``; Inception-ResNet-V2: ``conv2d_7b.bn``).
+- ``last_bn`` / ``last_norm`` (one group, two names): the normalisation layers whose outputs
+  reach the pooled features without passing through another normalisation layer, inside the
+  last block the network runs. Found by following the autograd graph back from the
+  classifier's input (``feeding_norms``), so branching cells are covered whole: ResNet/SENet:
+  the last block's last BN (plus its shortcut BN when it has one); EfficientNet: ``bn2``;
+  PNASNet-5-Large: the eight BNs of ``cell_11``; ViT/DeiT/EVA/Swin: ``norm`` or ``fc_norm``;
+  ConvNeXt: ``head.norm``.
 - ``last_stage``: the last stage of the backbone, from a per-family table.
+- ``pos_embed``: the absolute position embedding (ViT, DeiT, EVA), re-learned at K_test.
+- ``last_blocks: N``: the last N transformer or residual blocks, in the order they run.
 """
 
 from __future__ import annotations
 
 import difflib
+import re
+from collections.abc import Callable
 
 import torch
 import torch.nn as nn
 
-NORM_TYPES = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm)
+NORM_TYPES: tuple[type, ...] = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm,
+                                nn.RMSNorm)
+try:  # timm's own norms that do not subclass torch's
+    from timm.layers import RmsNorm, RmsNorm2d, SimpleNorm, SimpleNorm2d
+
+    NORM_TYPES += (RmsNorm, RmsNorm2d, SimpleNorm, SimpleNorm2d)
+except ImportError:  # pragma: no cover - older timm
+    pass
 
 # Family -> how its last stage is named. The first entry whose modules all exist wins.
 LAST_STAGE_CANDIDATES: tuple[tuple[str, ...], ...] = (
@@ -23,6 +38,8 @@ LAST_STAGE_CANDIDATES: tuple[tuple[str, ...], ...] = (
     ("block8",),                            # Inception-ResNet-V2 (timm): the last block
     ("stages.3",),                          # ConvNeXt, RegNet-style stages
 )
+LAST_BLOCKS = "last_blocks"
+POS_EMBED_NAMES = ("pos_embed", "absolute_pos_embed", "pos_embedding", "position_embeddings")
 
 
 class GroupError(ValueError):
@@ -49,54 +66,103 @@ def classifier_paths(model: nn.Module) -> list[str]:
     return [linears[-1]]
 
 
-def execution_order(model: nn.Module, types: tuple[type, ...], resolution: int) -> list[str]:
-    """Paths of modules of ``types`` in the order one forward pass runs them."""
+def _probe_resolutions(model: nn.Module) -> list[int]:
+    """A small probe first (cheap on the CPU), then the model's own input size; on the meta
+    device the model's own size at once."""
+    cfg = getattr(model, "pretrained_cfg", None) or {}
+    size = int(cfg.get("input_size", (3, 224, 224))[-1])
+    on_meta = next(model.parameters()).device.type == "meta"  # no compute: no need to go small
+    return [min(size, 128), size] if size > 128 and not on_meta else [size]
+
+
+def _run_probe(model: nn.Module, run: Callable[[int], None]) -> None:
+    """``run(resolution)`` at the first probe resolution the network accepts."""
+    *smaller, largest = _probe_resolutions(model)
+    for resolution in smaller:
+        try:
+            return run(resolution)
+        except (RuntimeError, AssertionError, ValueError):
+            continue
+    return run(largest)
+
+
+def feeding_norms(model: nn.Module, resolution: int) -> tuple[list[str], list[str]]:
+    """(every norm layer in the order it runs, the norms whose outputs reach the classifier's
+    input without passing through another norm).
+
+    Hand-written graph walk because no library offers it: forward hooks remember which autograd
+    node each norm's output came from, then the walk goes back from the classifier's input and
+    stops at the first norm on every path. Works on the meta device (no compute).
+    """
     order: list[str] = []
-    handles = []
-    for name, module in model.named_modules():
-        if isinstance(module, types):
-            handles.append(module.register_forward_hook(
-                lambda _m, _i, _o, name=name: order.append(name)))
+    node_to_norm: dict[object, str] = {}
+    pooled: list[torch.Tensor] = []
+
+    def on_norm(name):
+        def hook(_module, _inputs, output):
+            order.append(name)
+            if isinstance(output, torch.Tensor) and output.grad_fn is not None:
+                node_to_norm[output.grad_fn] = name
+        return hook
+
+    modules = dict(model.named_modules())
+    head = modules[classifier_paths(model)[0]]
+    handles = [m.register_forward_hook(on_norm(n)) for n, m in model.named_modules()
+               if isinstance(m, NORM_TYPES)]
+    handles.append(head.register_forward_pre_hook(lambda _m, inputs: pooled.append(inputs[0])))
     was_training = model.training
     try:
         model.eval()
         param = next(model.parameters())
-        with torch.no_grad():
-            model(torch.zeros(1, 3, resolution, resolution, device=param.device, dtype=param.dtype))
+        x = torch.zeros(1, 3, resolution, resolution, device=param.device, dtype=param.dtype,
+                        requires_grad=True)
+        with torch.enable_grad():
+            model(x)
     finally:
         for h in handles:
             h.remove()
         model.train(was_training)
-    return order
-
-
-def _probe_resolutions(model: nn.Module) -> list[int]:
-    """A small probe first (cheap on the CPU); the model's own input size if that fails, for
-    networks with fixed-size pooling (Cadene's PNASNet and Inception-ResNet-V2)."""
-    cfg = getattr(model, "pretrained_cfg", None) or {}
-    size = int(cfg.get("input_size", (3, 224, 224))[-1])
-    return [min(size, 128), size] if size > 128 else [size]
-
-
-def _on_shortcut(path: str) -> bool:
-    return any(part in ("downsample", "shortcut", "skip") for part in path.split("."))
-
-
-def last_bn_paths(model: nn.Module) -> list[str]:
-    """The last main-path norm run, plus any shortcut norm run after it (both feed the pool)."""
-    *smaller, largest = _probe_resolutions(model)
-    for resolution in smaller:
-        try:
-            norms = execution_order(model, NORM_TYPES, resolution)
-            break
-        except RuntimeError:
+    found: dict[str, None] = {}
+    seen: set[object] = set()
+    stack = [pooled[-1].grad_fn] if pooled and pooled[-1].grad_fn is not None else []
+    while stack:
+        node = stack.pop()
+        if node is None or node in seen:
             continue
-    else:
-        norms = execution_order(model, NORM_TYPES, largest)
-    main = [i for i, path in enumerate(norms) if not _on_shortcut(path)]
-    if not main:
-        raise GroupError("the model runs no normalisation layer, so it has no 'last_bn' group")
-    return norms[main[-1]:]
+        seen.add(node)
+        if node in node_to_norm:
+            found[node_to_norm[node]] = None
+            continue
+        stack.extend(next_node for next_node, _ in node.next_functions)
+    return order, [n for n in order if n in found]
+
+
+def _inside(path: str, prefixes: list[str]) -> bool:
+    return any(path == p or path.startswith(p + ".") for p in prefixes)
+
+
+def last_norm_paths(model: nn.Module) -> list[str]:
+    """The norms that feed the pooled features directly: those inside the last block when the
+    last of them lies in a block (ResNet, RegNet, PNASNet), else those outside every block
+    (ViT's ``norm``, EfficientNet's ``bn2``, ConvNeXt's ``head.norm``)."""
+    result: list[tuple[list[str], list[str]]] = []
+    try:
+        _run_probe(model, lambda r: result.append(feeding_norms(model, r)))
+    except Exception as err:  # noqa: BLE001 - reported in one line, as every group problem is
+        raise GroupError(f"cannot trace {type(model).__name__} to find its last norm "
+                         f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})"
+                         ) from None
+    order, feeding = result[-1]
+    if not order:
+        raise GroupError("the model runs no normalisation layer, so it has no 'last_norm' group")
+    if not feeding:  # a norm, then ops the graph walk cannot see through (e.g. detached)
+        return order[-1:]
+    blocks = block_groups(model)
+    holding = [b for b in blocks if _inside(feeding[-1], b)]
+    if holding:
+        return [p for p in feeding if _inside(p, holding[-1])]
+    every_block = [p for b in blocks for p in b]
+    return [p for p in feeding if not _inside(p, every_block)] or feeding[-1:]
 
 
 def last_stage_paths(model: nn.Module) -> list[str]:
@@ -117,27 +183,121 @@ def last_stage_paths(model: nn.Module) -> list[str]:
     )
 
 
-GROUP_RESOLVERS = {
+def pos_embed_paths(model: nn.Module) -> list[str]:
+    """Absolute position embeddings (parameters, so the paths are parameter names)."""
+    found = [name for name, _ in model.named_parameters()
+             if name.split(".")[-1] in POS_EMBED_NAMES]
+    if not found:
+        raise GroupError(f"{type(model).__name__} has no absolute position embedding "
+                         f"(no parameter named {', '.join(POS_EMBED_NAMES)})")
+    return found
+
+
+def _matcher_blocks(model: nn.Module) -> list[list[str]] | None:
+    """Blocks from timm's ``group_matcher`` (the grouping its layer-wise decay uses), without
+    the stem, the final norm folded into the last block (suffix 99999), or the head. Each
+    block is the module prefixes its patterns matched (Swin: a stage's downsample with its
+    first block, as timm groups them)."""
+    if not hasattr(model, "group_matcher"):
+        return None
+    from timm.models._manipulate import MATCH_PREV_GROUP, group_modules
+
+    try:
+        matcher = model.group_matcher(coarse=False)
+    except (TypeError, NotImplementedError):
+        return None
+    if not isinstance(matcher, dict) or not matcher.get("blocks"):
+        return None
+    specs = matcher["blocks"]
+    specs = [(specs, None)] if isinstance(specs, str) else list(specs)
+    patterns = [re.compile(s) for s, suffix in specs if suffix != MATCH_PREV_GROUP]
+    out = []
+    for _, names in sorted(group_modules(model, matcher).items()):
+        prefixes = []
+        for name in names:
+            match = next((m for r in patterns if (m := r.match(name))), None)
+            if match:
+                prefixes.append(match.group(0).rstrip("."))
+        if prefixes:
+            out.append(list(dict.fromkeys(prefixes)))
+    return out or None
+
+
+def _container_blocks(model: nn.Module) -> list[list[str]]:
+    """Fallback for models without timm's dict grouping (Cadene's, Inception-ResNet-V2): the
+    outermost modules of the classes held in Sequential/ModuleList containers (SENet's
+    bottlenecks, Inception-ResNet's Block35/17/8), else the root's repeated children of one
+    class (PNASNet's cells), in definition order."""
+    def composite(m: nn.Module) -> bool:
+        return any(True for _ in m.children()) and any(True for _ in m.parameters()) and \
+            not isinstance(m, (nn.Sequential, nn.ModuleList))
+
+    classes = {type(child) for module in model.modules()
+               if isinstance(module, (nn.Sequential, nn.ModuleList))
+               for child in module.children() if composite(child)}
+    if not classes:
+        counts: dict[type, int] = {}
+        for child in model.children():
+            if composite(child):
+                counts[type(child)] = counts.get(type(child), 0) + 1
+        classes = {cls for cls, n in counts.items() if n > 1}
+    items = [name for name, module in model.named_modules() if name and type(module) in classes]
+    return [[p] for p in items if not any(p.startswith(q + ".") for q in items)]
+
+
+def block_groups(model: nn.Module) -> list[list[str]]:
+    """Every block of the network in the order it runs, each as its module paths."""
+    return _matcher_blocks(model) or _container_blocks(model)
+
+
+def last_blocks_paths(model: nn.Module, count: int) -> list[str]:
+    blocks = block_groups(model)
+    if not blocks:
+        raise GroupError(f"no blocks found in {type(model).__name__}: name its modules "
+                         "explicitly in trainable")
+    if count > len(blocks):
+        raise GroupError(f"last_blocks: {count} asks for more blocks than "
+                         f"{type(model).__name__} has ({len(blocks)})")
+    return [p for block in blocks[-count:] for p in block]
+
+
+GROUP_RESOLVERS: dict[str, Callable[[nn.Module], list[str]]] = {
     "classifier": classifier_paths,
-    "last_bn": last_bn_paths,
+    "last_bn": last_norm_paths,
+    "last_norm": last_norm_paths,
     "last_stage": last_stage_paths,
+    "pos_embed": pos_embed_paths,
 }
 
 
-def resolve_groups(model: nn.Module, names: list[str]) -> dict[str, list[str]]:
-    """Each group name or explicit module path -> the module paths it stands for."""
+def group_key(item: str | dict) -> str:
+    """How a trainable item is named in plans and reports: ``last_blocks: 2`` stays readable."""
+    if isinstance(item, dict):
+        return ", ".join(f"{k}: {v}" for k, v in item.items())
+    return item
+
+
+def resolve_groups(model: nn.Module, names: list[str | dict]) -> dict[str, list[str]]:
+    """Each group name, ``{last_blocks: N}`` or explicit module path -> the paths it stands for
+    (module paths; parameter names for ``pos_embed``)."""
     modules = dict(model.named_modules())
+    params = dict(model.named_parameters())
     resolved: dict[str, list[str]] = {}
     for name in names:
-        if name in GROUP_RESOLVERS:
+        if isinstance(name, dict):
+            if set(name) != {LAST_BLOCKS}:
+                raise GroupError(f"trainable: {name!r}: the only mapping item is "
+                                 f"{{{LAST_BLOCKS}: N}}")
+            resolved[group_key(name)] = last_blocks_paths(model, int(name[LAST_BLOCKS]))
+        elif name in GROUP_RESOLVERS:
             resolved[name] = GROUP_RESOLVERS[name](model)
-        elif name in modules and name:
+        elif (name in modules or name in params) and name:
             resolved[name] = [name]
         else:
             close = difflib.get_close_matches(name, [m for m in modules if m], n=3)
             hint = f" (did you mean {', '.join(close)}?)" if close else ""
             raise GroupError(
-                f"trainable: {name!r} is neither a group ({', '.join(GROUP_RESOLVERS)}) nor a "
-                f"module of {type(model).__name__}{hint}"
+                f"trainable: {name!r} is neither a group ({', '.join(GROUP_RESOLVERS)}, "
+                f"{LAST_BLOCKS}: N) nor a module of {type(model).__name__}{hint}"
             )
     return resolved

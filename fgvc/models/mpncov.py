@@ -1,10 +1,11 @@
 """iSQRT-COV (fast MPN-COV) pooling on a ResNet: second-order features for fine-grained work.
 
-Head, after the last residual stage: 1x1 convolution to 256 channels with BN and ReLU ->
-covariance of the features over spatial positions -> divide by the trace -> matrix square
-root by Newton-Schulz iterations -> multiply by sqrt(trace) -> the upper triangle as a vector
-(256 * 257 / 2 = 32,896 values) -> linear classifier. Every step is differentiable, and the
-iterations use only matrix products, so it runs fast on GPUs (no eigendecomposition).
+Head, after the last residual stage (stride 1, as in the authors' release): 1x1 convolution
+to 256 channels with BN and ReLU -> covariance of the features over spatial positions ->
+divide by the trace -> matrix square root by Newton-Schulz iterations -> multiply by
+sqrt(trace) -> the upper triangle as a vector (256 * 257 / 2 = 32,896 values) -> linear
+classifier. Every step is differentiable, and the iterations use only matrix products, so it
+runs fast on GPUs (no eigendecomposition).
 """
 
 from __future__ import annotations
@@ -60,22 +61,26 @@ class ISqrtCovPool(nn.Module):
 
 
 class MPNCovResNet(ResNet):
-    """A timm ResNet whose global average pooling is replaced by iSQRT-COV.
+    """A timm ResNet whose global average pooling is replaced by iSQRT-COV, as the authors built it.
 
-    Backbone module names are ResNet's (``layer4`` ...), so ImageNet ResNet weights load into it;
-    ``reduce`` and ``fc`` are then new (``new_head_modules`` tells the weight loader so).
+    As in their release, the last stage keeps stride 1 (a 448 px input gives 28x28 positions to
+    the covariance, not 14x14), and the head's modules carry their names (``layer_reduce``,
+    ``layer_reduce_bn``, ``layer_reduce_relu``, ``fc``), so the authors' checkpoints load tensor
+    for tensor. Backbone names are ResNet's, so ImageNet ResNet weights load too; the reduction
+    then starts new (``new_head_modules`` tells the weight loader so).
     """
 
-    new_head_modules = ("reduce",)
+    new_head_modules = ("layer_reduce", "layer_reduce_bn")
+    strict_checkpoint = True  # every checkpoint tensor must be used (the classifier may differ)
 
     def __init__(self, layers: list[int], num_classes: int = 1000, reduced_dim: int = 256,
                  iterations: int = 5, drop_rate: float = 0.0, **kwargs):
         super().__init__(Bottleneck, layers, num_classes=0, global_pool="", **kwargs)
-        self.reduce = nn.Sequential(
-            nn.Conv2d(self.num_features, reduced_dim, kernel_size=1, bias=False),
-            nn.BatchNorm2d(reduced_dim),
-            nn.ReLU(inplace=True),
-        )
+        _unstride(self.layer4)
+        self.feature_info[-1]["reduction"] = self.feature_info[-2]["reduction"]
+        self.layer_reduce = nn.Conv2d(self.num_features, reduced_dim, kernel_size=1, bias=False)
+        self.layer_reduce_bn = nn.BatchNorm2d(reduced_dim)
+        self.layer_reduce_relu = nn.ReLU(inplace=True)
         self.cov_pool = ISqrtCovPool(iterations)
         self.head_features = reduced_dim * (reduced_dim + 1) // 2
         self.head_drop = nn.Dropout(drop_rate)
@@ -89,10 +94,21 @@ class MPNCovResNet(ResNet):
         self.num_classes = num_classes
         self.fc = nn.Linear(self.head_features, num_classes) if num_classes else nn.Identity()
 
+    def covariance_input(self, x: torch.Tensor) -> torch.Tensor:
+        """The reduced feature map the covariance is taken over (B, 256, H/16, W/16)."""
+        return self.layer_reduce_relu(self.layer_reduce_bn(self.layer_reduce(x)))
+
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        x = self.cov_pool(self.reduce(x))
+        x = self.cov_pool(self.covariance_input(x))
         x = self.head_drop(x)
         return x if pre_logits else self.fc(x)
+
+
+def _unstride(stage: nn.Module) -> None:
+    """Stride 1 in every convolution of ``stage`` (its first block's 3x3 and shortcut)."""
+    for module in stage.modules():
+        if isinstance(module, nn.Conv2d) and module.stride != (1, 1):
+            module.stride = (1, 1)
 
 
 # Keywords timm's create_model passes that only its own builders understand.
@@ -111,7 +127,7 @@ def _mpncov(depth: int, pretrained: bool, **kwargs) -> MPNCovResNet:
         backbone = timm.create_model(f"resnet{depth}", pretrained=True).state_dict()
         backbone = {k: v for k, v in backbone.items() if not k.startswith("fc.")}
         missing = [k for k in model.load_state_dict(backbone, strict=False).missing_keys
-                   if not k.startswith(("reduce.", "fc."))]
+                   if not k.startswith(("layer_reduce", "fc."))]
         if missing:
             raise RuntimeError(f"resnet{depth} ImageNet weights lack {missing[:3]}")
     model.pretrained_cfg = {"input_size": (3, 448, 448), "interpolation": "bilinear",

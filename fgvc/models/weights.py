@@ -81,6 +81,24 @@ def rename_classifier(state: dict[str, torch.Tensor], model: nn.Module) -> dict[
     return state
 
 
+def timm_checkpoint_filter(state: dict[str, torch.Tensor], model: nn.Module
+                           ) -> dict[str, torch.Tensor]:
+    """timm's own conversion for the model's family (``checkpoint_filter_fn`` in its module):
+    position embeddings and relative position tables resampled to the model's size, original
+    release layouts (DINOv2, EVA, Swin) mapped to timm's. Models without one pass unchanged."""
+    import sys
+
+    module = sys.modules.get(type(model).__module__)
+    convert = getattr(module, "checkpoint_filter_fn", None)
+    if convert is None or not type(model).__module__.startswith("timm."):
+        return state
+    try:
+        return convert(dict(state), model)
+    except Exception as err:  # noqa: BLE001 - a failed conversion leaves the shape checks to speak
+        log.info("timm's checkpoint conversion for %s did not apply (%s)", type(model).__name__, err)
+        return state
+
+
 def load_weights(model: nn.Module, path: str | Path) -> None:
     """Load ``path`` into ``model``; a classifier of another shape is left freshly initialised.
 
@@ -89,7 +107,7 @@ def load_weights(model: nn.Module, path: str | Path) -> None:
     (``new_head_modules``, e.g. MPN-COV's reduction layer) may be absent as a whole, as it is
     from a plain ImageNet backbone checkpoint.
     """
-    state = rename_classifier(read_state_dict(path), model)
+    state = timm_checkpoint_filter(rename_classifier(read_state_dict(path), model), model)
     own = model.state_dict()
     head = classifier_prefixes(model)
     skipped = [k for k, v in state.items() if k in own and own[k].shape != v.shape]
@@ -99,16 +117,27 @@ def load_weights(model: nn.Module, path: str | Path) -> None:
         raise WeightsError(f"{path}: shape mismatch for {', '.join(bad_shape[:5])}")
     state = {k: v for k, v in state.items() if k not in skipped}
     result = model.load_state_dict(state, strict=False)
-    missing = [k for k in result.missing_keys if not k.startswith(head)]
+    # Checkpoints saved before PyTorch 0.4 have no BN batch counters; they hold no weights.
+    missing = [k for k in result.missing_keys
+               if not k.startswith(head) and not k.endswith("num_batches_tracked")]
     for module in getattr(model, "new_head_modules", ()):
         prefix = f"{module}."
         if not any(k.startswith(prefix) for k in state):
             missing = [k for k in missing if not k.startswith(prefix)]
             log.info("%s: %s is not in the checkpoint and starts new", path, module)
     if missing:
+        strict = getattr(model, "strict_checkpoint", False)
         raise WeightsError(
-            f"{path}: {len(missing)} backbone tensor(s) missing, e.g. {', '.join(missing[:5])}; "
+            f"{path}: {len(missing)} model tensor(s) missing from the checkpoint: "
+            f"{', '.join(missing if strict else missing[:5])}"
+            f"{'' if strict or len(missing) <= 5 else ', ...'}; "
             "is this checkpoint for another architecture?"
+        )
+    if result.unexpected_keys and getattr(model, "strict_checkpoint", False):
+        raise WeightsError(
+            f"{path}: {len(result.unexpected_keys)} checkpoint tensor(s) would go unused: "
+            f"{', '.join(result.unexpected_keys)}; {type(model).__name__} loads a checkpoint "
+            "only when every tensor is used"
         )
     if result.unexpected_keys:
         log.warning("%s: ignored %d unexpected key(s), e.g. %s", path,

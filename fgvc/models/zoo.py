@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from timm.models import register_model
 from timm.models.resnet import Bottleneck, ResNet
+from timm.models.vision_transformer import VisionTransformer
 
 from fgvc.models import mpncov  # noqa: F401  (registers mpncov_resnet50/101/152)
 from fgvc.models.mpncov import TIMM_FACTORY_ONLY
@@ -35,6 +36,12 @@ SUPPORTED = [
     "pretrainedmodels:inceptionresnetv2", "pretrainedmodels:pnasnet5large",
     "pretrainedmodels:resnet50",
 ]
+# Modern backbones `fgvc models list` also shows, one or two per family (any timm name works).
+MODERN = [
+    "vit_base_patch16_224", "deit_base_patch16_224", "vit_base_patch14_dinov2",
+    "eva02_base_patch14_448", "swin_base_patch4_window12_384", "convnext_base",
+    "efficientnet_b3", "regnety_160",
+]
 
 
 @register_model
@@ -49,4 +56,21 @@ def resnext101_32x48d(pretrained: bool = False, **kwargs) -> ResNet:
     model.pretrained_cfg = {"input_size": (3, 224, 224), "interpolation": "bilinear",
                             "mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225),
                             "crop_pct": 0.875, "classifier": "fc"}
+    return model
+
+
+@register_model
+def vit_fgvc_tiny_patch8(pretrained: bool = False, **kwargs) -> VisionTransformer:
+    """A ViT sized for CPU experiments (6 blocks, width 96, 8 px patches, average pooling;
+    about 0.5M parameters), built for 64 px: ``recipes/quickstart_vit.yaml`` trains it from
+    scratch. timm's own tiny ViTs use 16 px patches, too coarse for 64 px images."""
+    if pretrained:
+        raise RuntimeError("vit_fgvc_tiny_patch8 has no pretrained weights: set pretrained: none")
+    kwargs = {k: v for k, v in kwargs.items() if k not in TIMM_FACTORY_ONLY}
+    args = dict(img_size=64, patch_size=8, embed_dim=96, depth=6, num_heads=3, mlp_ratio=3.0,
+                global_pool="avg", class_token=False)
+    model = VisionTransformer(**{**args, **kwargs})
+    model.pretrained_cfg = {"input_size": (3, 64, 64), "interpolation": "bilinear",
+                            "mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225),
+                            "crop_pct": 0.875, "classifier": "head"}
     return model

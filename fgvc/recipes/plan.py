@@ -16,13 +16,15 @@ from fgvc.recipes.recipe import EnsembleRecipe, Recipe
 
 
 def _meta_model(recipe: Recipe, num_classes: int) -> torch.nn.Module:
-    import dataclasses
+    """Built on the meta device and tried at every resolution the recipe uses."""
+    from fgvc.models.resolution import check_resolutions, meta_model
 
-    from fgvc.models import create_model
-
-    cfg = dataclasses.replace(recipe.model, pretrained="none", weights=None)
-    with torch.device("meta"):
-        return create_model(cfg, num_classes)
+    model = meta_model(recipe.model, num_classes)
+    sizes = [s.resolution for s in recipe.stages] + list(recipe.eval_resolutions)
+    if recipe.predict is not None:
+        sizes += recipe.predict.resolutions or []
+    check_resolutions(model, recipe.model.arch, sizes)
+    return model
 
 
 def describe_plan(recipe: Recipe) -> str:

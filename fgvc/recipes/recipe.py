@@ -17,7 +17,7 @@ import yaml
 from fgvc.recipes.presets import apply_presets, check_adapt_method, check_frechet_reference
 from fgvc.recipes.schema import SchemaError, build, describe, to_plain
 
-ADAPT_GROUPS = ("classifier", "last_bn", "last_stage")
+ADAPT_GROUPS = ("classifier", "last_bn", "last_norm", "last_stage", "pos_embed")
 STAGE_ORDER = ("train", "adapt")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _MODULE_PATH_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z0-9_]+)*$")
@@ -79,7 +79,7 @@ class StageConfig:
     resolution: int
     epochs: int = 1
     batch_size: int = 32
-    trainable: str | list[str] | None = None
+    trainable: str | list[str | dict[str, int]] | None = None
     augment: Literal["train", "test", "test2"] | None = None
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
@@ -129,13 +129,26 @@ class StageConfig:
             if not self.trainable:
                 out.append(("trainable", "must name at least one group or module path"))
             for i, item in enumerate(self.trainable):
-                if item not in ADAPT_GROUPS and not _MODULE_PATH_RE.match(item):
+                if isinstance(item, dict):
+                    out += [(f"trainable[{i}]", m) for m in check_block_count(item)]
+                elif item not in ADAPT_GROUPS and not _MODULE_PATH_RE.match(item):
                     out.append((f"trainable[{i}]", f"{item!r} is neither a group "
-                                f"({', '.join(ADAPT_GROUPS)}) nor a module path like 'layer4.2.bn3'"))
+                                f"({', '.join(ADAPT_GROUPS)}, last_blocks: N) nor a module path "
+                                "like 'layer4.2.bn3'"))
         if self.name == "adapt" and self.augment == "train":
             out.append(("augment", "FixRes adapts on the test-time transform: use 'test' or "
                         "'test2', not 'train'"))
         return out + check_adapt_method(self)
+
+
+def check_block_count(item: dict) -> list[str]:
+    """``{last_blocks: N}``, the one mapping a trainable list accepts."""
+    if set(item) != {"last_blocks"}:
+        return [f"a mapping item must be {{last_blocks: N}}, got keys {sorted(item)}"]
+    count = item["last_blocks"]
+    if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+        return [f"last_blocks must be a positive integer, got {count!r}"]
+    return []
 
 
 @dataclass
@@ -154,6 +167,10 @@ class DatasetConfig:
     holdout: float = 0.0
     num_workers: int = 2
     on_bad_image: Literal["skip", "fail"] = "skip"
+    # fgvc/datasets/integrity.py (what `warn` downgrades) and fgvc/datasets/decode.py
+    integrity: Literal["strict", "warn"] = "strict"
+    max_image_pixels: int | None = 89_478_485  # Pillow's default; null lifts the limit
+    exif_transpose: bool = True
 
     def __post_init__(self) -> None:
         if self.root is None:
@@ -169,6 +186,9 @@ class DatasetConfig:
             out.append(("num_workers", f"must be >= 0, got {self.num_workers!r}"))
         if not 0 <= self.holdout < 1:
             out.append(("holdout", f"must be in [0, 1), got {self.holdout!r}"))
+        if self.max_image_pixels is not None and self.max_image_pixels < 1:
+            out.append(("max_image_pixels", f"must be a positive pixel count or null (no limit), "
+                        f"got {self.max_image_pixels!r}"))
         return out
 
 
@@ -183,26 +203,30 @@ class ModelConfig:
     mean: list[float] | None = None
     std: list[float] | None = None
     interpolation: Literal["bilinear", "bicubic", "nearest"] | None = None
-    crop_pct: float = 224 / 256
+    crop_pct: float | None = None
+    img_size: int | None = None
     channels_last: bool = True
 
     def check(self) -> list[tuple[str, str]]:
-        from fgvc.models import is_known_arch
+        from fgvc.models.factory import arch_problem
 
         out = []
-        if not is_known_arch(self.arch):
-            out.append(("arch", f"unknown model {self.arch!r} (a timm name such as 'resnet50', or "
-                        "'pretrainedmodels:<name>'; see `fgvc models list`)"))
+        problem = arch_problem(self.arch)
+        if problem is not None:
+            out.append(("arch", f"{problem} (a timm name such as 'resnet50', 'arch.tag', "
+                        "'hf-hub:org/repo', or 'pretrainedmodels:<name>'; see `fgvc models list`)"))
         for key in ("mean", "std"):
             value = getattr(self, key)
             if value is not None and len(value) != 3:
                 out.append((key, f"must hold 3 numbers (R, G, B), got {value!r}"))
         if self.std is not None and any(s <= 0 for s in self.std):
             out.append(("std", f"must be > 0, got {self.std!r}"))
-        if not 0 < self.crop_pct <= 1:
+        if self.crop_pct is not None and not 0 < self.crop_pct <= 1:
             out.append(("crop_pct", f"must be in (0, 1], got {self.crop_pct!r}"))
         if not 0 <= self.drop_rate < 1:
             out.append(("drop_rate", f"must be in [0, 1), got {self.drop_rate!r}"))
+        if self.img_size is not None and self.img_size <= 0:
+            out.append(("img_size", f"must be a positive number of pixels, got {self.img_size!r}"))
         if self.pretrained != "none" and self.weights:
             out.append(("weights", "give either pretrained: imagenet or a weights file, not both"))
         return out

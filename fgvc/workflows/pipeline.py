@@ -231,7 +231,7 @@ def _write_outputs(ctx: RunContext, preds: Predictions | None, submission_path: 
 def load_recipe_dataset(recipe: Recipe) -> DatasetIndex:
     """The recipe's dataset, with its holdout split carved out when it asks for one."""
     ds = recipe.dataset
-    index = load_dataset(ds.name, ds.root, ds.options)
+    index = load_dataset(ds.name, ds.root, ds.options, integrity=ds.integrity)
     if ds.holdout > 0:
         index = with_holdout(index, ds.train_split, ds.holdout, recipe.seed)
     return index

@@ -94,7 +94,7 @@ def describe_protocol(recipe: Recipe, final: bool = False) -> str:
     held = (f"{ds.holdout:.0%} of {ds.train_split!r} held out (seeded, stratified)"
             if ds.holdout else f"validation split {ds.val_split!r}")
     return (f"{recipe.model.arch}, train {train.resolution} px for {train.epochs} epoch(s); "
-            f"adapt ({adapt.method}, {', '.join(adapt.trainable)}) for {adapt.epochs} epoch(s); "
+            f"adapt ({adapt.method}, {', '.join(map(str, adapt.trainable))}) for {adapt.epochs} epoch(s); "
             f"{chooser}; {held}; evaluated on {recipe.evaluate.split!r}"
             + ("; final network retrained on the whole training split" if final else ""))
 
