@@ -8,6 +8,7 @@ import os
 import sys
 
 from fgvc.datasets.base import DatasetError
+from fgvc.engine.preemption import Preempted
 from fgvc.inference.ensemble import EnsembleError
 from fgvc.inference.submission import SubmissionError
 from fgvc.recipes.recipe import load_recipe
@@ -46,6 +47,13 @@ def build_parser() -> argparse.ArgumentParser:
                        help="continue the latest run of this recipe where it stopped")
     group.add_argument("--force", action="store_true",
                        help="replace runs/<name> and an existing submission CSV")
+    run.add_argument("--allow-changes", nargs="+", default=[], metavar="FIELD",
+                     help="with --resume: accept these recipe fields differing from the run's "
+                          "recipe.yaml (e.g. stages.train.epochs; a section name covers its "
+                          "fields); recorded in the run's recipe_changes.jsonl")
+
+    resume = sub.add_parser("resume", help="continue a stopped run from its own recipe.yaml")
+    resume.add_argument("run_dir", help="the run folder, e.g. runs/quickstart")
 
     validate = sub.add_parser("validate", help="check a recipe and print its plan; runs nothing")
     _add_recipe_args(validate)
@@ -157,10 +165,28 @@ def cmd_run(args: argparse.Namespace) -> int:
     from fgvc.workflows.pipeline import run_recipe
 
     recipe = load_recipe(args.recipe, args.overrides)
+    if args.allow_changes and not args.resume:
+        raise ValueError("--allow-changes goes with --resume")
     if isinstance(recipe, EnsembleRecipe):
         run_dir = run_ensemble(recipe, Path(args.recipe), force=args.force)
     else:
-        run_dir = run_recipe(recipe, resume=args.resume, force=args.force)
+        run_dir = run_recipe(recipe, resume=args.resume, force=args.force,
+                             allow_changes=args.allow_changes)
+    return _print_report(run_dir)
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from fgvc.workflows.pipeline import run_recipe
+    from fgvc.workflows.resume import load_run_recipe
+
+    run_dir = Path(args.run_dir)
+    run_recipe(load_run_recipe(run_dir), resume=True, run_dir=run_dir)
+    return _print_report(run_dir)
+
+
+def _print_report(run_dir) -> int:
     from fgvc.engine.distributed import current
 
     if current().is_main:
@@ -396,7 +422,7 @@ def cmd_activations(args: argparse.Namespace) -> int:
 
 COMMANDS = {
     "run": cmd_run, "validate": cmd_validate, "predict": cmd_predict, "ensemble": cmd_ensemble,
-    "submit": cmd_submit, "datasets": cmd_datasets, "models": cmd_models,
+    "submit": cmd_submit, "datasets": cmd_datasets, "models": cmd_models, "resume": cmd_resume,
     "sweep": cmd_sweep, "resolution": cmd_resolution, "table3": cmd_table3,
     "activations": cmd_activations,
 }
@@ -420,6 +446,9 @@ def main(argv: list[str] | None = None) -> int:
         print("interrupted: `fgvc run --resume` continues from the last checkpoint",
               file=sys.stderr)
         return 130
+    except Preempted as stop:
+        print(stop, file=sys.stderr)
+        return stop.exit_status
     finally:
         if "torch" in sys.modules:  # a process group exists only where torch was loaded
             from fgvc.engine.distributed import shutdown

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from fgvc.analysis import science_report
+from fgvc.engine.atomic import atomic_save, atomic_write
 from fgvc.recipes.recipe import Recipe
 
 CROP_TITLES = {"center": "single centre crop", "center_flip": "centre crop + flip",
@@ -35,7 +36,7 @@ def plot_accuracy(evaluation: dict[str, dict[str, dict]], train_resolution: int 
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path)
+    atomic_save(path, lambda f: fig.savefig(f, format="png"), fsync=False)
     plt.close(fig)
 
 
@@ -98,5 +99,5 @@ def write_report(run_dir: Path, recipe: Recipe, summary: dict) -> Path:
         "",
     ]
     path = run_dir / "report.md"
-    path.write_text("\n".join(text))
+    atomic_write(path, "\n".join(text))
     return path

@@ -23,6 +23,11 @@ def tiny_data_root(tmp_path_factory) -> Path:
 @pytest.fixture
 def tiny_recipe_dict(tiny_data_root, tmp_path) -> dict:
     """A full two-stage recipe on the tiny dataset with timm's 0.4M-parameter test_resnet."""
+    return tiny_recipe(tiny_data_root, tmp_path)
+
+
+def tiny_recipe(tiny_data_root: Path, tmp_path: Path) -> dict:
+    """The ``tiny_recipe_dict`` fixture's recipe, writing under ``tmp_path``."""
     return copy.deepcopy({
         "name": "tiny",
         "seed": 0,

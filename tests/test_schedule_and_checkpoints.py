@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import math
-import pickle
 
 import pytest
 import torch
 
-from fgvc.engine.checkpoint import load_checkpoint, save_checkpoint
+from fgvc.engine.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from fgvc.engine.optim import lr_at
 from fgvc.recipes.recipe import ScheduleConfig
 
@@ -45,5 +44,5 @@ class Evil:
 def test_checkpoint_with_code_is_refused(tmp_path):
     path = tmp_path / "evil.pt"
     torch.save({"model": Evil()}, path)
-    with pytest.raises(pickle.UnpicklingError):
+    with pytest.raises(CheckpointError, match="pickled Python objects and fgvc never unpickles"):
         load_checkpoint(path)

@@ -149,7 +149,7 @@ def _inaturalist_adapter(year: int, files: dict[str, str], classes: int, summary
                                f"{' or '.join(f for s, f in split_files.items() if s != 'test')}")
         return load_coco(name, root, split_files, optional=optional, renames=TORCHVISION_RENAMES)
 
-    register(name, summary, classes)(load)
+    register(name, summary, classes, options={"files": dict[str, str]})(load)
 
 
 CARDS_LAYOUTS = {
@@ -185,7 +185,7 @@ def herbarium_root(root: Path) -> Path:
 
 
 @register("herbarium2020", "Herbarium 2020, 2021, 2022 and later (COCO-style metadata JSON)",
-          num_classes=lambda options: None)
+          num_classes=lambda options: None, options={"files": dict[str, str]})
 def load_herbarium(root: Path, options: dict[str, Any]) -> DatasetIndex:
     """The edition is read from what is on disk: ``train/metadata.json`` (2020, 2021) or
     ``train_metadata.json`` + ``train_images/`` (2022 and later); the class count is the
@@ -208,7 +208,7 @@ def load_herbarium(root: Path, options: dict[str, Any]) -> DatasetIndex:
 
 
 @register("coco", "any COCO-style classification JSON; options.files maps split -> JSON path",
-          num_classes=lambda options: 0)
+          num_classes=lambda options: 0, options={"files": dict[str, str], "name": str})
 def load_generic_coco(root: Path, options: dict[str, Any]) -> DatasetIndex:
     files = options.get("files")
     if not isinstance(files, dict) or not files:

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +50,9 @@ def read_table(path: Path, columns: int, *, sep: str | None = None, max_split: i
     rows = []
     split_at = -1 if max_split is None else max_split
     strip = sep is not None or max_split is not None  # whitespace splitting leaves none inside
-    for number, text in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), start=1):
+    with _text(path) as f:
+        lines = f.read().splitlines()
+    for number, text in enumerate(lines, start=1):
         if not text or text.isspace() or (comment and text.lstrip().startswith(comment)):
             continue
         fields = text.split(sep, split_at)
@@ -62,7 +65,7 @@ def read_table(path: Path, columns: int, *, sep: str | None = None, max_split: i
 
 def read_dict_table(path: Path, required: list[str], delimiter: str = ",") -> list[tuple[int, dict]]:
     """Rows of a table with a header, as ``(line number, row)``; checks the required columns."""
-    with path.open(newline="", encoding="utf-8-sig") as f:
+    with _text(path, newline="") as f:
         reader = csv.DictReader(f, delimiter=delimiter)
         header = reader.fieldnames or []
         missing = [c for c in required if c not in header]
@@ -76,6 +79,19 @@ def read_dict_table(path: Path, required: list[str], delimiter: str = ",") -> li
                                    f"{', '.join(c for c in required if not row.get(c))}")
             rows.append((number, row))
         return rows
+
+
+@contextmanager
+def _text(path: Path, newline: str | None = None) -> Iterator[Any]:
+    """A UTF-8 text file; bytes that are not UTF-8, or a line csv cannot parse, are a
+    DatasetError naming the file."""
+    try:
+        with path.open(encoding="utf-8-sig", newline=newline) as f:
+            yield f
+    except UnicodeDecodeError as err:
+        raise DatasetError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start})") from None
+    except csv.Error as err:
+        raise DatasetError(f"{path}: not a readable table ({err})") from None
 
 
 def as_int(value: str, path: Path, line: int, what: str) -> int:
@@ -101,7 +117,7 @@ def as_floats(values: list[str], path: Path, line: int, what: str) -> tuple[floa
 
 def read_json(path: Path) -> Any:
     try:
-        with path.open(encoding="utf-8-sig") as f:
+        with _text(path) as f:
             return json.load(f)
     except json.JSONDecodeError as err:
         raise DatasetError(f"{path}:{err.lineno}: not valid JSON ({err.msg})") from None

@@ -36,7 +36,8 @@ def _check_options(name: str, options: dict[str, Any], known: set[str]) -> None:
                            f"{name} (known: {', '.join(sorted(known)) or 'none'})")
 
 
-@register("herbarium2019", "Herbarium 2019 (FGVC6): train/<category>/<id>.jpg folders", 683)
+@register("herbarium2019", "Herbarium 2019 (FGVC6): train/<category>/<id>.jpg folders", 683,
+          options={"small": bool})
 def load_herbarium2019(root: Path, options: dict[str, Any]) -> DatasetIndex:
     """Image ids repeat across category folders, so train/val samples are keyed by
     ``<category>/<file>``; test ids are the file names Kaggle expects (``00123.jpg``).
@@ -61,7 +62,8 @@ def load_herbarium2019(root: Path, options: dict[str, Any]) -> DatasetIndex:
     return build_index("herbarium2019", root, {c: c for c in categories}, splits)
 
 
-@register("imagefolder", "custom data: <split>/<class>/<image> folders", num_classes=lambda o: None)
+@register("imagefolder", "custom data: <split>/<class>/<image> folders", num_classes=lambda o: None,
+          options={"splits": dict[str, str]})
 def load_imagefolder(root: Path, options: dict[str, Any]) -> DatasetIndex:
     """One folder per split (``train``, ``val``, ``test`` by default), one sub-folder per class;
     a split folder without class sub-folders holds unlabelled images."""
@@ -82,7 +84,8 @@ def load_imagefolder(root: Path, options: dict[str, Any]) -> DatasetIndex:
     return build_index("imagefolder", root, {c: c for c in categories}, splits)
 
 
-@register("csv", "custom data: one CSV per split with path,label columns", num_classes=lambda o: None)
+@register("csv", "custom data: one CSV per split with path,label columns", num_classes=lambda o: None,
+          options={"files": dict[str, str]})
 def load_csv_lists(root: Path, options: dict[str, Any]) -> DatasetIndex:
     """``<split>.csv`` files with ``path,label`` (paths relative to the root) and an optional
     ``id`` column; an empty label marks an unlabelled image. ``options.files`` renames them."""

@@ -329,7 +329,9 @@ def _category(label: Any, names: list[str] | None, path: Path, entry: str, colum
 
 
 @register("parquet", "local Parquet/Arrow files (Hugging Face hub copies): image bytes or paths, "
-          "labels, class names from the file's metadata", num_classes=lambda options: None)
+          "labels, class names from the file's metadata", num_classes=lambda options: None,
+          options={"files": dict[str, str | list[str]], "image_column": str, "label_column": str,
+                   "id_column": str})
 def load_parquet(root: Path, options: dict[str, Any]) -> DatasetIndex:
     """Splits from the file names (``validation`` read as ``val``) or ``options.files``;
     ``options.image_column``, ``label_column`` and ``id_column`` override the detected columns."""
@@ -344,6 +346,8 @@ def load_parquet(root: Path, options: dict[str, Any]) -> DatasetIndex:
     categories: dict[str, str] = {}
     splits: dict[str, list[RawSample]] = {}
     files = discover(root, options.get("files"))
+    usual = {name: i for i, name in enumerate(("train", "val", "test"))}
+    files = dict(sorted(files.items(), key=lambda item: (usual.get(item[0], len(usual)), item[0])))
     import pyarrow as pa
 
     for split, paths in files.items():

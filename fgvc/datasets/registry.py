@@ -21,17 +21,34 @@ class Adapter:
     load: Loader
     summary: str
     num_classes: Callable[[dict[str, Any]], int | None]
+    options: dict[str, Any]
+
+    def option_problems(self, options: Any) -> list[str]:
+        """Each declared option checked against its type hint, like any recipe field; options
+        the adapter does not declare are left to the adapter, which refuses unknown ones."""
+        from fgvc.recipes.schema import check_value
+
+        if not isinstance(options, dict):
+            return check_value(options, dict[str, Any], "dataset.options")
+        problems = check_value(options, dict[str, Any], "dataset.options")
+        for key, hint in self.options.items():
+            if key in options:
+                problems += check_value(options[key], hint, f"dataset.options.{key}")
+        return problems
 
 
 _ADAPTERS: dict[str, Adapter] = {}
 
 
 def register(name: str, summary: str,
-             num_classes: int | Callable[[dict[str, Any]], int | None]) -> Callable[[Loader], Loader]:
+             num_classes: int | Callable[[dict[str, Any]], int | None],
+             options: dict[str, Any] | None = None) -> Callable[[Loader], Loader]:
+    """Register a reader; ``options`` maps each option it takes to its type hint (none: it
+    takes no options)."""
     count = num_classes if callable(num_classes) else (lambda _options: num_classes)
 
     def wrap(load: Loader) -> Loader:
-        _ADAPTERS[name] = Adapter(name, load, summary, count)
+        _ADAPTERS[name] = Adapter(name, load, summary, count, dict(options or {}))
         return load
 
     return wrap
@@ -56,8 +73,13 @@ def get(name: str) -> Adapter:
 
 def load_dataset(name: str, root: str | Path, options: dict[str, Any] | None = None,
                  integrity: str = "strict") -> DatasetIndex:
-    """Read a dataset; ``integrity`` (``strict|warn``) is ``fgvc.datasets.integrity``'s policy."""
+    """Read a dataset; ``integrity`` (``strict|warn``) is ``fgvc.datasets.integrity``'s policy.
+    Declared options are type-checked first, like any recipe field."""
     from fgvc.datasets.integrity import policy
 
+    adapter = get(name)
+    problems = adapter.option_problems(options or {})
+    if problems:
+        raise DatasetError("; ".join(problems))
     with policy(integrity):
-        return get(name).load(Path(root), dict(options or {}))
+        return adapter.load(Path(root), dict(options or {}))

@@ -17,6 +17,7 @@ first use, under its root, in a competition layout: labelled ``train.csv`` and `
 from __future__ import annotations
 
 import csv
+import glob
 import hashlib
 import itertools
 import json
@@ -31,6 +32,7 @@ from PIL import Image, ImageDraw, ImageFilter
 
 from fgvc.datasets.base import UNLABELLED, DatasetError, DatasetIndex, Sample
 from fgvc.datasets.registry import register
+from fgvc.engine.atomic import file_lock
 from fgvc.progress import progress
 
 PATTERNS = ("stripes", "spots", "checks", "rings")
@@ -245,18 +247,36 @@ def _read_csv(path: Path) -> list[dict[str, str]]:
 
 
 def ensure_generated(root: Path, opts: SyntheticOptions) -> None:
+    """Generate the dataset unless it is there; concurrent first runs wait for one generator
+    (a lock beside the root), and what a killed generator left half-written is removed."""
     meta_path = root / "meta.json"
     if not meta_path.is_file():
-        if root.exists() and any(root.iterdir()):
-            raise DatasetError(
-                f"{root} exists but holds no synthetic dataset (no meta.json): point "
-                "dataset.root at an empty or new folder"
-            )
-        if root.exists():
-            root.rmdir()
-        generate(root, opts)
-        return
-    meta = json.loads(meta_path.read_text())
+        with file_lock(root.with_name(f".{root.name}.lock")):
+            for partial in root.parent.glob(f".{glob.escape(root.name)}.partial-*"):
+                shutil.rmtree(partial, ignore_errors=True)  # a killed generator's
+            if not meta_path.is_file():
+                _generate_into(root, opts)
+                return
+    _check_meta(root, meta_path, opts)
+
+
+def _generate_into(root: Path, opts: SyntheticOptions) -> None:
+    if root.exists() and any(root.iterdir()):
+        raise DatasetError(
+            f"{root} exists but holds no synthetic dataset (no meta.json): point "
+            "dataset.root at an empty or new folder"
+        )
+    if root.exists():
+        root.rmdir()
+    generate(root, opts)
+
+
+def _check_meta(root: Path, meta_path: Path, opts: SyntheticOptions) -> None:
+    try:
+        meta = json.loads(meta_path.read_text())
+    except ValueError as err:
+        raise DatasetError(f"{meta_path} is corrupt ({err}); delete {root} to regenerate it") \
+            from None
     if meta.get("format_version") != FORMAT_VERSION or meta.get("options") != asdict(opts):
         raise DatasetError(
             f"{root} holds a synthetic dataset generated with other options "
@@ -266,7 +286,8 @@ def ensure_generated(root: Path, opts: SyntheticOptions) -> None:
 
 
 @register("synthetic", "procedurally generated fine-grained creatures (runnable default)",
-          num_classes=lambda options: SyntheticOptions.from_dict(options).num_classes)
+          num_classes=lambda options: SyntheticOptions.from_dict(options).num_classes,
+          options={name: int for name in SyntheticOptions.__dataclass_fields__})
 def load_synthetic(root: Path, options: dict[str, Any]) -> DatasetIndex:
     opts = SyntheticOptions.from_dict(options)
     ensure_generated(root, opts)

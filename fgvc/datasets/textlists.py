@@ -68,7 +68,9 @@ def load_birds_lists(name: str, root: Path, folder: str, leaf_classes_only: bool
                                    "train_test_split.txt", "bounding_boxes.txt")}
 
     def table(file: str, columns: int, max_split: int | None = None):
-        return read_table(require_file(files[file], name, layout), columns, max_split=max_split)
+        # Extra fields stay in the last one, whose check then names the line.
+        return read_table(require_file(files[file], name, layout), columns,
+                          max_split=columns - 1 if max_split is None else max_split)
 
     paths = keyed(files["images.txt"], [(n, i, rel) for n, (i, rel) in table("images.txt", 2, 1)])
     path = files["image_class_labels.txt"]

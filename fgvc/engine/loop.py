@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
@@ -30,6 +30,28 @@ class EpochResult:
     next_step: int
 
 
+@dataclass
+class EpochProgress:
+    """How far an epoch got: stored in a mid-epoch checkpoint, so a resumed epoch skips the
+    batches done and reports the same sums as an uninterrupted one."""
+
+    batches: int = 0
+    loss_sum: float = 0.0
+    correct: int = 0
+    seen: int = 0
+    bad: int = 0
+    seconds: float = 0.0
+    step: int = 0
+    lr: float = 0.0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class NonFiniteLoss(RuntimeError):
+    """The loss became NaN or infinite; the message names where and at which learning rate."""
+
+
 def _to_device(images: torch.Tensor, device: torch.device, channels_last: bool) -> torch.Tensor:
     images = images.to(device, non_blocking=True)
     if channels_last and device.type == "cuda":
@@ -40,14 +62,23 @@ def _to_device(images: torch.Tensor, device: torch.device, channels_last: bool) 
 def train_one_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim.Optimizer, *,
                     lr_fn: Callable[[int], float], step: int, device: torch.device,
                     label_smoothing: float = 0.0, grad_clip: float | None = None,
-                    channels_last: bool = True, desc: str = "train") -> EpochResult:
-    """One pass over ``loader``; the caller sets the train/eval modes beforehand."""
-    total_loss, correct, seen, bad = 0.0, 0, 0, 0
+                    channels_last: bool = True, desc: str = "train",
+                    resume: EpochProgress | None = None,
+                    after_step: Callable[[EpochProgress], None] | None = None) -> EpochResult:
+    """One pass over ``loader``; the caller sets the train/eval modes beforehand.
+
+    ``resume``: the progress of a partly done epoch (``loader`` then yields only the batches
+    left); ``after_step(progress)`` runs after every optimizer step (mid-epoch checkpoints,
+    pre-emption).
+    """
+    done = resume or EpochProgress(step=step)
+    total_loss, correct, seen, bad, batches = done.loss_sum, done.correct, done.seen, done.bad, done.batches
     lr = lr_fn(step)
-    start = time.perf_counter()
+    start = time.perf_counter() - done.seconds
     bar = progress(loader, desc=desc, unit="batch")
     for images, labels, _, n_bad in bar:
         bad += n_bad
+        batches += 1
         if len(labels) == 0:
             continue
         lr = lr_fn(step)
@@ -58,8 +89,9 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim
             logits = model(images)
             loss = F.cross_entropy(logits.float(), labels, label_smoothing=label_smoothing)
         if not torch.isfinite(loss):
-            raise FloatingPointError(f"{desc}: loss is {loss.item()} at iteration {step}; "
-                                     "lower the learning rate or add warm-up")
+            raise NonFiniteLoss(f"loss is {loss.item()} at step {step} (learning rate "
+                                f"{lr:.4g}); stopped, the last checkpoint is kept: lower the "
+                                "learning rate, add warm-up or set grad_clip")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if grad_clip is not None:
@@ -70,6 +102,9 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim
         correct += (logits.argmax(1) == labels).sum().item()
         seen += len(labels)
         bar.set_postfix(loss=f"{total_loss / seen:.3f}", lr=f"{lr:.2e}")
+        if after_step is not None:
+            after_step(EpochProgress(batches, total_loss, correct, seen, bad,
+                                     time.perf_counter() - start, step, lr))
     total_loss, correct, seen, bad = all_reduce_sum([total_loss, correct, seen, bad])
     return EpochResult(
         loss=total_loss / max(seen, 1), top1=100.0 * correct / max(seen, 1), images=int(seen),

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import signal
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,9 +14,15 @@ import torch.nn as nn
 
 from fgvc.datasets.base import DatasetIndex
 from fgvc.datasets.decode import decode_options
-from fgvc.engine.checkpoint import load_checkpoint, save_checkpoint
+from fgvc.engine.atomic import RunFileError, atomic_write
+from fgvc.engine.checkpoint import (
+    checkpoint_exists,
+    load_checkpoint,
+    remove_checkpoint,
+    save_checkpoint,
+)
 from fgvc.engine.data import make_loader
-from fgvc.engine.distributed import barrier, current
+from fgvc.engine.distributed import all_reduce_sum, barrier, current, gather_objects
 from fgvc.engine.freeze import (
     apply_requires_grad,
     count_parameters,
@@ -23,8 +30,16 @@ from fgvc.engine.freeze import (
     prepare_batchnorm,
     set_train_mode,
 )
-from fgvc.engine.loop import evaluate, train_one_epoch
+from fgvc.engine.loop import EpochProgress, NonFiniteLoss, evaluate, train_one_epoch
 from fgvc.engine.optim import build_optimizer, lr_at
+from fgvc.engine.preemption import (
+    CheckpointTimer,
+    Preempted,
+    pending_signal,
+    rng_state,
+    set_rng_state,
+    training,
+)
 from fgvc.engine.seeding import seed_everything
 from fgvc.inference.tta import CropMode, MultiCrop
 from fgvc.recipes.recipe import Recipe, StageConfig
@@ -60,32 +75,43 @@ class RunContext:
     def last_checkpoint(self, stage: StageConfig) -> Path:
         return self.checkpoint_dir / f"{stage.name}_last.pt"
 
+    def _metric_rows(self) -> list[dict]:
+        path = self.run_dir / "metrics.jsonl"
+        if not path.exists():
+            return []
+        return [read_json_line(path, n, line)
+                for n, line in enumerate(path.read_text().splitlines(), 1) if line.strip()]
+
+    def _write_metrics(self, rows: list[dict]) -> None:
+        """The whole file, atomically: a kill never leaves a torn line."""
+        atomic_write(self.run_dir / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
+
     def log_metrics(self, row: dict) -> None:
         if not current().is_main:
             return
-        with (self.run_dir / "metrics.jsonl").open("a") as f:
-            f.write(json.dumps(row) + "\n")
+        self._write_metrics(self._metric_rows() + [row])
 
     def trim_metrics(self, stage: str, after_epoch: int) -> None:
         """Drop rows a crash left beyond the checkpoint being resumed, so none is doubled."""
-        path = self.run_dir / "metrics.jsonl"
-        if not path.exists() or not current().is_main:
+        if not current().is_main:
             return
-        rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        rows = self._metric_rows()
         kept = [r for r in rows if r.get("stage") != stage or r.get("epoch", 0) <= after_epoch]
         if len(kept) != len(rows):
-            path.write_text("".join(json.dumps(r) + "\n" for r in kept))
+            self._write_metrics(kept)
 
-    def train_loader(self, stage: StageConfig, epoch: int, drop_last: bool = True):
+    def train_loader(self, stage: StageConfig, epoch: int, skip_batches: int = 0,
+                     drop_last: bool = True):
         """The stage's training data; the shuffle is a function of (seed, epoch), so a resumed
-        run sees exactly the order it would have seen."""
+        run sees exactly the order it would have seen (without the ``skip_batches`` done)."""
         ds = self.recipe.dataset
         transform = build_transform(stage.augment, stage.resolution, self.data_cfg,
                                     tuple(stage.crop_scale))
         return make_loader(self.index, stage.data_split or ds.train_split, transform=transform,
                            batch_size=stage.batch_size, num_workers=ds.num_workers,
                            on_bad_image=ds.on_bad_image, shuffle=True, drop_last=drop_last,
-                           seed=self.recipe.seed, epoch=epoch, decode=decode_options(ds))
+                           seed=self.recipe.seed, epoch=epoch, decode=decode_options(ds),
+                           skip=skip_batches * stage.batch_size)
 
     def eval_loader(self, split: str, resolution: int, batch_size: int,
                     crops: CropMode = "center"):
@@ -107,15 +133,18 @@ def run_stage(ctx: RunContext, stage: StageConfig) -> None:
     apply_requires_grad(model, plan)
     optimizer = build_optimizer(model, stage.optimizer)
     last = ctx.last_checkpoint(stage)
-    start_epoch, step = 0, 0
-    if last.exists():
+    start_epoch, step, partial = 0, 0, None
+    if checkpoint_exists(last):
         state = load_checkpoint(last)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         start_epoch, step = state["epoch"], state["step"]
+        partial = state.get("progress")
         prepare_batchnorm(model, plan, stage.bn_momentum, reset=False)
         ctx.trim_metrics(stage.name, start_epoch)
-        log.info("%s: resuming after epoch %d from %s", stage.name, start_epoch, last)
+        where = (f"{partial['epoch_progress']['batches']} batch(es) into epoch {start_epoch + 1}" if partial
+                 else f"after epoch {start_epoch}")
+        log.info("%s: resuming %s from %s", stage.name, where, last)
     elif not plan.everything:
         prepare_batchnorm(model, plan, stage.bn_momentum, reset=stage.bn_momentum is None)
     log.info("%s: %d epochs at %d px, %s, %s trainable parameters of %s", stage.name,
@@ -133,20 +162,34 @@ def run_stage(ctx: RunContext, stage: StageConfig) -> None:
     channels_last = recipe.model.channels_last
     env = current()
     trained = wrap_for_training(model, ctx.device)
+    saver = MidEpochSaver(ctx, stage, model, optimizer)
     for epoch in range(start_epoch, stage.epochs):
-        # Augmentation draws: a function of (seed, epoch, process), so a resumed run repeats them.
+        # Augmentation draws: a function of (seed, epoch, process), so a resumed run repeats them;
+        # in a partly done epoch, the generators continue from their checkpointed states.
         seed_everything(recipe.seed * 100_003 + epoch * 7919 + env.rank)
+        resume = None
+        if partial is not None and epoch == start_epoch:
+            resume = EpochProgress(**partial["epoch_progress"])
+            set_rng_state(partial["rng"][env.rank if len(partial["rng"]) > env.rank else 0])
         set_train_mode(model, plan)
-        result = train_one_epoch(
-            trained, ctx.train_loader(stage, epoch), optimizer, lr_fn=lr_fn, step=step,
-            device=ctx.device,
-            label_smoothing=stage.label_smoothing, grad_clip=stage.grad_clip,
-            channels_last=channels_last, desc=f"{stage.name} {epoch + 1}/{stage.epochs}")
+        desc = f"{stage.name} {epoch + 1}/{stage.epochs}"
+        try:
+            with training():
+                result = train_one_epoch(
+                    trained, ctx.train_loader(stage, epoch, resume.batches if resume else 0),
+                    optimizer, lr_fn=lr_fn, step=resume.step if resume else step,
+                    device=ctx.device, label_smoothing=stage.label_smoothing,
+                    grad_clip=stage.grad_clip, channels_last=channels_last, desc=desc,
+                    resume=resume, after_step=lambda p, e=epoch: saver.after_step(e, p))
+        except NonFiniteLoss as err:
+            raise NonFiniteLoss(f"stage {stage.name}, epoch {epoch + 1}/{stage.epochs}: {err}") \
+                from None
         step = result.next_step
         # Validation every `validate_every` epochs and after the last one (None in between).
         validate = (epoch + 1) % stage.validate_every == 0 or epoch + 1 == stage.epochs
-        val = evaluate(model, val_loader, ctx.device, channels_last=channels_last,
-                       desc=f"val @{stage.resolution}") if validate else {}
+        with training():  # a signal now stops the run after this epoch's checkpoint
+            val = evaluate(model, val_loader, ctx.device, channels_last=channels_last,
+                           desc=f"val @{stage.resolution}") if validate else {}
         row = {
             "stage": stage.name, "epoch": epoch + 1, "resolution": stage.resolution,
             "lr": result.last_lr, "train_loss": result.loss, "train_top1": result.top1,
@@ -163,13 +206,71 @@ def run_stage(ctx: RunContext, stage: StageConfig) -> None:
         if env.is_main:
             save_checkpoint(last, {"model": model.state_dict(),
                                    "optimizer": optimizer.state_dict(),
-                                   "epoch": epoch + 1, "step": step, "stage": stage.name})
+                                   "epoch": epoch + 1, "step": step, "stage": stage.name},
+                            keep_previous=True)
+        saver.timer.reset()
+        saver.stop_if_signalled(f"the end of {stage.name} epoch {epoch + 1}")
     if env.is_main:
         save_checkpoint(ctx.final_checkpoint(stage), {
             "model": model.state_dict(), "stage": stage.name, "resolution": stage.resolution,
             "arch": recipe.model.arch, "category_ids": list(ctx.index.category_ids)})
-        last.unlink(missing_ok=True)
+        remove_checkpoint(last)
     barrier()
+
+
+class MidEpochSaver:
+    """After every step: a checkpoint at this point of the epoch when ``checkpoint.every_minutes``
+    is due or a pre-emption signal arrived, and then, on a signal, the stop. Under torchrun the
+    processes agree first (one small all-reduce per step), so all stop at the same step."""
+
+    def __init__(self, ctx: RunContext, stage: StageConfig, model: nn.Module,
+                 optimizer: torch.optim.Optimizer):
+        self.ctx, self.stage, self.model, self.optimizer = ctx, stage, model, optimizer
+        self.timer = CheckpointTimer(ctx.recipe.checkpoint.every_minutes)
+
+    def _agree(self) -> tuple[int, bool]:
+        """(the signal to stop on or 0, whether a timed checkpoint is due), the same on every
+        process."""
+        signum = pending_signal() or 0
+        due = self.timer.due()
+        if current().enabled:
+            term, usr1, due_sum = all_reduce_sum([float(signum == signal.SIGTERM),
+                                                  float(signum == signal.SIGUSR1), float(due)])
+            signum = signal.SIGTERM if term else signal.SIGUSR1 if usr1 else 0
+            due = due_sum > 0
+        return signum, due
+
+    def stop_if_signalled(self, where: str) -> None:
+        signum, _ = self._agree()
+        if signum:
+            raise Preempted(signum, self.ctx.run_dir, where)
+
+    def after_step(self, epoch: int, done: EpochProgress) -> None:
+        signum, due = self._agree()
+        if not (signum or due):
+            return
+        rngs = gather_objects(rng_state())
+        last = self.ctx.last_checkpoint(self.stage)
+        if current().is_main:
+            save_checkpoint(last, {
+                "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "epoch": epoch, "step": done.step, "stage": self.stage.name,
+                "progress": {"epoch_progress": done.to_dict(), "rng": rngs}}, keep_previous=True)
+            log.info("%s: mid-epoch checkpoint %d batch(es) into epoch %d (step %d) -> %s",
+                     self.stage.name, done.batches, epoch + 1, done.step, last)
+        self.timer.reset()
+        if signum:
+            raise Preempted(signum, self.ctx.run_dir,
+                            f"{self.stage.name} epoch {epoch + 1}, step {done.step}")
+
+
+def read_json_line(path: Path, number: int, line: str) -> dict:
+    """One row of a JSON-lines run file; a torn or corrupt row is named in the error."""
+    try:
+        return json.loads(line)
+    except ValueError:
+        raise RunFileError(f"{path}, line {number} is corrupt: {line[:60]!r}; delete that line "
+                           "and resume") from None
 
 
 def wrap_for_training(model: nn.Module, device: torch.device) -> nn.Module:

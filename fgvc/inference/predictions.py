@@ -34,13 +34,12 @@ class Predictions:
         return [list(classes[row]) for row in order]
 
     def save(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.stem + ".tmp.npz")
-        np.savez_compressed(tmp, ids=np.asarray(self.ids, dtype=str),
-                            class_ids=np.asarray(self.class_ids, dtype=str),
-                            probs=self.probs.astype(np.float16),
-                            meta=np.asarray(json.dumps(self.meta)))
-        tmp.replace(path)
+        """Atomically and durably (temporary file, fsync, rename): never a torn file."""
+        from fgvc.engine.atomic import atomic_save
+
+        atomic_save(path, lambda f: np.savez_compressed(
+            f, ids=np.asarray(self.ids, dtype=str), class_ids=np.asarray(self.class_ids, dtype=str),
+            probs=self.probs.astype(np.float16), meta=np.asarray(json.dumps(self.meta))))
 
     @classmethod
     def load(cls, path: Path) -> Predictions:

@@ -68,9 +68,10 @@ def classifier_paths(model: nn.Module) -> list[str]:
 
 def _probe_resolutions(model: nn.Module) -> list[int]:
     """A small probe first (cheap on the CPU), then the model's own input size; on the meta
-    device the model's own size at once."""
+    device the model's own size at once. ``fgvc_probe_resolution`` on the model overrides the
+    size (``validate_arch`` traces at the size it checks)."""
     cfg = getattr(model, "pretrained_cfg", None) or {}
-    size = int(cfg.get("input_size", (3, 224, 224))[-1])
+    size = int(getattr(model, "fgvc_probe_resolution", None) or cfg.get("input_size", (3, 224, 224))[-1])
     on_meta = next(model.parameters()).device.type == "meta"  # no compute: no need to go small
     return [min(size, 128), size] if size > 128 and not on_meta else [size]
 

@@ -126,16 +126,20 @@ def native_size(model: nn.Module) -> int:
 def validate_arch(arch: str, sizes: list[int] | None = None,
                   groups: tuple[str, ...] = ("classifier", "last_bn")) -> nn.Module:
     """What ``fgvc validate`` asks of a model, for one name: built on the meta device, run at
-    ``sizes`` (default 1.5 times its own size; the group tracing runs its own size), its
-    default adaptation groups resolved.
+    ``sizes`` (default 1.5 times its own size), its default adaptation groups resolved by
+    tracing a forward pass at the first size (one pass serves both checks).
     Fails only with fgvc's one-line errors."""
     from fgvc.models.groups import GroupError, resolve_groups
 
     model = meta_model(ModelConfig(arch=arch), 1000)
-    size = native_size(model)
-    check_resolutions(model, arch, sizes or [size * 3 // 2])
+    sizes = sizes or [native_size(model) * 3 // 2]
+    check_resolutions(model, arch, sizes[1:])
+    model.fgvc_probe_resolution = sizes[0]  # the group tracing's forward pass checks this one
     try:
-        resolve_groups(model, list(groups))  # traces a forward pass at the model's own size
+        resolve_groups(model, list(groups))
     except GroupError as err:
+        check_resolutions(model, arch, sizes[:1])  # a size problem is reported as one
         raise GroupError(f"model {arch!r}: {err}") from None
+    finally:
+        del model.fgvc_probe_resolution
     return model

@@ -30,10 +30,10 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - any unpickling refusal becomes one clear message
-        raise WeightsError(
-            f"cannot read {path} as a weights-only checkpoint ({type(err).__name__}: {err}); "
-            "fgvc never unpickles code: re-save it as a plain state_dict or safetensors"
-        ) from None
+        from fgvc.engine.checkpoint import describe_load_failure
+
+        raise WeightsError(f"cannot read {path} as a weights-only checkpoint: "
+                           f"{describe_load_failure(err)}") from None
     return unwrap_state_dict(obj, path)
 
 

@@ -14,8 +14,9 @@ from typing import Any, Literal
 
 import yaml
 
+from fgvc.recipes.limits import MAX_DEPTH
 from fgvc.recipes.presets import apply_presets, check_adapt_method, check_frechet_reference
-from fgvc.recipes.schema import SchemaError, build, describe, to_plain
+from fgvc.recipes.schema import SchemaError, build, describe, nesting_depth, read_yaml, to_plain
 
 ADAPT_GROUPS = ("classifier", "last_bn", "last_norm", "last_stage", "pos_embed")
 STAGE_ORDER = ("train", "adapt")
@@ -182,6 +183,9 @@ class DatasetConfig:
         out = []
         if self.name not in registry.names():
             out.append(("name", f"unknown dataset {self.name!r} (known: {', '.join(registry.names())})"))
+        else:  # "dataset.options.x: message" -> ("options.x", "message")
+            out += [tuple(p.removeprefix("dataset.").split(": ", 1))
+                    for p in registry.get(self.name).option_problems(self.options)]
         if self.num_workers < 0:
             out.append(("num_workers", f"must be >= 0, got {self.num_workers!r}"))
         if not 0 <= self.holdout < 1:
@@ -288,6 +292,19 @@ class SubmissionConfig:
         return []
 
 
+@dataclass
+class CheckpointConfig:
+    """Checkpoints besides the one at the end of every epoch: ``every_minutes`` also writes one
+    mid-epoch (with the data position and random states, so a resume is exact) on long epochs."""
+
+    every_minutes: float | None = None
+
+    def check(self) -> list[tuple[str, str]]:
+        if self.every_minutes is not None and not self.every_minutes > 0:
+            return [("every_minutes", f"must be > 0 or null, got {self.every_minutes!r}")]
+        return []
+
+
 class RunOutputs:
     """Where a recipe's outputs go: shared by run and ensemble recipes."""
 
@@ -309,7 +326,7 @@ class RunOutputs:
         return to_plain(self)
 
     def check_name(self) -> list[tuple[str, str]]:
-        if _NAME_RE.match(self.name):
+        if _NAME_RE.fullmatch(self.name):
             return []
         return [("name", f"must be letters, digits, '.', '_' or '-', got {self.name!r}")]
 
@@ -330,6 +347,7 @@ class Recipe(RunOutputs):
     predict: PredictConfig | None = field(default_factory=PredictConfig)
     submission: SubmissionConfig | None = field(default_factory=SubmissionConfig)
     sweep_resolutions: list[int] | None = None
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
 
     def check(self) -> list[tuple[str, str]]:
         out = []
@@ -421,6 +439,8 @@ class EnsembleRecipe(RunOutputs):
 def parse_recipe(data: Any, source: str | None = None) -> Recipe | EnsembleRecipe:
     """Validate plain data (as loaded from YAML) into a Recipe (or an EnsembleRecipe for
     ``kind: ensemble``), or raise SchemaError."""
+    if nesting_depth(data) > MAX_DEPTH:
+        raise SchemaError([f"nested more than {MAX_DEPTH} levels deep"], source)
     problems: list[str] = []
     checks: list[str] = []
     kind = data.get("kind", "run") if isinstance(data, dict) else "run"
@@ -437,9 +457,10 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe 
     if not path.is_file():
         raise SchemaError([f"recipe file not found: {path}"])
     try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        raise SchemaError([f"not valid YAML: {err}"], str(path)) from None
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise SchemaError([f"not UTF-8 text: {err}"], str(path)) from None
+    data = read_yaml(text, str(path))
     data = apply_overrides(data, overrides or [], source=str(path))
     return parse_recipe(data, str(path))
 
@@ -459,7 +480,7 @@ def apply_overrides(data: Any, overrides: list[str], source: str | None = None) 
             continue
         try:
             value = yaml.safe_load(raw)
-        except yaml.YAMLError:
+        except (yaml.YAMLError, RecursionError):
             value = raw
         error = _set_path(data, key.split("."), value)
         if error:

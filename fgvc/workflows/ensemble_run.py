@@ -9,6 +9,7 @@ from pathlib import Path
 
 import yaml
 
+from fgvc.engine.atomic import atomic_write
 from fgvc.engine.distributed import current
 from fgvc.inference.ensemble import combine, load_members
 from fgvc.inference.predictions import Predictions
@@ -69,7 +70,7 @@ def run_ensemble(recipe: EnsembleRecipe, source: Path | None = None, *,
     preds: Predictions = combine(members, [m.weight for m in recipe.members], recipe.combine)
     run_dir = recipe.run_dir
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "recipe.yaml").write_text(yaml.safe_dump(recipe.to_dict(), sort_keys=False))
+    atomic_write(run_dir / "recipe.yaml", yaml.safe_dump(recipe.to_dict(), sort_keys=False))
     preds.save(run_dir / "predictions.npz")
     lines = [f"# Ensemble `{recipe.name}`", "", f"{len(members)} member(s), combined by "
              f"{recipe.combine}, over {len(preds.ids)} images and {len(preds.class_ids)} classes.",
@@ -83,6 +84,6 @@ def run_ensemble(recipe: EnsembleRecipe, source: Path | None = None, *,
                          recipe.submission.top_k, force=True)
         lines += ["", f"Submission: `{submission_path}` ({recipe.submission.format})."]
         log.info("submission written to %s", submission_path)
-    (run_dir / "report.md").write_text("\n".join(lines) + "\n")
-    (run_dir / "summary.json").write_text(json.dumps({"members": [str(p) for p in paths]}) + "\n")
+    atomic_write(run_dir / "report.md", "\n".join(lines) + "\n")
+    atomic_write(run_dir / "summary.json", json.dumps({"members": [str(p) for p in paths]}) + "\n")
     return run_dir

@@ -14,17 +14,18 @@ import logging
 import re
 import shutil
 import time
+from contextlib import ExitStack
 from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
 
 from fgvc.analysis import activations
 from fgvc.analysis.statistics import add_adaptation_tests, summarise_accuracy
 from fgvc.datasets import DatasetIndex, load_dataset
 from fgvc.datasets.base import with_holdout
 from fgvc.engine.adapt_methods import load_model_state
+from fgvc.engine.atomic import atomic_write, read_json, remove_stale_temps
 from fgvc.engine.checkpoint import load_checkpoint
 from fgvc.engine.device import pick_device
 from fgvc.engine.distributed import (
@@ -37,6 +38,7 @@ from fgvc.engine.distributed import (
 )
 from fgvc.engine.freeze import count_parameters, plan_trainable
 from fgvc.engine.loop import evaluate, predict_probabilities
+from fgvc.engine.preemption import handle_signals
 from fgvc.engine.seeding import seed_everything
 from fgvc.engine.stage import RunContext, run_stage
 from fgvc.inference.predictions import Predictions
@@ -44,6 +46,8 @@ from fgvc.inference.submission import check_writable, write_submission
 from fgvc.models import create_model, data_config
 from fgvc.recipes.recipe import Recipe
 from fgvc.report import write_report
+from fgvc.workflows.resume import check_resume, dump_recipe, record_changes
+from fgvc.workflows.runlock import FolderLock
 
 log = logging.getLogger(__name__)
 
@@ -58,21 +62,30 @@ def choose_run_dir(recipe: Recipe, resume: bool, force: bool) -> Path:
         if match:
             numbered[int(match.group(1))] = path
     taken = [p for p in [base] + [numbered[k] for k in sorted(numbered)] if p.exists()]
-    if resume:
-        if not taken:
-            raise FileNotFoundError(f"--resume: no earlier run of {recipe.name!r} under "
-                                    f"{base.parent}")
+    if resume and taken:
         return taken[-1]
+    if resume:  # e.g. killed while generating its data, before the folder existed
+        log.info("--resume: no earlier run of %r under %s, starting one", recipe.name,
+                 base.parent)
     if force:
-        shutil.rmtree(base, ignore_errors=True)
+        with FolderLock(base) if base.is_dir() else ExitStack():  # never under a live run
+            shutil.rmtree(base, ignore_errors=True)
         return base
     if not taken:
         return base
     return base.with_name(f"{base.name}-{max(numbered, default=1) + 1}")
 
 
+class _RunLogHandler(logging.FileHandler):
+    """``log.txt``; when the disk is full a lost log line is not worth a logging traceback
+    burying the one-line error that names the file that could not be written."""
+
+    def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802 - logging's name
+        pass
+
+
 def setup_file_logging(run_dir: Path) -> logging.Handler:
-    handler = logging.FileHandler(run_dir / "log.txt")
+    handler = _RunLogHandler(run_dir / "log.txt")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.getLogger().addHandler(handler)
     return handler
@@ -81,7 +94,7 @@ def setup_file_logging(run_dir: Path) -> logging.Handler:
 def evaluate_resolutions(ctx: RunContext, phase: str) -> dict[str, dict]:
     """Accuracy at every evaluation resolution, stored in evaluation.json under ``phase``."""
     path = ctx.run_dir / "evaluation.json"
-    stored = json.loads(path.read_text()) if path.exists() else {}
+    stored = read_json(path) if path.exists() else {}
     if broadcast_object(phase in stored):  # every process takes the same branch
         return stored[phase]
     results = {}
@@ -97,7 +110,7 @@ def evaluate_resolutions(ctx: RunContext, phase: str) -> dict[str, dict]:
     stored[phase] = results
     add_adaptation_tests(stored)
     if current().is_main:
-        path.write_text(json.dumps(stored, indent=2) + "\n")
+        atomic_write(path, json.dumps(stored, indent=2) + "\n")
     return results
 
 
@@ -129,29 +142,38 @@ def predict_split(ctx: RunContext) -> Predictions:
     )
 
 
-def run_recipe(recipe: Recipe, *, resume: bool = False, force: bool = False) -> Path:
+def run_recipe(recipe: Recipe, *, resume: bool = False, force: bool = False,
+               allow_changes: list[str] | None = None, run_dir: Path | None = None) -> Path:
     """Run every step of ``recipe``; returns the run folder.
 
-    Under torchrun every process runs this; the main one chooses the folder and writes every
-    file, the others train and evaluate their shards.
+    ``resume`` continues the latest run of the recipe (or ``run_dir``), refusing a recipe that
+    differs from the run's own except in the ``allow_changes`` fields. Under torchrun every
+    process runs this; the main one chooses and locks the folder and writes every file, the
+    others train and evaluate their shards.
     """
     start = time.perf_counter()
     device, env = _device_and_processes(recipe)
-    run_dir, submission_path = broadcast_object(
-        _plan_outputs(recipe, resume, force) if env.is_main else None)
+    planned = broadcast_object(
+        _plan_outputs(recipe, resume, force, allow_changes or [], run_dir) if env.is_main
+        else None)
     # Data and splits are checked before the run folder exists: a typo in a path leaves
     # nothing behind. The main process reads (or generates) the data first.
     index = main_first(lambda: load_recipe_dataset(recipe))
     _check_splits(recipe, index)
     handler = None
-    if env.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        handler = setup_file_logging(run_dir)
-        (run_dir / "recipe.yaml").write_text(yaml.safe_dump(recipe.to_dict(), sort_keys=False))
-        log.info("run folder %s%s", run_dir,
-                 f" ({env.world_size} processes)" if env.enabled else "")
-    barrier()
+    held = ExitStack()  # the folder's lock and the signal handlers, released in this order
     try:
+        if env.is_main:
+            run_dir = _claim_run_dir(recipe, planned[0], planned[2] is not None, held)
+            handler = setup_file_logging(run_dir)
+            record_changes(run_dir, planned[2] or {})
+            atomic_write(run_dir / "recipe.yaml", dump_recipe(recipe))
+            log.info("run folder %s%s", run_dir,
+                     f" ({env.world_size} processes)" if env.enabled else "")
+        run_dir = broadcast_object(run_dir if env.is_main else None)
+        submission_path = _submission_path(recipe, run_dir)
+        barrier()
+        held.enter_context(handle_signals(run_dir))
         seed_everything(recipe.seed)
         model = main_first(lambda: create_model(recipe.model, index.num_classes)).to(device)
         if recipe.model.channels_last and device.type == "cuda":
@@ -179,6 +201,24 @@ def run_recipe(recipe: Recipe, *, resume: bool = False, force: bool = False) -> 
         if handler is not None:
             logging.getLogger().removeHandler(handler)
             handler.close()
+        held.close()
+
+
+def _claim_run_dir(recipe: Recipe, run_dir: Path, resuming: bool, held: ExitStack) -> Path:
+    """Create (or, resuming, reuse) the run folder and lock it for this process (the lock is
+    released with ``held``). Two first runs that picked the same folder at once end in two
+    folders: the second takes the next number."""
+    while not resuming:
+        try:
+            run_dir.mkdir(parents=True)
+            break
+        except FileExistsError:
+            run_dir = choose_run_dir(recipe, resume=False, force=False)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    held.enter_context(FolderLock(run_dir))
+    for path in remove_stale_temps(run_dir):
+        log.info("removed %s, left by an interrupted write", path)
+    return run_dir
 
 
 def _device_and_processes(recipe: Recipe) -> tuple[torch.device, DistEnv]:
@@ -190,16 +230,29 @@ def _device_and_processes(recipe: Recipe) -> tuple[torch.device, DistEnv]:
     return device, env
 
 
-def _plan_outputs(recipe: Recipe, resume: bool, force: bool) -> tuple[Path, Path | None]:
-    """The run folder, and the submission path (named after the folder unless the recipe sets
-    one); an existing submission is refused here, before any work, unless forced."""
-    run_dir = choose_run_dir(recipe, resume, force)
+def _plan_outputs(recipe: Recipe, resume: bool, force: bool, allow_changes: list[str],
+                  run_dir: Path | None) -> tuple[Path, Path | None, dict | None]:
+    """The run folder, the submission path, and (resuming an earlier run) the recipe changes
+    allowed. Before any work: an existing submission is refused unless forced, and a resumed
+    run whose recipe differs from its own is refused unless the changes are allowed."""
+    run_dir = run_dir or choose_run_dir(recipe, resume, force)
+    resuming = resume and run_dir.is_dir()
+    changes = None
+    if resuming:
+        changes = (check_resume(run_dir, recipe, allow_changes)
+                   if (run_dir / "recipe.yaml").is_file() else {})
+    submission_path = _submission_path(recipe, run_dir)
+    if submission_path is not None and not resuming:
+        check_writable(submission_path, force)
+    return run_dir, submission_path, changes
+
+
+def _submission_path(recipe: Recipe, run_dir: Path) -> Path | None:
+    """The recipe's submission path, named after the run folder unless the recipe sets one."""
     submission_path = recipe.submission_path
     if submission_path is not None and recipe.submission.path is None:
         submission_path = submission_path.with_name(f"{run_dir.name}.csv")
-    if submission_path is not None and not resume:
-        check_writable(submission_path, force)
-    return run_dir, submission_path
+    return submission_path
 
 
 def _write_outputs(ctx: RunContext, preds: Predictions | None, submission_path: Path | None,
@@ -221,7 +274,7 @@ def _write_outputs(ctx: RunContext, preds: Predictions | None, submission_path: 
             summary["submission"] = str(submission_path)
             log.info("submission written to %s", submission_path)
     summary["seconds"] = time.perf_counter() - start
-    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    atomic_write(run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
     if recipe.stage("adapt") is not None:
         activations.record_after_run(run_dir)
     report = write_report(run_dir, recipe, summary)
@@ -271,11 +324,12 @@ def predict_run(run_dir: Path, overrides: list[str], out: Path | None = None,
     """Predict again with a finished run's weights, e.g. with other crops or resolutions
     (``overrides`` such as ``predict.crops=ten_crop``); returns where the file went."""
     from fgvc.recipes.recipe import apply_overrides, parse_recipe
+    from fgvc.recipes.schema import read_yaml
 
     saved = run_dir / "recipe.yaml"
     if not saved.is_file():
         raise FileNotFoundError(f"{run_dir} is not a fgvc run folder (no recipe.yaml)")
-    data = apply_overrides(yaml.safe_load(saved.read_text()), overrides, str(saved))
+    data = apply_overrides(read_yaml(saved.read_text(), str(saved)), overrides, str(saved))
     data["predict"] = data.get("predict") or {}
     recipe = parse_recipe(data, str(saved))
     weights = run_dir / "checkpoints" / f"{recipe.stages[-1].name}.pt"

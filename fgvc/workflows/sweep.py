@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from fgvc.engine.atomic import atomic_write
 from fgvc.engine.distributed import barrier, current
 from fgvc.recipes.recipe import Recipe, parse_recipe
 from fgvc.recipes.schema import to_plain
@@ -114,7 +115,7 @@ def run_protocol(recipe: Recipe, out_dir: Path, final: bool = False) -> Protocol
                              **changes)
     result = summarise_protocol(recipe, result_eval, train.resolution, test_res, found, final)
     if current().is_main:
-        cached.write_text(json.dumps(asdict(result), indent=2) + "\n")
+        atomic_write(cached, json.dumps(asdict(result), indent=2) + "\n")
     barrier()
     return result
 

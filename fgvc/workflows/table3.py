@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from fgvc.datasets.base import DatasetError
+from fgvc.engine.atomic import atomic_write
 from fgvc.recipes.recipe import Recipe, load_recipe
 from fgvc.workflows.sweep import run_protocol
 
@@ -203,7 +204,7 @@ def write_outputs(results: list[RowResult], out: Path) -> None:
     lines += [f"- {PAPER[r.dataset].title}: {r.protocol or 'not run'}" for r in results]
     lines += ["", "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
-    (out / "table3.md").write_text("\n".join(lines) + "\n")
+    atomic_write(out / "table3.md", "\n".join(lines) + "\n")
     _plot(results, out / "table3.png")
 
 
