@@ -95,7 +95,9 @@ def update_file(path: Path, phase: str, resolution: int, stats: dict, split: str
     stored = json.loads(path.read_text()) if path.exists() else {}
     stored.setdefault("split", split)
     stored.setdefault(phase, {})[str(resolution)] = stats
-    path.write_text(json.dumps(stored, indent=1) + "\n")
+    from fgvc.engine.atomic import atomic_write
+
+    atomic_write(path, json.dumps(stored, indent=1) + "\n")
 
 
 def plot_cdf(activations: dict, path: Path) -> None:

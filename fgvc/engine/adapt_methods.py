@@ -21,6 +21,7 @@ import logging
 import torch
 import torch.nn as nn
 
+from fgvc.engine.atomic import atomic_write
 from fgvc.engine.checkpoint import save_checkpoint
 from fgvc.engine.distributed import barrier, broadcast_object, current
 from fgvc.engine.freeze import adapted_batchnorms, plan_trainable
@@ -208,8 +209,8 @@ def run_label_free(ctx, stage) -> None:
     else:
         details.update(fit_frechet_map(ctx, stage))
     if current().is_main:
-        (ctx.run_dir / f"{stage.name}_{stage.method}.json").write_text(
-            json.dumps(details, indent=2) + "\n")
+        atomic_write(ctx.run_dir / f"{stage.name}_{stage.method}.json",
+                     json.dumps(details, indent=2) + "\n")
         save_checkpoint(ctx.final_checkpoint(stage), {
             "model": ctx.model.state_dict(), "stage": stage.name, "method": stage.method,
             "resolution": stage.resolution, "arch": ctx.recipe.model.arch,
