@@ -65,18 +65,20 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--resolutions", type=int, nargs="+", help="test resolution(s)")
     predict.add_argument("--crops", choices=["center", "center_flip", "ten_crop"])
     predict.add_argument("--average", choices=["probs", "logits"])
-    predict.add_argument("--out", help="predictions file (default: in the run folder)")
+    predict.add_argument("--keep-top-k", type=int, help="store only each image's k best classes")
+    predict.add_argument("--out", help="predictions directory (default: in the run folder)")
     predict.add_argument("--submission", help="also write a submission CSV here")
     predict.add_argument("--format", default="generic", help="submission format")
     predict.add_argument("--force", action="store_true", help="overwrite existing outputs")
 
     ensemble = sub.add_parser("ensemble", help="average saved predictions (crops, resolutions, "
                                                "models) into one file and optionally a submission")
-    ensemble.add_argument("predictions", nargs="+", help="predictions.npz files")
+    ensemble.add_argument("predictions", nargs="+",
+                          help="predictions directories (or .npz files of earlier runs)")
     ensemble.add_argument("--weights", type=float, nargs="+", help="one weight per file")
     ensemble.add_argument("--combine", choices=["probs", "log_probs"], default="probs",
                           help="average probabilities (default) or log-probabilities")
-    ensemble.add_argument("--out", required=True, help="where to write the combined .npz")
+    ensemble.add_argument("--out", required=True, help="the combined predictions directory")
     ensemble.add_argument("--submission", help="also write a submission CSV here")
     ensemble.add_argument("--format", default="generic",
                           help="submission format: generic, inaturalist2017/2018/2019, herbarium2019")
@@ -300,7 +302,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     overrides = [f"predict.{key}={value}" for key, value in
                  (("split", args.split), ("crops", args.crops), ("average", args.average),
-                  ("resolutions", args.resolutions)) if value is not None]
+                  ("resolutions", args.resolutions), ("keep_top_k", args.keep_top_k))
+                 if value is not None]
     if args.submission:
         check_writable(Path(args.submission), args.force)
     out, preds = predict_run(Path(args.run_dir), overrides, Path(args.out) if args.out else None,
@@ -323,8 +326,7 @@ def cmd_ensemble(args: argparse.Namespace) -> int:
     check_writable(out, args.force)
     if args.submission:
         check_writable(Path(args.submission), args.force)
-    preds = combine(load_members(args.predictions), args.weights, args.combine)
-    preds.save(out)
+    preds = combine(load_members(args.predictions), args.weights, args.combine, out=out)
     print(f"{len(args.predictions)} prediction file(s) combined over {len(preds.ids)} images -> {out}")
     if args.submission:
         write_submission(preds, Path(args.submission), args.format, force=args.force)

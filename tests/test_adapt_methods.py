@@ -79,9 +79,9 @@ def test_frechet_stage_persists_through_checkpoint_and_predict(tiny_recipe_dict,
     evaluation = json.loads((run_dir / "evaluation.json").read_text())
     assert "48" in evaluation["after_adaptation"]
     # A fresh process predicting from the saved run reinstalls the map: same probabilities.
-    saved = Predictions.load(run_dir / "predictions.npz")
-    out, again = predict_run(run_dir, [], tmp_path / "again.npz")
-    assert np.array_equal(saved.probs, again.probs)
+    saved = Predictions.load(run_dir / "predictions")
+    out, again = predict_run(run_dir, [], tmp_path / "again")
+    assert np.array_equal(np.asarray(saved.probs), np.asarray(again.probs))
     # ... and without the map the probabilities differ, so the map really is in the path.
     from fgvc.models import create_model
 

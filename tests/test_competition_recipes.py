@@ -79,7 +79,7 @@ def test_ensemble_recipe_runs_its_members_then_reuses_them(competition, data_roo
     assert main(["validate", str(path)] + args[2:]) == 0
     assert main(args) == 0
     for member in members:
-        assert (tmp_path / "runs" / f"{competition}_{member}" / "predictions.npz").is_file()
+        assert (tmp_path / "runs" / f"{competition}_{member}" / "predictions" / "probs.npy").is_file()
     rows = list(csv.reader((tmp_path / "submissions" / "ensemble.csv").open()))
     assert rows[0] == header
     test_ids = {s.image_id for s in load_dataset(dataset, data_roots[dataset]).split("test")}

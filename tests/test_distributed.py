@@ -53,14 +53,14 @@ def test_two_process_run(tiny_recipe_dict, tiny_data_root, tmp_path):
     for phase in evaluation.values():
         assert all(m["images"] == 12 for m in phase.values())  # every val image, once
     assert json.loads((run_dir / "summary.json").read_text())["processes"] == 2
-    preds = Predictions.load(run_dir / "predictions.npz")
+    preds = Predictions.load(run_dir / "predictions")
     assert sorted(preds.ids) == sorted(read_test_labels(tiny_data_root))
 
     # Sharded prediction with the same weights gives the single-process probabilities.
-    assert main(["predict", str(run_dir), "--out", str(tmp_path / "single.npz")]) == 0
-    result = torchrun("predict", str(run_dir), "--out", str(tmp_path / "sharded.npz"))
+    assert main(["predict", str(run_dir), "--out", str(tmp_path / "single")]) == 0
+    result = torchrun("predict", str(run_dir), "--out", str(tmp_path / "sharded"))
     assert result.returncode == 0, result.stderr[-3000:]
-    single, sharded = (Predictions.load(tmp_path / f) for f in ("single.npz", "sharded.npz"))
+    single, sharded = (Predictions.load(tmp_path / f) for f in ("single", "sharded"))
     assert (single.meta["processes"], sharded.meta["processes"]) == (1, 2)  # really sharded
     assert sharded.ids == single.ids
     np.testing.assert_allclose(sharded.probs.astype(np.float32), single.probs.astype(np.float32),

@@ -13,7 +13,7 @@ from fgvc.cli import main
 from fgvc.datasets.synthetic import read_test_labels
 from fgvc.inference.predictions import Predictions
 
-OUTPUTS = ["recipe.yaml", "metrics.jsonl", "evaluation.json", "predictions.npz", "report.md",
+OUTPUTS = ["recipe.yaml", "metrics.jsonl", "evaluation.json", "predictions/probs.npy", "report.md",
            "accuracy_vs_resolution.png", "summary.json", "log.txt", "checkpoints/train.pt",
            "checkpoints/adapt.pt"]
 
@@ -49,7 +49,7 @@ def test_run_writes_every_output(tiny_recipe_dict, tiny_data_root, tmp_path, cap
 
     # Predictions: every test image once, probabilities that sum to one, the dataset's ids.
     labels = read_test_labels(tiny_data_root)
-    preds = Predictions.load(run_dir / "predictions.npz")
+    preds = Predictions.load(run_dir / "predictions")
     assert sorted(preds.ids) == sorted(labels)
     assert preds.probs.dtype == np.float16
     assert np.allclose(preds.probs.astype(np.float32).sum(1), 1, atol=1e-2)
@@ -179,9 +179,9 @@ def test_predict_again_with_other_crops(tiny_recipe_dict, tmp_path, capsys):
     assert main(["run", recipe]) == 0
     run_dir = tmp_path / "runs" / "tiny"
     # Same settings as the run: the same probabilities.
-    assert main(["predict", str(run_dir), "--out", str(tmp_path / "again.npz")]) == 0
-    original, again = (Predictions.load(p) for p in (run_dir / "predictions.npz",
-                                                     tmp_path / "again.npz"))
+    assert main(["predict", str(run_dir), "--out", str(tmp_path / "again")]) == 0
+    original, again = (Predictions.load(p) for p in (run_dir / "predictions",
+                                                     tmp_path / "again"))
     assert again.ids == original.ids
     np.testing.assert_allclose(again.probs.astype(np.float32), original.probs.astype(np.float32),
                                atol=2e-3)
@@ -189,12 +189,20 @@ def test_predict_again_with_other_crops(tiny_recipe_dict, tmp_path, capsys):
     csv_path = tmp_path / "ten.csv"
     assert main(["predict", str(run_dir), "--crops", "ten_crop", "--resolutions", "32", "48",
                  "--submission", str(csv_path)]) == 0
-    ten = Predictions.load(run_dir / "predictions-test-ten_crop-32-48.npz")
+    ten = Predictions.load(run_dir / "predictions-test-ten_crop-32-48")
     assert ten.meta["crops"] == "ten_crop" and ten.meta["resolutions"] == [32, 48]
     assert not np.allclose(ten.probs.astype(np.float32), original.probs.astype(np.float32))
     assert len(csv_path.read_text().splitlines()) == len(original.ids) + 1
     assert main(["predict", str(run_dir), "--crops", "ten_crop", "--resolutions", "32", "48"]) == 2
     assert "exists; pass --force" in capsys.readouterr().err
+    # only the top-2 of each image kept; enough for a top-1 submission
+    assert main(["predict", str(run_dir), "--keep-top-k", "2", "--out", str(tmp_path / "top2"),
+                 "--submission", str(tmp_path / "top2.csv")]) == 0
+    top2 = Predictions.load(tmp_path / "top2")
+    assert top2.kept_top_k == 2 and top2.probs is None and top2.ids == original.ids
+    assert top2.top_k(2) == again.top_k(2)
+    assert main(["predict", str(run_dir), "--out", str(tmp_path / "p.npz")]) == 2
+    assert "without the .npz suffix" in capsys.readouterr().err
 
 
 def test_sweep_chooses_the_test_resolution_on_validation(tiny_recipe_dict, tmp_path, capsys):

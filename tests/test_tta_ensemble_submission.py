@@ -131,18 +131,18 @@ def test_validation_catches_broken_files(tmp_path, body, message):
 def test_fgvc_ensemble_command(tmp_path, capsys):
     a = preds(["x", "y"], [[0.6, 0.3, 0.1], [0.2, 0.2, 0.6]])
     b = preds(["x", "y"], [[0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
-    a.save(tmp_path / "a.npz")
-    b.save(tmp_path / "b.npz")
-    out, sub = tmp_path / "ens.npz", tmp_path / "ens.csv"
-    assert main(["ensemble", str(tmp_path / "a.npz"), str(tmp_path / "b.npz"), "--weights", "1",
+    a.save(tmp_path / "a")
+    b.save(tmp_path / "b")
+    out, sub = tmp_path / "ens", tmp_path / "ens.csv"
+    assert main(["ensemble", str(tmp_path / "a"), str(tmp_path / "b"), "--weights", "1",
                  "3", "--out", str(out), "--submission", str(sub), "--format", "inaturalist2017"]) == 0
     combined = Predictions.load(out)
     np.testing.assert_allclose(combined.probs[0].astype(float), [0.15, 0.825, 0.025], atol=2e-3)
     assert list(csv.reader(sub.open()))[1] == ["x", "20 10 30"]
     c = preds(["x", "z"], [[1, 0, 0], [0, 1, 0]])
-    c.save(tmp_path / "c.npz")
-    assert main(["ensemble", str(tmp_path / "a.npz"), str(tmp_path / "c.npz"), "--out",
-                 str(tmp_path / "bad.npz")]) == 2
+    c.save(tmp_path / "c")
+    assert main(["ensemble", str(tmp_path / "a"), str(tmp_path / "c"), "--out",
+                 str(tmp_path / "bad")]) == 2
     assert "cover different images" in capsys.readouterr().err
 
 

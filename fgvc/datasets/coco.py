@@ -17,7 +17,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from fgvc.datasets.base import DatasetError, DatasetIndex, RawSample, build_index
+from fgvc.datasets.base import (
+    DatasetError,
+    DatasetIndex,
+    RawColumns,
+    RawSample,
+    build_index,
+    paused_gc,
+)
 from fgvc.datasets.files import path_mapping, read_json, require_file
 from fgvc.datasets.integrity import problem
 from fgvc.datasets.registry import register
@@ -71,14 +78,19 @@ def _read_labels(data: Any, json_path: Path, image_ids: set[str],
     return labels
 
 
+@paused_gc
 def read_coco_split(json_path: Path, root: Path, categories: dict[str, str],
                     boxes: dict[str, tuple[float, float, float, float]],
                     folders: tuple[str, ...] = (), renames: dict[str, str] | None = None
-                    ) -> list[RawSample]:
+                    ) -> list[RawSample] | RawColumns:
     """Samples of one COCO-style file; adds its categories and boxes to the given mappings."""
     data = read_json(json_path)
     images = _images(data, json_path)
     _read_categories(data, json_path, categories)
+    columns = _columns(data, images, boxes, lambda names: path_mapping(
+        json_path, root, names, folders, renames))
+    if columns is not None:
+        return columns
     ids = [str(_field(image, "image id", json_path, "image", i)) for i, image in enumerate(images)]
     names = [str(_field(image, "file_name", json_path, "image", i)) for i, image in enumerate(images)]
     labels = _read_labels(data, json_path, set(ids), boxes)
@@ -93,13 +105,48 @@ def read_coco_split(json_path: Path, root: Path, categories: dict[str, str],
     return samples
 
 
+def _columns(data: Any, images: list, boxes: dict[str, tuple[float, float, float, float]],
+             mapping_for: Any) -> RawColumns | None:
+    """The split as columns by whole-list comprehensions, several times faster than the loop
+    over entries at 2.7 M images; ids stay as the file gives them (``RawColumns`` reads integers
+    as their text). ``None`` for anything but a regular file (a key spelt otherwise, a repeated
+    id or annotation, an annotation of an unknown image, an image without one, ...): the
+    entry-by-entry reader then judges it and names the entry."""
+    annotations = (data.get("annotations") if isinstance(data, dict) else None) or []
+    try:
+        ids = [image["id"] for image in images]
+        names = [image["file_name"] for image in images]
+        annotated = [a["image_id"] for a in annotations]
+        category_ids = [a["category_id"] for a in annotations]
+    except (KeyError, TypeError):
+        return None
+    unique = set(ids)
+    if set(map(type, names)) - {str} or len(set(map(type, ids))) > 1 or len(unique) != len(ids):
+        return None
+    if not annotations:
+        category_ids = [None] * len(ids)
+    elif annotated != ids:  # iNaturalist lists them in the images' order: no lookup needed
+        labels = dict(zip(annotated, category_ids, strict=True))
+        if len(labels) != len(annotated) or not labels.keys() <= unique:
+            return None
+        category_ids = [labels.get(i) for i in ids]
+    if annotations and None in category_ids:
+        return None
+    for ann in [a for a in annotations if "bbox" in a]:
+        bbox = ann["bbox"]
+        if isinstance(bbox, list) and len(bbox) == 4:
+            boxes[str(ann["image_id"])] = tuple(float(v) for v in bbox)
+    mapping = mapping_for(names)
+    return RawColumns([mapping(n) for n in names], category_ids, ids)
+
+
 def load_coco(name: str, root: Path, split_files: dict[str, str],
               optional: tuple[str, ...] = ("test",), folders: dict[str, tuple[str, ...]] | None = None,
               renames: dict[str, str] | None = None) -> DatasetIndex:
     """Read every split's JSON; a split listed in ``optional`` may be absent."""
     categories: dict[str, str] = {}
     boxes: dict[str, tuple[float, float, float, float]] = {}
-    splits: dict[str, list[RawSample]] = {}
+    splits: dict[str, list[RawSample] | RawColumns] = {}
     layout = ", ".join(f"{s}: {f}" for s, f in split_files.items())
     for split, file_name in split_files.items():
         path = root / file_name

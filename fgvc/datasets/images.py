@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import Dataset
 
-from fgvc.datasets.base import DatasetError, Sample
+from fgvc.datasets.base import DatasetError, Sample, SampleTable
 from fgvc.datasets.decode import BAD_IMAGE_ERRORS, DEFAULT_OPTIONS, DecodeOptions, open_rgb
 
 log = logging.getLogger(__name__)
@@ -28,7 +28,7 @@ class ImageDataset(Dataset):
     def __init__(self, root: Path, samples: Sequence[Sample], transform: Callable,
                  on_bad_image: str = "skip", decode: DecodeOptions = DEFAULT_OPTIONS):
         self.root = Path(root)
-        self.samples = list(samples)
+        self.samples = samples if isinstance(samples, SampleTable) else list(samples)  # compact
         self.transform = transform
         self.on_bad_image = on_bad_image
         self.decode = decode

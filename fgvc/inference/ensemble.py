@@ -6,13 +6,21 @@ refused with the member and the difference named, never silently realigned to a 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 
-from fgvc.inference.predictions import Predictions
+from fgvc.inference.predictions import (
+    PROBS,
+    NpyRowWriter,
+    Predictions,
+    atomic_directory,
+    check_output_path,
+    chunk_rows,
+    write_labels,
+)
 
 Combine = Literal["probs", "log_probs"]
 
@@ -43,36 +51,80 @@ def check_compatible(members: Sequence[tuple[str, Predictions]]) -> None:
 
 
 def combine(members: Sequence[tuple[str, Predictions]], weights: Sequence[float] | None = None,
-            how: Combine = "probs") -> Predictions:
+            how: Combine = "probs", out: Path | None = None, step: int | None = None
+            ) -> Predictions:
     """Weighted mean of the members' probabilities (or of their log-probabilities, a geometric
-    mean), rows in the first member's id order."""
+    mean), rows in the first member's id order.
+
+    Streamed: ``step`` rows at a time (default: about 4 MB of float32 per block) are read from
+    every member, combined in float32 and written out, so memory holds a few blocks, never a
+    member or the result whole. With ``out`` the result goes straight into that predictions
+    directory (written atomically) and is returned memory-mapped; without, it is built in memory.
+    """
     check_compatible(members)
+    for name, preds in members:
+        if preds.kept_top_k is not None:
+            raise EnsembleError(f"{name} keeps only the top-{preds.kept_top_k} classes of each "
+                                "image (predict.keep_top_k); an ensemble needs every class's "
+                                "probability: predict again without keep_top_k")
     weights = list(weights) if weights is not None else [1.0] * len(members)
     if len(weights) != len(members) or any(w < 0 for w in weights) or sum(weights) <= 0:
         raise EnsembleError(f"weights {weights} must be {len(members)} non-negative numbers with "
                             "a positive sum")
     ref = members[0][1]
-    total = np.zeros(ref.probs.shape, dtype=np.float64)
-    for (_, preds), weight in zip(members, weights, strict=True):
-        row_of = {image_id: i for i, image_id in enumerate(preds.ids)}
-        rows = preds.probs[[row_of[i] for i in ref.ids]].astype(np.float64)
-        total += weight * (np.log(np.clip(rows, 1e-8, None)) if how == "log_probs" else rows)
-    total /= sum(weights)
-    if how == "log_probs":
-        total = np.exp(total - total.max(axis=1, keepdims=True))
-    total /= total.sum(axis=1, keepdims=True)
-    return Predictions(
-        ids=list(ref.ids), class_ids=list(ref.class_ids), probs=total.astype(np.float16),
-        meta={"ensemble": [{"name": name, "weight": w, **preds.meta}
-                           for (name, preds), w in zip(members, weights, strict=True)],
-              "combine": how})
+    n, c = len(ref.ids), len(ref.class_ids)
+    step = step or chunk_rows(c)
+    streams = [preds.dense_blocks(_rows_in_order(ref.ids, preds.ids), step)
+               for _, preds in members]
+    meta = {"ensemble": [{"name": name, "weight": w, **preds.meta}
+                         for (name, preds), w in zip(members, weights, strict=True)],
+            "combine": how}
+    blocks = _combined_blocks(streams, np.asarray(weights, dtype=np.float32) / sum(weights), how)
+    if out is None:
+        probs = np.empty((n, c), dtype=np.float16)
+        for start, block in zip(range(0, n, step), blocks, strict=False):
+            probs[start:start + len(block)] = block
+        return Predictions(list(ref.ids), list(ref.class_ids), probs, meta)
+    check_output_path(out)
+    with atomic_directory(out) as tmp:
+        writer = NpyRowWriter(tmp / PROBS, (n, c), np.float16)
+        for block in blocks:
+            writer.write(block)
+        writer.close()
+        write_labels(tmp, ref.ids, ref.class_ids, meta)
+    return Predictions.load(out)
+
+
+def _rows_in_order(ref_ids: list[str], ids: list[str]) -> np.ndarray | None:
+    """Row of each of ``ref_ids`` in ``ids`` (``None`` when the order is the same)."""
+    if ids == ref_ids:
+        return None
+    row_of = {image_id: i for i, image_id in enumerate(ids)}
+    return np.fromiter((row_of[i] for i in ref_ids), dtype=np.int64, count=len(ref_ids))
+
+
+def _combined_blocks(streams: list[Iterator[np.ndarray]], weights: np.ndarray, how: Combine
+                     ) -> Iterator[np.ndarray]:
+    """Each block: the weighted mean of the members' blocks, rows renormalised to sum 1."""
+    for parts in zip(*streams, strict=True):
+        total = np.zeros(parts[0].shape, dtype=np.float32)
+        for part, weight in zip(parts, weights, strict=True):
+            if how == "log_probs":
+                np.log(np.maximum(part, 1e-8, out=part), out=part)
+            part *= weight
+            total += part
+        if how == "log_probs":
+            total -= total.max(axis=1, keepdims=True)
+            np.exp(total, out=total)
+        total /= total.sum(axis=1, keepdims=True)
+        yield total
 
 
 def load_members(paths: Sequence[str | Path]) -> list[tuple[str, Predictions]]:
     members = []
     for path in paths:
         path = Path(path)
-        if not path.is_file():
-            raise EnsembleError(f"predictions file not found: {path}")
+        if not path.exists():
+            raise EnsembleError(f"predictions not found: {path}")
         members.append((str(path), Predictions.load(path)))
     return members

@@ -67,7 +67,7 @@ def describe_plan(recipe: Recipe) -> str:
         res = recipe.predict.resolutions or [recipe.final_resolution]
         outputs.append(f"predictions of split {recipe.predict.split!r} at "
                        f"{', '.join(map(str, res))} px, {recipe.predict.crops} crops -> "
-                       f"{recipe.run_dir}/predictions.npz")
+                       f"{recipe.run_dir}/predictions/")
     if recipe.submission_path is not None:
         outputs.append(f"submission ({recipe.submission.format}"
                        f"{f', top-{recipe.submission.top_k}' if recipe.submission.top_k else ''}) "
@@ -122,7 +122,7 @@ def describe_ensemble(recipe: EnsembleRecipe, source: Path | None = None) -> str
     from fgvc.workflows.ensemble_run import load_member
 
     lines = [f"ensemble {recipe.name!r} of {len(recipe.members)} member(s), combined by "
-             f"{recipe.combine} -> {recipe.run_dir}/predictions.npz"]
+             f"{recipe.combine} -> {recipe.run_dir}/predictions/"]
     for i, member in enumerate(recipe.members, start=1):
         if member.predictions is not None:
             lines.append(f"  {i}. predictions {member.predictions} (weight {member.weight:g})")
@@ -133,7 +133,7 @@ def describe_ensemble(recipe: EnsembleRecipe, source: Path | None = None) -> str
         predict = sub.predict
         lines.append(f"  {i}. {member.recipe} (weight {member.weight:g}): {sub.model.arch}, "
                      f"{res} px, predicts at {predict.resolutions or [sub.final_resolution]} px "
-                     f"with {predict.crops} -> {sub.run_dir}/predictions.npz")
+                     f"with {predict.crops} -> {sub.run_dir}/predictions/")
     if recipe.submission_path is not None:
         lines.append(f"submission ({recipe.submission.format}) -> {recipe.submission_path}")
     return "\n".join(lines)

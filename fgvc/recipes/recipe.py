@@ -271,9 +271,17 @@ class EvaluateConfig(InferenceConfig):
 class PredictConfig(InferenceConfig):
     """Class probabilities for every image of a split, usually the unlabelled test split:
     crops combined at each of ``resolutions`` (default: the last stage's), then the
-    resolutions averaged."""
+    resolutions averaged. ``keep_top_k``: store only each image's k best classes."""
 
     split: str = "test"
+    keep_top_k: int | None = None
+
+    def check(self) -> list[tuple[str, str]]:
+        out = super().check()
+        if self.keep_top_k is not None and self.keep_top_k <= 0:
+            out.append(("keep_top_k", f"must be >= 1 (or null to keep every class), got "
+                                      f"{self.keep_top_k!r}"))
+        return out
 
 
 @dataclass
@@ -290,6 +298,20 @@ class SubmissionConfig:
         if self.top_k is not None and self.top_k <= 0:
             return [("top_k", f"must be >= 1, got {self.top_k!r}")]
         return []
+
+
+def _check_kept_top_k(predict: PredictConfig | None, submission: SubmissionConfig | None
+                      ) -> list[tuple[str, str]]:
+    """A submission cannot list more classes per image than the predictions keep."""
+    if predict is None or submission is None or not predict.keep_top_k or predict.keep_top_k < 1:
+        return []
+    from fgvc.inference.submission import FORMATS
+
+    want = submission.top_k or FORMATS[submission.format].top_k
+    if want > predict.keep_top_k:
+        return [("predict.keep_top_k", f"keeps {predict.keep_top_k} classes per image, but the "
+                                       f"{submission.format} submission lists {want}")]
+    return []
 
 
 @dataclass
@@ -376,6 +398,7 @@ class Recipe(RunOutputs):
                         f"{adapt.resolution} < train resolution {train.resolution}"))
         if self.submission is not None and self.predict is None:
             out.append(("submission", "a submission needs predictions: set predict or drop submission"))
+        out += _check_kept_top_k(self.predict, self.submission)
         return out + check_frechet_reference(self)
 
     def stage(self, name: str) -> StageConfig | None:

@@ -12,7 +12,7 @@ import yaml
 from fgvc.engine.atomic import atomic_write
 from fgvc.engine.distributed import current
 from fgvc.inference.ensemble import combine, load_members
-from fgvc.inference.predictions import Predictions
+from fgvc.inference.predictions import Predictions, find_predictions
 from fgvc.inference.submission import check_writable, write_submission
 from fgvc.recipes.recipe import EnsembleMember, EnsembleRecipe, Recipe, load_recipe
 
@@ -48,13 +48,13 @@ def member_predictions(recipe: EnsembleRecipe, member: EnsembleMember, source: P
 
     member_recipe = load_member(recipe, member, source)
     run_dir = member_recipe.run_dir
-    done = run_dir / "summary.json"
-    if done.exists() and (run_dir / "predictions.npz").exists():
-        log.info("member %s: reusing %s", member_recipe.name, run_dir / "predictions.npz")
-        return run_dir / "predictions.npz"
+    found = find_predictions(run_dir)
+    if (run_dir / "summary.json").exists() and found is not None:
+        log.info("member %s: reusing %s", member_recipe.name, found)
+        return found
     log.info("member %s: running %s", member_recipe.name, member.recipe)
     run_dir = run_recipe(member_recipe, resume=run_dir.exists())
-    return run_dir / "predictions.npz"
+    return run_dir / "predictions"
 
 
 def run_ensemble(recipe: EnsembleRecipe, source: Path | None = None, *,
@@ -67,11 +67,11 @@ def run_ensemble(recipe: EnsembleRecipe, source: Path | None = None, *,
     if not current().is_main:  # under torchrun the members ran sharded; one process combines
         return recipe.run_dir
     members = load_members(paths)
-    preds: Predictions = combine(members, [m.weight for m in recipe.members], recipe.combine)
     run_dir = recipe.run_dir
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write(run_dir / "recipe.yaml", yaml.safe_dump(recipe.to_dict(), sort_keys=False))
-    preds.save(run_dir / "predictions.npz")
+    preds: Predictions = combine(members, [m.weight for m in recipe.members], recipe.combine,
+                                 out=run_dir / "predictions")
     lines = [f"# Ensemble `{recipe.name}`", "", f"{len(members)} member(s), combined by "
              f"{recipe.combine}, over {len(preds.ids)} images and {len(preds.class_ids)} classes.",
              "", "| member | weight | model | resolutions | crops |", "|---|---|---|---|---|"]

@@ -41,7 +41,7 @@ from fgvc.engine.loop import evaluate, predict_probabilities
 from fgvc.engine.preemption import handle_signals
 from fgvc.engine.seeding import seed_everything
 from fgvc.engine.stage import RunContext, run_stage
-from fgvc.inference.predictions import Predictions
+from fgvc.inference.predictions import Predictions, check_output_path
 from fgvc.inference.submission import check_writable, write_submission
 from fgvc.models import create_model, data_config
 from fgvc.recipes.recipe import Recipe
@@ -131,7 +131,7 @@ def predict_split(ctx: RunContext) -> Predictions:
                                "prediction needs every image (run `fgvc datasets verify`)")
         total = probs if total is None else total + probs
     samples = ctx.index.split(cfg.split)
-    return Predictions(
+    preds = Predictions(
         ids=[samples[i].image_id for i in indices],
         class_ids=list(ctx.index.category_ids),
         probs=(total / len(resolutions)).astype(np.float16),
@@ -140,6 +140,7 @@ def predict_split(ctx: RunContext) -> Predictions:
               "resolutions": resolutions, "crops": cfg.crops, "average": cfg.average,
               "split": cfg.split, "dataset": ctx.index.name, "processes": current().world_size},
     )
+    return preds.keep_top_k(cfg.keep_top_k) if cfg.keep_top_k else preds
 
 
 def run_recipe(recipe: Recipe, *, resume: bool = False, force: bool = False,
@@ -265,8 +266,8 @@ def _write_outputs(ctx: RunContext, preds: Predictions | None, submission_path: 
         "processes": current().world_size, "trainable": trainable,
     }
     if preds is not None:
-        preds.save(run_dir / "predictions.npz")
-        summary["predictions"] = str(run_dir / "predictions.npz")
+        preds.save(run_dir / "predictions")
+        summary["predictions"] = str(run_dir / "predictions")
         if submission_path is not None:
             expected = [s.image_id for s in index.split(recipe.predict.split)]
             write_submission(preds, submission_path, recipe.submission.format,
@@ -338,9 +339,10 @@ def predict_run(run_dir: Path, overrides: list[str], out: Path | None = None,
                                 "(fgvc run --resume finishes it)")
     cfg = recipe.predict
     resolutions = cfg.resolutions or [recipe.final_resolution]
-    out = out or run_dir / f"predictions-{cfg.split}-{cfg.crops}-{'-'.join(map(str, resolutions))}.npz"
+    out = out or run_dir / f"predictions-{cfg.split}-{cfg.crops}-{'-'.join(map(str, resolutions))}"
     device, env = _device_and_processes(recipe)
     if env.is_main:
+        check_output_path(out)
         check_writable(out, force)
     index = main_first(lambda: load_recipe_dataset(recipe))
     model_cfg = dataclasses.replace(recipe.model, pretrained="none", weights=None)
