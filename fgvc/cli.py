@@ -160,6 +160,9 @@ def build_parser() -> argparse.ArgumentParser:
                                          "the best on validation, report the evaluation split")
     _add_recipe_args(sweep)
     sweep.add_argument("--out", help="output folder (default: <output_root>/<name>-sweep)")
+    sweep.add_argument("--final", action="store_true",
+                       help="after choosing K_test, retrain on the whole training split "
+                            "(no hold-out) and report that network")
 
     resolution = sub.add_parser("resolution", help="the paper's object-size arithmetic: which "
                                                    "test resolution matches a train resolution")
@@ -181,6 +184,18 @@ def build_parser() -> argparse.ArgumentParser:
                         help="small generated data in each dataset's layout, tiny model, CPU")
     table3.add_argument("--set", dest="overrides", action="append", default=[],
                         metavar="KEY=VALUE", help="override a field of every row's recipe")
+    table3.add_argument("--final", action="store_true",
+                        help="the protocol's last step: after choosing K_test on the hold-out, "
+                             "retrain on the whole training split and report that network")
+
+    acts = sub.add_parser("activations", help="pooled-feature statistics (zeros, > 2, mean, "
+                                              "percentiles, CDF) before and after adaptation")
+    acts.add_argument("run_dir", help="a finished run folder, e.g. runs/quickstart")
+    acts.add_argument("--resolutions", type=int, nargs="+",
+                      help="test resolutions (default: the recipe's evaluation resolutions)")
+    acts.add_argument("--split", help="split to measure (default: the recipe's evaluate.split)")
+    acts.add_argument("--max-images", type=int, default=2000,
+                      help="images (crops) per resolution, first of the split (default 2000)")
 
     models = sub.add_parser("models", help="the supported architectures")
     msub = models.add_subparsers(dest="models_command", required=True)
@@ -438,7 +453,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else Path(recipe.output_root) / f"{recipe.name}-sweep"
     from fgvc.engine.distributed import current
 
-    text = format_result(recipe, run_protocol(recipe, out))
+    text = format_result(recipe, run_protocol(recipe, out, final=args.final))
     if current().is_main:
         (out / "result.md").write_text(text)
         print(text, end="")
@@ -477,7 +492,8 @@ def cmd_table3(args: argparse.Namespace) -> int:
     from fgvc.engine.distributed import current
 
     out = Path(args.out)
-    results = run_table(args.datasets or list(PAPER), out, roots, args.smoke, args.overrides)
+    results = run_table(args.datasets or list(PAPER), out, roots, args.smoke, args.overrides,
+                        final=args.final)
     if not current().is_main:
         return 0
     print((out / "table3.md").read_text())
@@ -487,10 +503,31 @@ def cmd_table3(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_activations(args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
+    from fgvc.analysis.activations import record_run
+
+    if args.max_images <= 0:
+        raise ValueError(f"--max-images: must be >= 1, got {args.max_images}")
+    out = record_run(Path(args.run_dir), args.resolutions, args.split, args.max_images)
+    data = json.loads(out.read_text())
+    print(f"pooled activations of split {data['split']!r} -> {out} and "
+          f"{out.with_name(out.stem + '_cdf.png')}")
+    for phase in ("before_adaptation", "after_adaptation"):
+        for res, s in sorted(data.get(phase, {}).items(), key=lambda kv: int(kv[0])):
+            print(f"{phase:<18} {res:>5} px: zeros {100 * s['zeros']:5.1f}%  > 2 "
+                  f"{100 * s['above_2']:5.1f}%  mean {s['mean']:.3f}  median "
+                  f"{s['percentiles']['50']:.3f}")
+    return 0
+
+
 COMMANDS = {
     "run": cmd_run, "validate": cmd_validate, "predict": cmd_predict, "ensemble": cmd_ensemble,
     "submit": cmd_submit, "datasets": cmd_datasets, "models": cmd_models, "resume": cmd_resume,
     "sweep": cmd_sweep, "resolution": cmd_resolution, "table3": cmd_table3,
+    "activations": cmd_activations,
 }
 
 

@@ -27,6 +27,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+from fgvc.analysis import science_report
 from fgvc.engine.atomic import atomic_save, atomic_write
 from fgvc.engine.best import describe_selection
 from fgvc.recipes.recipe import Recipe
@@ -384,6 +385,12 @@ def test_split(ctx: ReportContext) -> list[str] | None:
             f"{CROP_TITLES.get(preds.meta.get('crops'), preds.meta.get('crops'))} at "
             f"{', '.join(map(str, preds.meta.get('resolutions', [])))} px, %)", "",
             *md_table(["metric", "%"], summary_rows(metrics)), ""]
+
+
+@section(45)
+def error_bars_and_activations(ctx: ReportContext) -> list[str] | None:
+    """Confidence intervals, McNemar tests and activation statistics (fgvc/analysis/)."""
+    return science_report.markdown_lines(ctx.run_dir, ctx.recipe) or None
 
 
 # --- 90: outputs -----------------------------------------------------------------------------

@@ -143,3 +143,35 @@ def test_problems_inside_optional_sections_are_named():
     assert "predict.resolution: unknown field" in errors_of(data)
     data["predict"] = {"crops": "twelve"}
     assert "predict.crops: expected one of 'center', 'center_flip', 'ten_crop'" in errors_of(data)
+
+
+def test_imagenet_reproduction_recipes_validate_and_state_assumptions(capsys):
+    """Every recipes/imagenet_*.yaml validates (plan on the meta device) and says what it
+    assumes and what the paper reports."""
+    from pathlib import Path
+
+    from fgvc.cli import main
+
+    paths = sorted(Path("recipes").glob("imagenet_*.yaml"))
+    assert len(paths) >= 3
+    for path in paths:
+        assert main(["validate", str(path)]) == 0, path
+        out = capsys.readouterr().out
+        assert "preset official" in out
+        text = path.read_text()
+        assert "Assumptions" in text and "Paper" in text and "imagefolder" in text
+
+
+def test_validate_warns_on_resolutions_not_multiple_of_32(tiny_recipe_dict, tmp_path, capsys):
+    import yaml
+
+    from fgvc.cli import main
+
+    path = tmp_path / "r.yaml"
+    path.write_text(yaml.safe_dump(tiny_recipe_dict))  # 32 -> 48, evaluated at 32 and 48
+    assert main(["validate", str(path)]) == 0
+    out = capsys.readouterr().out
+    warnings = [line for line in out.splitlines() if line.startswith("warning:")]
+    assert warnings and all("multiple of 32" in w for w in warnings)
+    assert any("stages[1].resolution = 48" in w for w in warnings)
+    assert not any("= 32 " in w for w in warnings)

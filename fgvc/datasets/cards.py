@@ -28,7 +28,7 @@ class Card:
 CARDS: dict[str, Card] = {
     "synthetic": Card(
         "Synthetic fine-grained creatures (fgvc's embedded default)", 8,
-        {"train": 800, "val": 320, "test": 320},
+        {"train": 800, "val": 1920, "test": 320},
         "Generated on first use by fgvc from a seed (`dataset.options`); nothing to download.",
         "images/{train,val,test}/<id>.jpg, train.csv and val.csv (id,path,category_id), "
         "test.csv (id,path), solution/test_labels.csv (held-back answers), classes.csv, meta.json",
@@ -36,7 +36,7 @@ CARDS: dict[str, Card] = {
         notes=["Classes differ only in fine detail: the kind of body texture and how fine it is; "
                "eye colour and tail shape are random distractors. Objects vary in size and "
                "position, images in size and aspect ratio.",
-               "Split sizes above are for the default options (8 classes, 100/40/40 per class)."]),
+               "Split sizes above are for the default options (8 classes, 100/240/40 per class)."]),
     "inaturalist2017": Card(
         "iNaturalist 2017", 5089, {"train": 579184, "val": 95986},
         "https://github.com/visipedia/inat_comp (2017): train_val_images.tar.gz, "

@@ -57,7 +57,7 @@ class SyntheticOptions:
     seed: int = 0
     num_classes: int = 8
     train_per_class: int = 100
-    val_per_class: int = 40
+    val_per_class: int = 240  # 1,920 images: one standard error <= 1 point at 75 %
     test_per_class: int = 40
     min_side: int = 72
     max_side: int = 160

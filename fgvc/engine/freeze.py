@@ -24,22 +24,36 @@ class TrainablePlan:
 
     everything: bool
     groups: dict[str, list[str]] = field(default_factory=dict)
+    # Put in train mode (their BN statistics re-estimated) but not trained: the official
+    # preset's ``reestimate: [last_bn]``.
+    reestimate: dict[str, list[str]] = field(default_factory=dict)
 
     @property
     def module_paths(self) -> list[str]:
         return list(dict.fromkeys(p for paths in self.groups.values() for p in paths))
 
+    @property
+    def mode_paths(self) -> list[str]:
+        """Modules in train mode: the trained ones and the re-estimated ones."""
+        extra = [p for paths in self.reestimate.values() for p in paths]
+        return list(dict.fromkeys(self.module_paths + extra))
 
-def plan_trainable(model: nn.Module, trainable: str | list[str | dict]) -> TrainablePlan:
+
+def plan_trainable(model: nn.Module, trainable: str | list[str | dict],
+                   reestimate: list[str] | None = None) -> TrainablePlan:
     if trainable == "all":
         return TrainablePlan(everything=True)
-    return TrainablePlan(everything=False, groups=resolve_groups(model, list(trainable)))
+    return TrainablePlan(everything=False, groups=resolve_groups(model, list(trainable)),
+                         reestimate=resolve_groups(model, list(reestimate or [])))
 
 
-def adapted_modules(model: nn.Module, plan: TrainablePlan) -> list[nn.Module]:
-    """The adapted modules; a path naming a parameter (``pos_embed``) is not a module."""
+def adapted_modules(model: nn.Module, plan: TrainablePlan, trained_only: bool = False
+                    ) -> list[nn.Module]:
+    """The adapted modules (``trained_only``: without the re-estimated-only ones); a path
+    naming a parameter (``pos_embed``) is not a module."""
     modules = dict(model.named_modules())
-    return [modules[p] for p in plan.module_paths if p in modules]
+    return [modules[p] for p in (plan.module_paths if trained_only else plan.mode_paths)
+            if p in modules]
 
 
 def adapted_parameters(model: nn.Module, plan: TrainablePlan) -> list[nn.Parameter]:
@@ -51,7 +65,7 @@ def apply_requires_grad(model: nn.Module, plan: TrainablePlan) -> None:
     for param in model.parameters():
         param.requires_grad_(plan.everything)
     if not plan.everything:
-        for module in adapted_modules(model, plan):
+        for module in adapted_modules(model, plan, trained_only=True):
             for param in module.parameters():
                 param.requires_grad_(True)
         for param in adapted_parameters(model, plan):

@@ -223,50 +223,66 @@ def forward_batches(model: nn.Module, loader: DataLoader, device: torch.device, 
 
 
 class _Tally:
-    """Top-1/top-5 hits and loss of one view (resolution) of an evaluation pass."""
+    """Top-1/top-5 hits and loss of one view (resolution) of an evaluation pass; with
+    ``with_hits`` also each image's top-1 correctness, for confidence intervals and paired tests."""
 
-    def __init__(self) -> None:
+    def __init__(self, with_hits: bool = False) -> None:
         self.correct1 = self.correct5 = self.seen = 0
         self.loss_sum = 0.0
+        self.hit_chunks: list[tuple[np.ndarray, np.ndarray]] | None = [] if with_hits else None
 
-    def add(self, probs: torch.Tensor, labels: torch.Tensor) -> None:
+    def add(self, probs: torch.Tensor, labels: torch.Tensor, indices: torch.Tensor) -> None:
         k = min(5, probs.shape[1])
         hits = probs.topk(k, dim=1).indices == labels[:, None]
+        if self.hit_chunks is not None:
+            self.hit_chunks.append((indices.numpy(), hits[:, 0].numpy()))
         self.correct1 += hits[:, 0].sum().item()
         self.correct5 += hits.any(dim=1).sum().item()
         self.loss_sum += F.nll_loss(probs.clamp_min(1e-12).log(), labels, reduction="sum").item()
         self.seen += len(labels)
 
-    def result(self, bad: int, desc: str) -> dict[str, float]:
+    def result(self, bad: int, desc: str) -> dict:
         correct1, correct5, loss_sum, seen, n_bad = all_reduce_sum(
             [self.correct1, self.correct5, self.loss_sum, self.seen, bad])
         if seen == 0:
             raise RuntimeError(f"{desc}: no readable image to evaluate ({int(n_bad)} unreadable)")
-        return {"top1": 100.0 * correct1 / seen, "top5": 100.0 * correct5 / seen,
-                "loss": loss_sum / seen, "images": int(seen), "bad_images": int(n_bad)}
+        result = {"top1": 100.0 * correct1 / seen, "top5": 100.0 * correct5 / seen,
+                  "loss": loss_sum / seen, "images": int(seen), "bad_images": int(n_bad),
+                  "correct": int(correct1)}
+        if self.hit_chunks is not None:  # in dataset order, over every process
+            shards = [c for part in gather_objects(self.hit_chunks) for c in part]
+            indices = np.concatenate([i for i, _ in shards])
+            order = np.argsort(indices, kind="stable")
+            result["indices"] = indices[order]
+            result["hits"] = np.concatenate([h for _, h in shards])[order]
+        return result
 
 
 @torch.no_grad()
 def evaluate(model: nn.Module, loader: DataLoader, device: torch.device, *,
              average: Average = "probs", channels_last: bool = True,
-             desc: str = "eval", views: list | None = None) -> dict:
+             desc: str = "eval", views: list | None = None, with_hits: bool = False) -> dict:
     """Top-1/top-5 accuracy (%) and mean loss on a labelled split, streamed batch by batch.
 
     ``views``: the loader yields ``{view: batch}`` (MultiCrop with several resolutions: every
     image decoded once for all of them); the result is then ``{view: metrics}``.
+    ``with_hits``: also ``hits`` (per-image top-1 correctness, bool, in dataset order) and
+    ``indices``, for confidence intervals and paired tests.
     """
     model.eval()
     prepare = getattr(loader, "device_transform", None)
-    tallies = {view: _Tally() for view in (views if views is not None else [None])}
+    tallies = {view: _Tally(with_hits) for view in (views if views is not None else [None])}
     bad = 0
-    for images, labels, _, n_bad in progress(loader, desc=desc, unit="batch"):
+    bar = progress(loader, desc=desc, unit="batch")
+    for images, labels, indices, n_bad in bar:
         bad += n_bad
+        bar.count_images(len(labels))
         if len(labels) == 0:
             continue
         batches = images if views is not None else {None: images}
         for view, tally in tallies.items():
             tally.add(_forward_probs(model, batches[view], device, average, channels_last,
-                                     prepare, len(labels)), labels)
+                                     prepare, len(labels)), labels, indices)
     results = {view: tally.result(bad, f"{desc} @{view}" if view else desc)
                for view, tally in tallies.items()}
     return results if views is not None else results[None]

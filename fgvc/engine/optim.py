@@ -10,12 +10,13 @@ import torch.nn as nn
 from fgvc.recipes.recipe import OptimizerConfig, ScheduleConfig
 
 
-def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    """Trainable parameters; biases and norm parameters (1-D) get no weight decay."""
+def parameter_groups(model: nn.Module, weight_decay: float, decay_all: bool = False) -> list[dict]:
+    """Trainable parameters; biases and norm parameters (1-D) get no weight decay unless
+    ``decay_all`` (the authors' release decayed every parameter)."""
     decay, no_decay = [], []
     for param in model.parameters():
         if param.requires_grad:
-            (no_decay if param.ndim <= 1 else decay).append(param)
+            (no_decay if param.ndim <= 1 and not decay_all else decay).append(param)
     groups = [{"params": decay, "weight_decay": weight_decay},
               {"params": no_decay, "weight_decay": 0.0}]
     return [g for g in groups if g["params"]]
@@ -40,7 +41,7 @@ def build_optimizer(model: nn.Module, cfg: OptimizerConfig) -> torch.optim.Optim
     if cfg.layer_decay is not None:
         groups = layer_decay_groups(model, cfg.weight_decay, cfg.layer_decay)
     else:
-        groups = parameter_groups(model, cfg.weight_decay)
+        groups = parameter_groups(model, cfg.weight_decay, cfg.decay_all)
     if not groups:
         raise ValueError("nothing to train: no parameter requires a gradient")
     # One fused kernel per step instead of a loop of small ones; only where every parameter

@@ -126,7 +126,7 @@ class RunContext:
         transform = loader_transform(stage.augment, stage.resolution, self.data_cfg,
                                      tuple(stage.crop_scale), auto_augment=stage.auto_augment,
                                      random_erasing=stage.random_erasing)
-        return make_loader(self.index, ds.train_split, transform=transform,
+        return make_loader(self.index, stage.data_split or ds.train_split, transform=transform,
                            **{"batch_size": stage.batch_size, "num_workers": ds.num_workers,
                               "on_bad_image": ds.on_bad_image, "shuffle": True,
                               "drop_last": True, "seed": self.recipe.seed, "epoch": epoch,
@@ -152,14 +152,19 @@ class RunContext:
                               "device_transform": DeviceNormalize(self.data_cfg), **overrides})
 
 
-def run_stage(ctx: RunContext, stage: StageConfig) -> dict:
+def run_stage(ctx: RunContext, stage: StageConfig) -> dict | None:
     """Train ``stage`` to completion, resuming from its last epoch checkpoint if one exists;
     ``ctx.model`` ends with the weights the recipe names (last or best epoch, raw or EMA),
-    which are described in the returned dict and in the final checkpoint."""
+    which are described in the returned dict and in the final checkpoint. Label-free adapt
+    methods (``bn_stats``, ``frechet``) run in engine/adapt_methods.py."""
+    if stage.method != "finetune":
+        from fgvc.engine.adapt_methods import run_label_free
+
+        return run_label_free(ctx, stage)
     model, recipe = ctx.model, ctx.recipe
     for warning in adapt_warnings(stage):
         log.warning("%s: %s", stage.name, warning)
-    plan = plan_trainable(model, stage.trainable)
+    plan = plan_trainable(model, stage.trainable, stage.reestimate)
     apply_requires_grad(model, plan)
     optimizer = build_optimizer(model, stage.optimizer)
     last = ctx.last_checkpoint(stage)
@@ -242,26 +247,28 @@ def run_stage(ctx: RunContext, stage: StageConfig) -> dict:
             raise NonFiniteLoss(f"stage {stage.name}, epoch {epoch + 1}/{stage.epochs}: {err}") \
                 from None
         step = result.next_step
+        # Validation every `validate_every` epochs and after the last one (None in between).
+        validate = (epoch + 1) % stage.validate_every == 0 or epoch + 1 == stage.epochs
         with training():  # a signal now stops the run after this epoch's checkpoint
             val = evaluate(cache.tail if cache else evaluator, val_loader, ctx.device,
                            channels_last=channels_last,
-                           desc=f"val @{stage.resolution}")
+                           desc=f"val @{stage.resolution}") if validate else {}
         epoch_times.append(time.perf_counter() - epoch_start)
         row = {
             "stage": stage.name, "epoch": epoch + 1, "resolution": stage.resolution,
             "lr": result.last_lr, "train_loss": result.loss, "train_top1": result.top1,
-            "val_loss": val["loss"], "val_top1": val["top1"], "val_top5": val["top5"],
-            "bad_images": result.bad_images + val["bad_images"], "seconds": result.seconds,
+            "val_loss": val.get("loss"), "val_top1": val.get("top1"), "val_top5": val.get("top5"),
+            "bad_images": result.bad_images + val.get("bad_images", 0), "seconds": result.seconds,
             "images_per_second": result.images / max(result.seconds, 1e-9),
             "epoch_seconds": epoch_times[-1],
         }
-        if ema is not None:
+        if ema is not None and validate:
             val_ema = evaluate(ema.module, val_loader, ctx.device, channels_last=channels_last,
                                desc=f"val EMA @{stage.resolution}")
             row.update({f"val_ema_{k}": val_ema[k] for k in ("loss", "top1", "top5")})
             log.info("%s epoch %d/%d: EMA weights val top-1 %.1f%% top-5 %.1f%%", stage.name,
                      epoch + 1, stage.epochs, val_ema["top1"], val_ema["top5"])
-        if best is not None:
+        if best is not None and validate:
             metric = recipe.checkpoint.metric.replace("val_", "val_ema_") if use_ema else \
                 recipe.checkpoint.metric
             if best.offer(epoch + 1, row[metric]) and env.is_main:
@@ -272,9 +279,11 @@ def run_stage(ctx: RunContext, stage: StageConfig) -> dict:
         ctx.log_metrics(row)
         left = run_eta([(s.epochs, s.resolution) for s in recipe.stages], sum(epoch_times) /
                        len(epoch_times), recipe.stages.index(stage), epoch + 1)
-        log.info("%s epoch %d/%d: loss %.3f, train top-1 %.1f%%, val top-1 %.1f%% top-5 %.1f%%, "
-                 "%.0f img/s%s, epoch %s, run ETA (training) %s", stage.name, epoch + 1, stage.epochs,
-                 result.loss, result.top1, val["top1"], val["top5"], row["images_per_second"],
+        log.info("%s epoch %d/%d: loss %.3f, train top-1 %.1f%%, %s, "
+                 "%.0f img/s%s, epoch %s, run ETA (training) %s", stage.name, epoch + 1,
+                 stage.epochs, result.loss, result.top1,
+                 f"val top-1 {val['top1']:.1f}% top-5 {val['top5']:.1f}%" if val
+                 else "no validation this epoch", row["images_per_second"],
                  f", {row['bad_images']} unreadable image(s) skipped" if row["bad_images"] else "",
                  format_duration(epoch_times[-1]), format_duration(left))
         if env.is_main:

@@ -120,6 +120,7 @@ def describe_plan(recipe: Recipe, problems: list[str] | None = None) -> str:
                          f"the adapted modules, as {how}")
         lines += [f"     {option}" for option in describe_training_options(stage)]
         lines += [f"     warning: {w}" for w in adapt_warnings(stage)]
+        lines += adapt_method_lines(recipe, stage)
         _check_stage_runtime(model, stage)
     keep = recipe.checkpoint
     lines.append(f"checkpoint: each stage ends with the {keep.keep} epoch's weights"
@@ -142,6 +143,7 @@ def describe_plan(recipe: Recipe, problems: list[str] | None = None) -> str:
                        f"-> {resolved(recipe.submission_path)}")
     lines.append("outputs:")
     lines += [f"  {o}" for o in outputs]
+    lines += [f"warning: {w}" for w in resolution_warnings(recipe)]
     if found:
         lines.append("problems (the run will refuse to start):")
         lines += [f"  - {p}" for p in found]
@@ -159,6 +161,45 @@ def _check_stage_runtime(model: torch.nn.Module, stage) -> None:
                         auto_augment=stage.auto_augment)
     if stage.optimizer.layer_decay is not None:
         layer_decay_groups(model, stage.optimizer.weight_decay, stage.optimizer.layer_decay)
+
+
+def adapt_method_lines(recipe: Recipe, stage) -> list[str]:
+    """What a non-default adapt stage does (method, data, preset, re-estimated-only modules)."""
+    out = []
+    if stage.preset:
+        out.append(f"     preset {stage.preset} (fgvc.recipes.presets): SGD lr {stage.optimizer.lr:g}, "
+                   f"weight decay on every parameter: {stage.optimizer.decay_all}")
+    if stage.reestimate:
+        out.append(f"     BN statistics re-estimated, parameters frozen: {', '.join(stage.reestimate)}")
+    if stage.method != "finetune" or stage.data_split:
+        split = stage.data_split or recipe.dataset.train_split
+        what = {"finetune": "fine-tuning with labels",
+                "bn_stats": "BN statistics only, no loss, no labels",
+                "frechet": "Fréchet fit of the pooled activations, affine map after pooling"}
+        out.append(f"     method {stage.method}: {what[stage.method]}, on split {split!r}"
+                   + (" (transductive)" if split in (recipe.evaluate.split,
+                                                      getattr(recipe.predict, "split", None))
+                      else ""))
+    return out
+
+
+def resolution_warnings(recipe: Recipe) -> list[str]:
+    """Resolutions that are not multiples of 32: allowed, but the paper (appendix B) measured
+    accuracy drops there, at the borders of the last feature map."""
+    found: dict[str, int] = {}
+    for i, stage in enumerate(recipe.stages):
+        found[f"stages[{i}].resolution"] = stage.resolution
+        if stage.reference_resolution:
+            found[f"stages[{i}].reference_resolution"] = stage.reference_resolution
+    for section in ("evaluate", "predict"):
+        cfg = getattr(recipe, section)
+        for i, r in enumerate(getattr(cfg, "resolutions", None) or []):
+            found[f"{section}.resolutions[{i}]"] = r
+    for i, r in enumerate(recipe.sweep_resolutions or []):
+        found[f"sweep_resolutions[{i}]"] = r
+    return [f"{where} = {r} is not a multiple of 32; the paper (appendix B) saw accuracy drop "
+            "between multiples of 32 (allowed, not refused)"
+            for where, r in found.items() if r % 32]
 
 
 def describe_ensemble(recipe: EnsembleRecipe, source: Path | None = None) -> str:

@@ -15,6 +15,7 @@ from typing import Any, Literal
 import yaml
 
 from fgvc.recipes.limits import MAX_DEPTH
+from fgvc.recipes.presets import apply_presets, check_adapt_method, check_frechet_reference
 from fgvc.recipes.schema import SchemaError, build, describe, nesting_depth, read_yaml, to_plain
 from fgvc.recipes.training import (
     EmaConfig,
@@ -42,6 +43,7 @@ class OptimizerConfig:
     weight_decay: float = 1e-4
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
     layer_decay: float | None = None  # timm's layer-wise lr decay: block i of L gets decay**(L-i)
+    decay_all: bool = False  # weight decay on biases and norm parameters too (authors' release)
 
     def check(self) -> list[tuple[str, str]]:
         out = []
@@ -105,6 +107,13 @@ class StageConfig:
     # Adapt stages with test DA run the frozen part once and train on its cached activations
     # up to this size (engine/feature_cache.py); 0 turns the cache off.
     adapt_cache_gb: float = 4.0
+    validate_every: int = 1  # epochs between per-epoch validations (the last epoch always)
+    # Adaptation method and data (fgvc.engine.adapt_methods; presets in fgvc.recipes.presets).
+    method: Literal["finetune", "bn_stats", "frechet"] = "finetune"
+    data_split: str | None = None
+    reestimate: list[str] = field(default_factory=list)
+    reference_resolution: int | None = None
+    preset: Literal["official"] | None = None
 
     def __post_init__(self) -> None:
         if self.trainable is None:
@@ -129,6 +138,8 @@ class StageConfig:
                         f"{self.crop_scale!r}"))
         if self.bn_momentum is not None and not 0 < self.bn_momentum <= 1:
             out.append(("bn_momentum", f"must be in (0, 1] or null, got {self.bn_momentum!r}"))
+        if self.validate_every < 1:
+            out.append(("validate_every", f"must be >= 1 epoch, got {self.validate_every!r}"))
         if self.grad_clip is not None and self.grad_clip <= 0:
             out.append(("grad_clip", f"must be > 0 or null, got {self.grad_clip!r}"))
         if not self.adapt_cache_gb >= 0:
@@ -147,7 +158,7 @@ class StageConfig:
                     out.append((f"trainable[{i}]", f"{item!r} is neither a group "
                                 f"({', '.join(ADAPT_GROUPS)}, last_blocks: N) nor a module path "
                                 "like 'layer4.2.bn3'"))
-        return out + check_training_options(self)
+        return out + check_training_options(self) + check_adapt_method(self)
 
 
 def check_block_count(item: dict) -> list[str]:
@@ -441,7 +452,7 @@ class Recipe(RunOutputs):
         if self.submission is not None and self.predict is None:
             out.append(("submission", "a submission needs predictions: set predict or drop submission"))
         out += _check_kept_top_k(self.predict, self.submission)
-        return out
+        return out + check_frechet_reference(self)
 
     def stage(self, name: str) -> StageConfig | None:
         return next((s for s in self.stages if s is not None and s.name == name), None)
@@ -509,6 +520,7 @@ def parse_recipe(data: Any, source: str | None = None) -> Recipe | EnsembleRecip
     problems: list[str] = []
     checks: list[str] = []
     kind = data.get("kind", "run") if isinstance(data, dict) else "run"
+    data = apply_presets(data)
     recipe = build(EnsembleRecipe if kind == "ensemble" else Recipe, data, "", problems, checks)
     if problems or checks:
         raise SchemaError(problems + checks, source)

@@ -20,8 +20,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from fgvc.analysis import activations
+from fgvc.analysis.statistics import add_adaptation_tests, summarise_accuracy
 from fgvc.datasets import DatasetIndex, load_dataset
 from fgvc.datasets.base import with_holdout
+from fgvc.engine.adapt_methods import load_model_state
 from fgvc.engine.atomic import atomic_write, read_json, remove_stale_temps
 from fgvc.engine.checkpoint import load_checkpoint
 from fgvc.engine.device import pick_device
@@ -107,9 +110,10 @@ def evaluate_resolutions(ctx: RunContext, phase: str) -> dict[str, dict]:
     if todo:
         began = time.perf_counter()
         loader = ctx.eval_loader(cfg.split, todo, cfg.batch_size, cfg.crops)
-        found.update(evaluate(ctx.model, loader, ctx.device, average=cfg.average,
-                              channels_last=ctx.recipe.model.channels_last, desc=phase,
-                              views=todo))
+        found.update({res: summarise_accuracy(metrics) for res, metrics in evaluate(
+            ctx.model, loader, ctx.device, average=cfg.average,
+            channels_last=ctx.recipe.model.channels_last, desc=phase, views=todo,
+            with_hits=True).items()})
         for res in todo:  # one joint pass: each resolution is charged an equal share of it
             found[res]["seconds"] = (time.perf_counter() - began) / len(todo)
     results = {}
@@ -119,6 +123,7 @@ def evaluate_resolutions(ctx: RunContext, phase: str) -> dict[str, dict]:
         log.info("%s @%d px: top-1 %.1f%%, top-5 %.1f%%%s", phase, res, metrics["top1"],
                  metrics["top5"], "" if res in todo else " (the identical earlier pass)")
     stored[phase] = results
+    add_adaptation_tests(stored)
     if current().is_main:
         atomic_write(path, json.dumps(stored, indent=2) + "\n")
     ctx.tracker.evaluation(phase, results)
@@ -205,7 +210,7 @@ def run_recipe(recipe: Recipe, *, resume: bool = False, force: bool = False,
             final = ctx.final_checkpoint(stage)
             if final.exists():
                 done = load_checkpoint(final)
-                model.load_state_dict(done["model"])
+                load_model_state(model, done["model"])
                 selected[stage.name] = done.get("selected")
                 log.info("%s: already done, loaded %s", stage.name, final)
                 continue
@@ -310,6 +315,8 @@ def _write_outputs(ctx: RunContext, preds: Predictions | None, submission_path: 
         summary["predict_seconds"] = predict_seconds
     summary["seconds"] = time.perf_counter() - start
     atomic_write(run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
+    if recipe.stage("adapt") is not None:
+        activations.record_after_run(run_dir)
     report = write_report(run_dir, recipe, summary, index, ctx.tracker)
     log.info("report: %s", report)
 
@@ -333,6 +340,13 @@ def _check_splits(recipe: Recipe, index: DatasetIndex) -> None:
                              f"(it has: {', '.join(index.splits)})")
         if not index.is_labelled(split):
             raise ValueError(f"{field_name}: split {split!r} of {index.name!r} has no labels")
+    for i, stage in enumerate(recipe.stages):
+        if stage.data_split is not None and stage.data_split not in index.splits:
+            raise ValueError(f"stages[{i}].data_split: dataset {index.name!r} has no split "
+                             f"{stage.data_split!r} (it has: {', '.join(index.splits)})")
+        if stage.data_split and stage.method == "finetune" and not index.is_labelled(stage.data_split):
+            raise ValueError(f"stages[{i}].data_split: split {stage.data_split!r} has no labels; "
+                             "fine-tuning needs them (method bn_stats or frechet does not)")
     if recipe.predict is not None and recipe.predict.split not in index.splits:
         raise ValueError(f"predict.split: dataset {index.name!r} has no split "
                          f"{recipe.predict.split!r} (it has: {', '.join(index.splits)})")
@@ -372,7 +386,7 @@ def predict_run(run_dir: Path, overrides: list[str], out: Path | None = None,
     index = main_first(lambda: load_recipe_dataset(recipe))
     model_cfg = dataclasses.replace(recipe.model, pretrained="none", weights=None)
     model = create_model(model_cfg, index.num_classes).to(device)
-    model.load_state_dict(load_checkpoint(weights)["model"])
+    load_model_state(model, load_checkpoint(weights)["model"])
     ctx = RunContext(recipe, run_dir, index, model, data_config(model, recipe.model), device)
     preds = predict_split(ctx)
     if env.is_main:

@@ -36,6 +36,17 @@ class ProtocolResult:
     test_resolution_no_adaptation: float
     adapted: float
     sweep: dict[str, float] = field(default_factory=dict)
+    # How sure (fgvc.analysis.statistics): 95 % Wilson intervals, McNemar exact p-values.
+    images: int | None = None
+    baseline_ci: list[float] | None = None
+    no_adaptation_ci: list[float] | None = None
+    adapted_ci: list[float] | None = None
+    adapted_vs_no_adaptation_p: float | None = None
+    adapted_vs_baseline_p: float | None = None
+    sweep_ci: dict[str, list[float]] = field(default_factory=dict)
+    runner_up: int | None = None
+    chosen_vs_runner_up_p: float | None = None
+    final: bool = False  # figures from a retrain on the whole training split (--final)
 
 
 def _variant(recipe: Recipe, name: str, **changes: Any) -> Recipe:
@@ -51,9 +62,14 @@ def _evaluation(recipe: Recipe) -> dict[str, dict[str, dict]]:
     return json.loads((run_dir / "evaluation.json").read_text())
 
 
-def run_protocol(recipe: Recipe, out_dir: Path) -> ProtocolResult:
-    """Train, choose K_test on validation data, adapt, evaluate: see the module docstring."""
-    cached = out_dir / "result.json"
+def run_protocol(recipe: Recipe, out_dir: Path, final: bool = False) -> ProtocolResult:
+    """Train, choose K_test on validation data, adapt, evaluate: see the module docstring.
+
+    ``final``: once K_test is chosen on the held-out slice, train again on the whole training
+    split (``dataset.holdout`` 0; per-epoch validation then runs on the evaluation split and is
+    only logged) and adapt that network at K_test; the reported figures are that network's.
+    """
+    cached = out_dir / ("result-final.json" if final else "result.json")
     if cached.exists():
         log.info("%s: finished earlier, reusing %s", recipe.name, cached)
         return ProtocolResult(**json.loads(cached.read_text()))
@@ -69,45 +85,94 @@ def run_protocol(recipe: Recipe, out_dir: Path) -> ProtocolResult:
                            **changes)
         return _evaluation(variant)
 
+    def adapted_at(resolution: int, name: str, split: str, resolutions: list[int],
+                   weights_from: str = "train", **changes: Any) -> dict:
+        weights = str(out_dir / weights_from / "checkpoints" / "train.pt")
+        model = {**to_plain(recipe.model), "pretrained": "none", "weights": weights}
+        stage = {**to_plain(adapt), "resolution": resolution,
+                 "reference_resolution": adapt.reference_resolution or train.resolution}
+        return evaluated(name, [stage], split, resolutions, model=model, **changes)
+
     evaluated("train", [to_plain(train)], recipe.evaluate.split, [train.resolution])
-    weights = str(out_dir / "train" / "checkpoints" / "train.pt")
-    model = {**to_plain(recipe.model), "pretrained": "none", "weights": weights}
-
-    def adapted_at(resolution: int, name: str, split: str, resolutions: list[int]) -> dict:
-        stage = {**to_plain(adapt), "resolution": resolution}
-        return evaluated(name, [stage], split, resolutions, model=model)
-
-    sweep: dict[str, float] = {}
+    found: dict[str, dict] = {}
     for res in recipe.sweep_resolutions or []:
-        found = adapted_at(res, f"sweep-{res}", recipe.dataset.val_split, [res])
-        sweep[str(res)] = found["after_adaptation"][str(res)]["top1"]
+        found[str(res)] = adapted_at(res, f"sweep-{res}", recipe.dataset.val_split,
+                                     [res])["after_adaptation"][str(res)]
         log.info("%s: adapted at %d px, %s top-1 %.2f", recipe.name, res,
-                 recipe.dataset.val_split, sweep[str(res)])
-    test_res = int(max(sweep, key=lambda r: (sweep[r], -int(r)))) if sweep else adapt.resolution
-    final = adapted_at(test_res, f"adapt-{test_res}", recipe.evaluate.split,
-                       sorted({train.resolution, test_res}))
-    result = ProtocolResult(
-        model=recipe.model.arch, train_resolution=train.resolution, test_resolution=test_res,
-        baseline=final["before_adaptation"][str(train.resolution)]["top1"],
-        test_resolution_no_adaptation=final["before_adaptation"][str(test_res)]["top1"],
-        adapted=final["after_adaptation"][str(test_res)]["top1"], sweep=sweep)
+                 recipe.dataset.val_split, found[str(res)]["top1"])
+    sweep = {r: e["top1"] for r, e in found.items()}
+    ranked = sorted(sweep, key=lambda r: (-sweep[r], int(r)))
+    test_res = int(ranked[0]) if ranked else adapt.resolution
+    source, prefix, changes = "train", "", {}
+    if final:
+        source, prefix = "train-final", "final-"
+        changes = {"dataset": {**to_plain(recipe.dataset), "holdout": 0.0,
+                               "val_split": recipe.evaluate.split}}
+        evaluated("train-final", [to_plain(train)], recipe.evaluate.split, [train.resolution],
+                  **changes)
+    result_eval = adapted_at(test_res, f"adapt-{prefix}{test_res}", recipe.evaluate.split,
+                             sorted({train.resolution, test_res}), weights_from=source,
+                             **changes)
+    result = summarise_protocol(recipe, result_eval, train.resolution, test_res, found, final)
     if current().is_main:
         atomic_write(cached, json.dumps(asdict(result), indent=2) + "\n")
     barrier()
     return result
 
 
+def summarise_protocol(recipe: Recipe, evaluation: dict, train_res: int, test_res: int,
+                       sweep: dict[str, dict], final: bool) -> ProtocolResult:
+    """Figures, intervals and paired tests of a finished protocol."""
+    from fgvc.analysis.statistics import paired_test
+
+    before, after = evaluation["before_adaptation"], evaluation["after_adaptation"]
+    base, plain, adapted = before[str(train_res)], before[str(test_res)], after[str(test_res)]
+    ranked = sorted(sweep, key=lambda r: (-sweep[r]["top1"], int(r)))
+    runner_up = int(ranked[1]) if len(ranked) > 1 else None
+    vs_runner = paired_test(sweep[ranked[0]], sweep[ranked[1]]) if runner_up else None
+    vs_plain, vs_base = paired_test(adapted, plain), paired_test(adapted, base)
+    return ProtocolResult(
+        model=recipe.model.arch, train_resolution=train_res, test_resolution=test_res,
+        baseline=base["top1"], test_resolution_no_adaptation=plain["top1"],
+        adapted=adapted["top1"], sweep={r: e["top1"] for r, e in sweep.items()},
+        images=adapted.get("images"), baseline_ci=base.get("top1_ci95"),
+        no_adaptation_ci=plain.get("top1_ci95"), adapted_ci=adapted.get("top1_ci95"),
+        adapted_vs_no_adaptation_p=vs_plain.p_value if vs_plain else None,
+        adapted_vs_baseline_p=vs_base.p_value if vs_base else None,
+        sweep_ci={r: e["top1_ci95"] for r, e in sweep.items() if "top1_ci95" in e},
+        runner_up=runner_up, chosen_vs_runner_up_p=vs_runner.p_value if vs_runner else None,
+        final=final)
+
+
 def format_result(recipe: Recipe, result: ProtocolResult) -> str:
+    from fgvc.analysis.statistics import format_ci, format_p
+
     lines = [f"# {recipe.name}: test resolution chosen on {recipe.dataset.val_split!r}", ""]
     if result.sweep:
-        lines += ["| adapted at | validation top-1 |", "|---|---|"]
-        lines += [f"| {r}{' (chosen)' if int(r) == result.test_resolution else ''} | {a:.2f} |"
-                  for r, a in result.sweep.items()]
+        lines += ["| adapted at | validation top-1 [95 % Wilson CI] |", "|---|---|"]
+        lines += [f"| {r}{' (chosen)' if int(r) == result.test_resolution else ''}"
+                  f"{' (runner-up)' if result.runner_up == int(r) else ''} | "
+                  f"{format_ci(a, result.sweep_ci.get(r))} |" for r, a in result.sweep.items()]
         lines.append("")
+        if result.runner_up is not None:
+            p = result.chosen_vs_runner_up_p
+            verdict = ("distinguishable" if p is not None and p < 0.05 else
+                       "not distinguishable at the 5 % level")
+            lines += [f"Chosen {result.test_resolution} px vs runner-up {result.runner_up} px "
+                      f"on the same validation images: McNemar exact p = {format_p(p)}, "
+                      f"{verdict}.", ""]
     split = recipe.evaluate.split
-    lines += [f"| {split} split, single centre crop | top-1 |", "|---|---|",
-              f"| {result.train_resolution} px (train), no adaptation | {result.baseline:.2f} |",
+    trained = " (retrained on the whole training split)" if result.final else ""
+    lines += [f"| {split} split, single centre crop{trained} | top-1 [95 % Wilson CI] |",
+              "|---|---|",
+              f"| {result.train_resolution} px (train), no adaptation | "
+              f"{format_ci(result.baseline, result.baseline_ci)} |",
               f"| {result.test_resolution} px, no adaptation | "
-              f"{result.test_resolution_no_adaptation:.2f} |",
-              f"| {result.test_resolution} px, adapted | {result.adapted:.2f} |"]
+              f"{format_ci(result.test_resolution_no_adaptation, result.no_adaptation_ci)} |",
+              f"| {result.test_resolution} px, adapted | "
+              f"{format_ci(result.adapted, result.adapted_ci)} |", ""]
+    lines.append(f"McNemar exact p (same {result.images} images): adapted vs no adaptation at "
+                 f"{result.test_resolution} px {format_p(result.adapted_vs_no_adaptation_p)}; "
+                 f"adapted vs the {result.train_resolution} px baseline "
+                 f"{format_p(result.adapted_vs_baseline_p)}.")
     return "\n".join(lines) + "\n"

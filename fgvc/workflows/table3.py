@@ -68,6 +68,17 @@ class RowResult:
     test_resolution_no_adaptation: float | None = None
     adapted: float | None = None
     sweep: dict[str, float] = field(default_factory=dict)
+    images: int | None = None
+    baseline_ci: list[float] | None = None
+    no_adaptation_ci: list[float] | None = None
+    adapted_ci: list[float] | None = None
+    adapted_vs_no_adaptation_p: float | None = None
+    adapted_vs_baseline_p: float | None = None
+    sweep_ci: dict[str, list[float]] = field(default_factory=dict)
+    runner_up: int | None = None
+    chosen_vs_runner_up_p: float | None = None
+    final: bool = False
+    protocol: str = ""
 
     @property
     def gain(self) -> float | None:
@@ -76,17 +87,32 @@ class RowResult:
         return self.adapted - self.baseline
 
 
-def run_row(dataset: str, recipe: Recipe, row_dir: Path) -> RowResult:
+def describe_protocol(recipe: Recipe, final: bool = False) -> str:
+    """The assumptions a row's figures rest on, for the table's header."""
+    train, adapt = recipe.stage("train"), recipe.stage("adapt")
+    ds = recipe.dataset
+    chooser = (f"K_test chosen among {recipe.sweep_resolutions} px on split {ds.val_split!r}"
+               if recipe.sweep_resolutions else f"K_test fixed at {adapt.resolution} px")
+    held = (f"{ds.holdout:.0%} of {ds.train_split!r} held out (seeded, stratified)"
+            if ds.holdout else f"validation split {ds.val_split!r}")
+    return (f"{recipe.model.arch}, train {train.resolution} px for {train.epochs} epoch(s); "
+            f"adapt ({adapt.method}, {', '.join(map(str, adapt.trainable))}) for {adapt.epochs} epoch(s); "
+            f"{chooser}; {held}; evaluated on {recipe.evaluate.split!r}"
+            + ("; final network retrained on the whole training split" if final else ""))
+
+
+def run_row(dataset: str, recipe: Recipe, row_dir: Path, final: bool = False) -> RowResult:
     """One row: the FixRes protocol of ``fgvc.workflows.sweep``, or a skip when the data is absent."""
     from fgvc.workflows.pipeline import load_recipe_dataset
 
-    if not (row_dir / "result.json").exists():
+    protocol = describe_protocol(recipe, final)
+    if not (row_dir / ("result-final.json" if final else "result.json")).exists():
         try:
             load_recipe_dataset(recipe)
         except DatasetError as err:
-            return RowResult(dataset, status=f"skipped: {err}")
-    result = run_protocol(recipe, row_dir)
-    return RowResult(dataset, **asdict(result))
+            return RowResult(dataset, status=f"skipped: {err}", protocol=protocol)
+    result = run_protocol(recipe, row_dir, final=final)
+    return RowResult(dataset, **asdict(result), protocol=protocol)
 
 
 def row_recipe(dataset: str, root: Path | None, overrides: list[str],
@@ -116,7 +142,7 @@ def smoke_data(dataset: str, out: Path) -> Path:
 
 def run_table(datasets: list[str], out: Path, roots: dict[str, Path] | None = None,
               smoke: bool = False, overrides: list[str] | None = None,
-              recipes_dir: Path = RECIPES_DIR) -> list[RowResult]:
+              recipes_dir: Path = RECIPES_DIR, final: bool = False) -> list[RowResult]:
     unknown = [d for d in datasets if d not in PAPER]
     if unknown:
         raise ValueError(f"--datasets: unknown row(s) {', '.join(unknown)} "
@@ -128,13 +154,21 @@ def run_table(datasets: list[str], out: Path, roots: dict[str, Path] | None = No
         root = smoke_data(dataset, out) if smoke else roots.get(dataset)
         recipe = row_recipe(dataset, root, sets, recipes_dir)
         log.info("table3 %s: %s on %s", dataset, recipe.model.arch, recipe.dataset.root)
-        results.append(run_row(dataset, recipe, out / "rows" / dataset))
+        results.append(run_row(dataset, recipe, out / "rows" / dataset, final))
         write_outputs(results, out, smoke)
     return results
 
 
 def _fmt(value: float | None) -> str:
     return "" if value is None else f"{value:.1f}"
+
+
+def _fmt_ci(ci: list[float] | None) -> str:
+    return "" if not ci else f"[{ci[0]:.1f}, {ci[1]:.1f}]"
+
+
+def _p(p: float | None, fmt) -> str:
+    return "" if p is None else fmt(p)
 
 
 def write_outputs(results: list[RowResult], out: Path, smoke: bool = False) -> None:
@@ -144,9 +178,13 @@ def write_outputs(results: list[RowResult], out: Path, smoke: bool = False) -> N
     if not current().is_main:
         return
     out.mkdir(parents=True, exist_ok=True)
+    from fgvc.analysis.statistics import format_p
+
     columns = ["dataset", "model", "train px", "test px", "baseline (ours)",
                "test px, no adaptation (ours)", "FixRes (ours)", "gain (ours)", "paper baseline",
-               "paper FixRes", "paper gain", "best published then", "status"]
+               "paper FixRes", "paper gain", "best published then", "status",
+               "baseline 95% CI", "FixRes 95% CI", "McNemar p FixRes vs baseline",
+               "McNemar p FixRes vs no adaptation", "runner-up px", "McNemar p chosen vs runner-up"]
     rows = []
     for r in results:
         paper = PAPER[r.dataset]
@@ -155,7 +193,9 @@ def write_outputs(results: list[RowResult], out: Path, smoke: bool = False) -> N
                      _fmt(r.test_resolution_no_adaptation), _fmt(r.adapted), _fmt(r.gain),
                      f"{paper.baseline:.1f}", f"{paper.fixres:.1f}",
                      f"{paper.fixres - paper.baseline:.1f}", f"{paper.sota:.1f} ({paper.sota_model})",
-                     r.status])
+                     r.status, _fmt_ci(r.baseline_ci), _fmt_ci(r.adapted_ci),
+                     _p(r.adapted_vs_baseline_p, format_p), _p(r.adapted_vs_no_adaptation_p, format_p),
+                     r.runner_up or "", _p(r.chosen_vs_runner_up_p, format_p)])
     with (out / "table3.csv").open("w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(columns)
@@ -163,7 +203,10 @@ def write_outputs(results: list[RowResult], out: Path, smoke: bool = False) -> N
     lines = ["# Table 3: transfer learning, single centre crop top-1 (%)", "",
              *([STAND_IN_BANNER.replace("small generated data", "`--smoke`: small generated data, "
                                         "a tiny network and tiny resolutions"), ""] if smoke else []),
-             "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+             "Intervals: 95 % Wilson score on the evaluated images; p: McNemar's exact test on "
+             "the same images. Protocol assumptions per row:", ""]
+    lines += [f"- {PAPER[r.dataset].title}: {r.protocol or 'not run'}" for r in results]
+    lines += ["", "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
     atomic_write(out / "table3.md", "\n".join(lines) + "\n")
     _plot(results, out / "table3.png")

@@ -1,0 +1,103 @@
+"""Run a recipe for several seeds and print mean ± sd of each accuracy cell, as Markdown.
+
+One seed's figures move by a few points on a small validation split; this says by how much.
+Each seed is an ordinary run ``<out>/<name>-seed<N>/`` (a finished one is reused, an
+interrupted one resumed); the dataset is the same for every seed (``dataset.options.seed`` is
+not touched), only training draws change.
+
+    python benchmarks/quickstart_seeds.py                       # quickstart, seeds 0 1 2
+    python benchmarks/quickstart_seeds.py recipes/quickstart.yaml --seeds 0 1 2 3 4 \\
+        --out runs/seeds --set stages.adapt.method=bn_stats
+
+The table (also written to ``<out>/seeds.md``) is ready to paste into the README.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def run_seed(recipe_path: str, seed: int, out: Path, overrides: list[str]) -> tuple[Path, float]:
+    from fgvc.recipes.recipe import load_recipe
+    from fgvc.workflows.pipeline import run_recipe
+
+    base = load_recipe(recipe_path, overrides)
+    name = f"{base.name}-seed{seed}"
+    sets = list(overrides) + [f"seed={seed}", f"name={name}", f"output_root={out}",
+                              "predict=null", "submission=null"]
+    recipe = load_recipe(recipe_path, sets)
+    start = time.perf_counter()
+    if (recipe.run_dir / "summary.json").exists():
+        return recipe.run_dir, 0.0
+    run_dir = run_recipe(recipe, resume=recipe.run_dir.exists())
+    return run_dir, time.perf_counter() - start
+
+
+def cell(values: list[float]) -> str:
+    if len(values) < 2:
+        return f"{values[0]:.1f}" if values else ""
+    return f"{statistics.mean(values):.1f} ± {statistics.stdev(values):.1f}"
+
+
+def table(evaluations: list[dict], seeds: list[int], command: str) -> str:
+    phases = [p for p in ("before_adaptation", "after_adaptation") if p in evaluations[0]]
+    resolutions = sorted({int(r) for p in phases for r in evaluations[0][p]})
+    head = ["test resolution"] + [p.replace("_", " ") for p in phases]
+    if len(phases) == 2:
+        head.append("gain of adaptation")
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for res in resolutions:
+        cells = [str(res)]
+        per_phase = {p: [e[p][str(res)]["top1"] for e in evaluations if str(res) in e[p]]
+                     for p in phases}
+        cells += [cell(per_phase[p]) for p in phases]
+        if len(phases) == 2:
+            cells.append(cell([a - b for a, b in zip(per_phase["after_adaptation"],
+                                                     per_phase["before_adaptation"], strict=True)]))
+        lines.append("| " + " | ".join(cells) + " |")
+    first = evaluations[0][phases[-1]][str(resolutions[0])]
+    n = first.get("images")
+    half = [(e[phases[-1]][str(r)]["top1_ci95"][1] - e[phases[-1]][str(r)]["top1_ci95"][0]) / 2
+            for e in evaluations for r in resolutions if "top1_ci95" in e[phases[-1]][str(r)]]
+    lines += ["", f"Top-1 %, mean ± sample sd over seeds {', '.join(map(str, seeds))} "
+              f"({n} validation images per cell"
+              + (f"; 95 % Wilson half-width {statistics.mean(half):.1f} points on average"
+                 if half else "") + f"). Command: `{command}`"]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("recipe", nargs="?", default="recipes/quickstart.yaml")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--out", default="runs/seeds")
+    parser.add_argument("--set", dest="overrides", action="append", default=[],
+                        metavar="KEY=VALUE", help="recipe override applied to every seed")
+    args = parser.parse_args(argv)
+    import logging
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    out = Path(args.out)
+    evaluations = []
+    for seed in args.seeds:
+        run_dir, seconds = run_seed(args.recipe, seed, out, args.overrides)
+        evaluations.append(json.loads((run_dir / "evaluation.json").read_text()))
+        print(f"seed {seed}: {run_dir} ({seconds:.0f} s{', reused' if not seconds else ''})",
+              file=sys.stderr)
+    command = " ".join(["python benchmarks/quickstart_seeds.py", args.recipe, "--seeds",
+                        *map(str, args.seeds)] + [f"--set {o}" for o in args.overrides])
+    text = table(evaluations, args.seeds, command)
+    (out / "seeds.md").write_text(text)
+    print(text, end="")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
