@@ -276,7 +276,7 @@ def adapt_cache(ctx: RunContext, stage: StageConfig, plan: TrainablePlan) -> Ada
             set_train_mode(ctx.model, plan)
             train_code = _traced_code(ctx.model)
             ctx.model.eval()
-            split = split_model(ctx.model, plan.module_paths)
+            split = split_model(ctx.model, plan.mode_paths)  # re-estimated BNs too
             probe = torch.randn(2, 3, stage.resolution, stage.resolution,
                                 generator=torch.Generator().manual_seed(0)).to(ctx.device)
             if split is None:

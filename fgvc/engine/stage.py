@@ -250,9 +250,10 @@ def run_stage(ctx: RunContext, stage: StageConfig) -> dict | None:
         # Validation every `validate_every` epochs and after the last one (None in between).
         validate = (epoch + 1) % stage.validate_every == 0 or epoch + 1 == stage.epochs
         with training():  # a signal now stops the run after this epoch's checkpoint
+            # The last epoch's pass keeps per-image hits: the run's evaluation may reuse it.
             val = evaluate(cache.tail if cache else evaluator, val_loader, ctx.device,
-                           channels_last=channels_last,
-                           desc=f"val @{stage.resolution}") if validate else {}
+                           channels_last=channels_last, desc=f"val @{stage.resolution}",
+                           with_hits=epoch + 1 == stage.epochs) if validate else {}
         epoch_times.append(time.perf_counter() - epoch_start)
         row = {
             "stage": stage.name, "epoch": epoch + 1, "resolution": stage.resolution,

@@ -110,15 +110,15 @@ def evaluate_resolutions(ctx: RunContext, phase: str) -> dict[str, dict]:
     if todo:
         began = time.perf_counter()
         loader = ctx.eval_loader(cfg.split, todo, cfg.batch_size, cfg.crops)
-        found.update({res: summarise_accuracy(metrics) for res, metrics in evaluate(
-            ctx.model, loader, ctx.device, average=cfg.average,
-            channels_last=ctx.recipe.model.channels_last, desc=phase, views=todo,
-            with_hits=True).items()})
+        found.update(evaluate(ctx.model, loader, ctx.device, average=cfg.average,
+                              channels_last=ctx.recipe.model.channels_last, desc=phase,
+                              views=todo, with_hits=True))
         for res in todo:  # one joint pass: each resolution is charged an equal share of it
             found[res]["seconds"] = (time.perf_counter() - began) / len(todo)
     results = {}
     for res, metrics in found.items():
         ctx.passes.put(keys[res], metrics)
+        metrics = summarise_accuracy(metrics)  # the reused pass keeps its per-image hits too
         results[str(res)] = metrics if res in todo else {**metrics, "seconds": 0.0, "reused": True}
         log.info("%s @%d px: top-1 %.1f%%, top-5 %.1f%%%s", phase, res, metrics["top1"],
                  metrics["top5"], "" if res in todo else " (the identical earlier pass)")
