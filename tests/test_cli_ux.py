@@ -206,7 +206,7 @@ def test_sweep_warns_when_choosing_on_the_reported_split(tiny_recipe_dict, tmp_p
 
     import fgvc.workflows.sweep as sweep
 
-    monkeypatch.setattr(sweep, "run_protocol", lambda recipe, out: (_ for _ in ()).throw(
+    monkeypatch.setattr(sweep, "run_protocol", lambda recipe, out, **_: (_ for _ in ()).throw(
         ValueError("stopped here")))
     caplog.set_level(logging.WARNING)
     tiny_recipe_dict["sweep_resolutions"] = [40, 48]
