@@ -4,21 +4,28 @@
 #      channels_last, without and with torch.compile (benchmarks/gpu_train.py);
 #   2. the input pipeline's ceiling with the machine's CPU workers (benchmarks/input_pipeline.py);
 #   3. a one-GPU torchrun (NCCL) smoke run of the quickstart, shortened.
-# Usage, from the repository root: bash benchmarks/gpu.sh
-# The GPU machine has no internet: it must find a ready environment, either PY=/path/to/python
-# or a venv carried with the working tree at .venv (the `run` tool's carry: [".venv"]). Only
-# when neither exists does it try to create one from the package registry (needs network).
+# Usage, from the repository root: bash benchmarks/gpu.sh   (STEPS="2 3" runs only those steps)
+# The GPU machine has no internet: it must find a ready environment: PY=/path/to/python, a venv
+# at .venv, or a python3 that already holds torch, torchvision and timm (a CUDA image's). Only
+# when none exists does it try to create one from the package registry (needs network).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
-PY="${PY:-.venv/bin/python}"
-if [[ ! -x "$PY" ]]; then
+if [[ -z "${PY:-}" ]]; then
+  if [[ -x .venv/bin/python ]]; then PY=.venv/bin/python
+  elif python3 -c "import torch, torchvision, timm" 2>/dev/null; then PY=python3
+  else PY=.venv/bin/python
+  fi
+fi
+if [[ ! -x "$PY" ]] && ! command -v "$PY" >/dev/null; then
   echo "no python at $PY: creating .venv from the registry (needs network)" >&2
   python3 -m venv .venv
   .venv/bin/pip install --quiet -e .
   PY=.venv/bin/python
 fi
 OUT="${OUT:-$(mktemp -d)}"
+STEPS="${STEPS:-1 2 3}"
+want() { [[ " $STEPS " == *" $1 "* ]]; }
 FAILED=0
 step() {  # step SECONDS COMMAND...: run with a time limit; a failure is reported, not fatal
   local limit=$1; shift
@@ -27,22 +34,22 @@ step() {  # step SECONDS COMMAND...: run with a time limit; a failure is reporte
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 "$PY" -c "import torch; assert torch.cuda.is_available(), 'no CUDA device'; print('torch', torch.__version__, torch.cuda.get_device_name())"
 
-echo "== 1. training images/s, fgvc vs timm-style loop =="
-for res in 224 448; do
+want 1 && echo "== 1. training images/s, fgvc vs timm-style loop =="
+want 1 && for res in 224 448; do
   batch=$([[ $res == 224 ]] && echo 128 || echo 32)
   step 45 "$PY" benchmarks/gpu_train.py --resolution "$res" --batch "$batch" --steps 20
   step 100 "$PY" benchmarks/gpu_train.py --resolution "$res" --batch "$batch" --steps 20 --compile
 done
 
-echo "== 2. input pipeline ceiling, $(nproc) workers =="
-step 120 "$PY" benchmarks/input_pipeline.py --workers "$(nproc)" --images 1000 --repeats 3 \
+want 2 && echo "== 2. input pipeline ceiling, $(nproc) workers =="
+want 2 && step 120 "$PY" benchmarks/input_pipeline.py --workers "$(nproc)" --images 1000 --repeats 3 \
   --data "$OUT/jpegs"
 
-echo "== 3. torchrun, 1 GPU, NCCL =="
-step 60 "$PY" -m torch.distributed.run --standalone --nproc_per_node 1 -m fgvc.cli run \
+want 3 && echo "== 3. torchrun, 1 GPU, NCCL =="
+want 3 && step 120 "$PY" -m torch.distributed.run --standalone --nproc_per_node 1 -m fgvc.cli run \
   recipes/quickstart.yaml --set device=cuda --set output_root="$OUT/runs" \
   --set dataset.root="$OUT/synthetic" --set submission.path="$OUT/q.csv" \
   --set stages.train.epochs=1 --set stages.adapt.epochs=1
-grep -h "processes\|top-1" "$OUT"/runs/quickstart/log.txt | head -5 || true
+want 3 && { grep -h "processes\|nccl\|top-1" "$OUT"/runs/quickstart/log.txt | head -5 || true; }
 echo "gpu.sh done$([[ $FAILED == 0 ]] || echo ', with failures')"
 exit "$FAILED"

@@ -24,9 +24,15 @@ from fgvc.recipes.recipe import OptimizerConfig
 from fgvc.transforms import DataConfig, DeviceNormalize
 
 
+def sync(args) -> None:
+    if args.device == "cuda":
+        torch.cuda.synchronize()
+
+
 def model(args) -> torch.nn.Module:
     torch.manual_seed(0)
-    m = timm.create_model(args.arch, num_classes=1000).cuda().to(memory_format=torch.channels_last)
+    m = timm.create_model(args.arch, num_classes=1000).to(args.device)
+    m = m.to(memory_format=torch.channels_last)
     return torch.compile(m) if args.compile else m
 
 
@@ -37,27 +43,28 @@ class Batches(list):
 
 
 def fgvc_round(args, batches: Batches, net, optimizer) -> float:
-    torch.cuda.synchronize()
+    sync(args)
     start = time.perf_counter()
     train_one_epoch(net, batches, optimizer, lr_fn=lambda s: 0.01, step=0,
-                    device=torch.device("cuda"))
-    torch.cuda.synchronize()
+                    device=torch.device(args.device))
+    sync(args)
     return len(batches) * args.batch / (time.perf_counter() - start)
 
 
 def timm_round(args, batches: list, net, optimizer) -> float:
-    torch.cuda.synchronize()
+    sync(args)
     start = time.perf_counter()
     for images, labels in batches:
-        images = images.cuda(non_blocking=True).contiguous(memory_format=torch.channels_last)
-        labels = labels.cuda(non_blocking=True)
-        with torch.autocast("cuda", dtype=torch.bfloat16):
+        images = images.to(args.device, non_blocking=True)
+        images = images.contiguous(memory_format=torch.channels_last)
+        labels = labels.to(args.device, non_blocking=True)
+        with torch.autocast(args.device, dtype=torch.bfloat16):
             loss = F.cross_entropy(net(images), labels)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         loss.item()
-    torch.cuda.synchronize()
+    sync(args)
     return len(batches) * args.batch / (time.perf_counter() - start)
 
 
@@ -69,16 +76,18 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--compile", action="store_true")
+    parser.add_argument("--device", default="cuda", help="cpu: a dry run of the script itself")
     args = parser.parse_args()
+    pin = (lambda t: t.pin_memory()) if args.device == "cuda" else (lambda t: t)
     torch.backends.cudnn.benchmark = True
     shape = (args.batch, 3, args.resolution, args.resolution)
-    uint8 = [torch.randint(0, 256, shape, dtype=torch.uint8).pin_memory() for _ in range(4)]
+    uint8 = [pin(torch.randint(0, 256, shape, dtype=torch.uint8)) for _ in range(4)]
     labels = [torch.randint(0, 1000, (args.batch,)) for _ in range(4)]
     normalize = DeviceNormalize(DataConfig())
     fgvc_batches = Batches((uint8[i % 4], labels[i % 4], labels[i % 4], 0)
                            for i in range(args.steps))
     fgvc_batches.device_transform = normalize
-    floats = [normalize(u).pin_memory() for u in uint8]
+    floats = [pin(normalize(u)) for u in uint8]
     timm_batches = [(floats[i % 4], labels[i % 4]) for i in range(args.steps)]
     # One model and optimiser per contender, compiled once, trained on across the rounds.
     fgvc_net, timm_net = model(args), model(args)
@@ -93,7 +102,8 @@ def main() -> None:
         rates["timm-style"].append(timm_round(args, timm_batches, timm_net, timm_opt))
         rates["fgvc"].append(fgvc_round(args, fgvc_batches, fgvc_net, fgvc_opt))
     ratios = [f / t for f, t in zip(rates["fgvc"], rates["timm-style"], strict=True)]
-    print(f"{torch.cuda.get_device_name()}: {args.arch} {args.resolution} px, batch {args.batch}, "
+    card = torch.cuda.get_device_name() if args.device == "cuda" else "cpu"
+    print(f"{card}: {args.arch} {args.resolution} px, batch {args.batch}, "
           f"bf16, channels_last, compile {'on' if args.compile else 'off'}, {args.steps} steps")
     for name, values in rates.items():
         print(f"  {name:10s} median {statistics.median(values):8.1f} images/s")

@@ -1,13 +1,19 @@
-"""The quickstart before and after this branch's speed work, side by side: the base commit (by
-default ``git merge-base HEAD main``) is checked out in a temporary ``git worktree`` and both
-trees run ``fgvc run recipes/quickstart.yaml`` in alternation (old, new, old, new, ...) on one
-dataset generated beforehand (so generation is not timed), each into its own output folder.
-Prints the wall times, the min and median of the per-round ratio new / old (the target is
-<= 0.75), and the evaluation figures of both, with their differences.
+"""The quickstart before and after the speed work, side by side: the base commit (by default
+``git merge-base HEAD main``; 191785e is the commit before issue 12's work) is checked out in a
+temporary ``git worktree`` and both trees run the quickstart in alternation (old, new, old, new,
+...) on one dataset generated beforehand (so generation is not timed), each into its own output
+folder. Prints the wall times, the min and median of the per-round ratio new / old (the target
+is <= 0.75), and the evaluation figures of both, with their differences.
 
-    python benchmarks/quickstart_speed.py [--repeats 3] [--base COMMIT] [--set key=value ...]
+    python benchmarks/quickstart_speed.py [--repeats 3] [--base COMMIT] [--recipe-from base]
+        [--set key=value ...] [--new-set key=value ...]
 
-``--set`` is passed to both runs, e.g. ``--set stages.train.epochs=4`` for a shorter check.
+``--recipe-from``: ``own`` (default) runs each tree's own ``recipes/quickstart.yaml``, ``base``
+runs the base commit's file in both trees (the same work: the same splits, epochs, validation
+and evaluation), ``head`` this tree's file in both. ``--set`` is passed to both runs (e.g.
+``--set stages.train.epochs=4`` for a shorter check, ``--set dataset.options.val_per_class=40``
+for the split the base commit generated); ``--new-set`` to the new tree only (e.g.
+``--new-set precision=bf16``).
 """
 
 from __future__ import annotations
@@ -22,6 +28,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import yaml
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -30,8 +38,8 @@ def git(*args: str) -> str:
                           text=True).stdout.strip()
 
 
-def run(tree: Path, out: Path, data: Path, overrides: list[str]) -> float:
-    cmd = [sys.executable, "-m", "fgvc", "run", "recipes/quickstart.yaml", "--force",
+def run(tree: Path, recipe: Path, out: Path, data: Path, overrides: list[str]) -> float:
+    cmd = [sys.executable, "-m", "fgvc", "run", str(recipe), "--force",
            "--set", f"output_root={out}", "--set", f"dataset.root={data}",
            "--set", f"submission.path={out / 'submission.csv'}"]
     for item in overrides:
@@ -48,25 +56,41 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--base", default=None)
     parser.add_argument("--set", dest="overrides", action="append", default=[])
+    parser.add_argument("--new-set", dest="new_overrides", action="append", default=[])
+    parser.add_argument("--recipe-from", choices=("own", "base", "head"), default="own")
     args = parser.parse_args()
     base = args.base or git("merge-base", "HEAD", "main")
     work = Path(tempfile.mkdtemp(prefix="fgvc-quickstart-speed-"))
     old_tree = work / "old"
     git("worktree", "add", "--detach", str(old_tree), base)
     try:
+        recipes = {"old": old_tree / "recipes/quickstart.yaml",
+                   "new": REPO / "recipes/quickstart.yaml"}
+        if args.recipe_from != "own":
+            shared = recipes["old" if args.recipe_from == "base" else "new"]
+            recipes = {"old": shared, "new": shared}
+        options = (yaml.safe_load(recipes["new"].read_text())["dataset"].get("options") or {})
+        for item in args.overrides + args.new_overrides:
+            key, _, value = item.partition("=")
+            if key.startswith("dataset.options."):
+                options[key.removeprefix("dataset.options.")] = yaml.safe_load(value)
         data = work / "data"
         env = dict(os.environ, PYTHONPATH=str(REPO))
-        subprocess.run([sys.executable, "-c", "import sys, yaml; from fgvc.datasets import "
-                        "load_dataset; r = yaml.safe_load(open('recipes/quickstart.yaml')); "
-                        "load_dataset('synthetic', sys.argv[1], r['dataset'].get('options'))",
-                        str(data)], cwd=REPO, env=env, check=True)
+        subprocess.run([sys.executable, "-c", "import json, sys; from fgvc.datasets import "
+                        "load_dataset; load_dataset('synthetic', sys.argv[1], "
+                        "json.loads(sys.argv[2]))", str(data), json.dumps(options)],
+                       cwd=REPO, env=env, check=True)
         trees = {"old": old_tree, "new": REPO}
         seconds: dict[str, list[float]] = {"old": [], "new": []}
         for _ in range(args.repeats):
             for name, tree in trees.items():
-                seconds[name].append(run(tree, work / name, data, args.overrides))
+                extra = args.new_overrides if name == "new" else []
+                seconds[name].append(run(tree, recipes[name], work / name, data,
+                                         args.overrides + extra))
         print(f"quickstart, base {base[:10]} (old) vs {git('rev-parse', '--short', 'HEAD')} "
-              f"(new), {args.repeats} interleaved rounds, overrides: {args.overrides or 'none'}")
+              f"(new, with uncommitted changes: {bool(git('status', '--porcelain', '--', 'fgvc'))}"
+              f"), {args.repeats} interleaved rounds, recipe: {args.recipe_from}, overrides: "
+              f"{args.overrides or 'none'}, new only: {args.new_overrides or 'none'}")
         for name, values in seconds.items():
             print(f"  {name}: median {statistics.median(values):6.1f} s "
                   f"(rounds: {', '.join(f'{v:.1f}' for v in values)})")

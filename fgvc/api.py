@@ -139,12 +139,13 @@ def predict(run_or_dir: Run | str | Path, images_or_split: str | Sequence[Any], 
     one) and combined over ``crops`` (``center``, ``center_flip``, ``ten_crop``).
     """
 
-    from fgvc.engine.device import pick_device
+    from fgvc.engine.device import pick_device, set_precision
     from fgvc.inference.predictions import Predictions
     from fgvc.inference.tta import MultiCrop
 
     loaded = run_or_dir if isinstance(run_or_dir, Run) else load_run(run_or_dir)
     torch_device = pick_device(device)
+    set_precision(loaded.recipe.precision, torch_device)
     model = loaded.model.to(torch_device)
     resolutions = list(resolutions or [loaded.resolution])
     if isinstance(images_or_split, str) and not Path(images_or_split).is_file():

@@ -207,7 +207,11 @@ def encoded_image(root: Path, rel: str, options=None):
 
 class FastTrain:
     """``train_transform`` from a file: the crop is drawn on the header's size, and only as
-    many pixels as the crop's output needs are decoded."""
+    many pixels as the crop's output needs are decoded (with libjpeg-turbo's fast IDCT and chroma
+    upsampling, whose differences are far below the augmentation's own noise). The colour jitter
+    is torchvision's ``ColorJitter`` on the uint8 tensor (the same random draws and order as on
+    the PIL image, computed in float per operation instead of PIL's three image blends, about
+    3x cheaper; results differ from PIL's by rounding, at most 1-2 levels of 255)."""
 
     def __init__(self, resolution: int, cfg: DataConfig,
                  crop_scale: tuple[float, float] = (0.08, 1.0)):
@@ -221,14 +225,14 @@ class FastTrain:
         top, left, h, w = self.crop.get_params(torch.empty(0, height, width), self.crop.scale,
                                                self.crop.ratio)
         k = self.resolution
-        image = encoded.decode(math.ceil(k * width / w), math.ceil(k * height / h))
+        image = encoded.decode(math.ceil(k * width / w), math.ceil(k * height / h), fast=True)
         if image.size == (width, height):  # full decode: exactly the reference's operations
             out = image.crop((left, top, left + w, top + h)).resize((k, k), self.resample)
         else:
             sx, sy = image.size[0] / width, image.size[1] / height
             out = image.resize((k, k), self.resample,
                                box=(left * sx, top * sy, (left + w) * sx, (top + h) * sy))
-        return to_uint8(self.jitter(self.flip(out)))
+        return self.jitter(to_uint8(self.flip(out)))
 
 
 class FastTest:

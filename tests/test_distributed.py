@@ -24,8 +24,8 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def torchrun(*args: str) -> subprocess.CompletedProcess:
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+def torchrun(*args: str, processes: int = 2) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(processes),
                "--master_addr", "127.0.0.1", "--master_port", str(free_port()),
                "-m", "fgvc.cli", *args]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -69,3 +69,31 @@ def test_two_process_run(tiny_recipe_dict, tiny_data_root, tmp_path):
     assert sharded.ids == single.ids
     np.testing.assert_allclose(sharded.probs.astype(np.float32), single.probs.astype(np.float32),
                                atol=2e-3)
+    # One process under torchrun takes the process-group path too (what a one-GPU NCCL smoke
+    # run relies on) and gives the same probabilities.
+    result = torchrun("predict", str(run_dir), "--out", str(tmp_path / "one"), processes=1)
+    assert result.returncode == 0, result.stderr[-3000:]
+    one = Predictions.load(tmp_path / "one")
+    assert one.ids == single.ids
+    np.testing.assert_allclose(one.probs.astype(np.float32), single.probs.astype(np.float32),
+                               atol=2e-3)
+
+
+def test_one_process_under_torchrun_joins_a_process_group(monkeypatch):
+    import torch
+    import torch.distributed as dist
+
+    from fgvc.engine.distributed import current, init_distributed
+
+    assert not current().enabled  # a plain process has no group
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
+    monkeypatch.setenv("MASTER_PORT", str(free_port()))
+    try:
+        env = init_distributed(torch.device("cpu"))
+        assert dist.is_initialized() and dist.get_backend() == "gloo"
+        assert (env.enabled, env.world_size, env.rank) == (True, 1, 0)
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()

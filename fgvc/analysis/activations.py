@@ -155,7 +155,7 @@ def record_run(run_dir: Path, resolutions: list[int] | None = None, split: str |
 
     from fgvc.engine.adapt_methods import load_model_state
     from fgvc.engine.checkpoint import load_checkpoint
-    from fgvc.engine.device import pick_device
+    from fgvc.engine.device import pick_device, set_precision
     from fgvc.engine.loop import forward_batches
     from fgvc.engine.stage import RunContext
     from fgvc.models import create_model, data_config
@@ -173,6 +173,7 @@ def record_run(run_dir: Path, resolutions: list[int] | None = None, split: str |
         raise ValueError(f"--split: dataset {index.name!r} has no split {split!r} "
                          f"(it has: {', '.join(index.splits)})")
     device = pick_device(recipe.device)
+    set_precision(recipe.precision, device)
     checkpoints = run_dir / "checkpoints"
     phases = {"after_adaptation": checkpoints / "adapt.pt"}
     if recipe.stage("train") is not None:

@@ -59,15 +59,18 @@ class EncodedImage:
             self._decoded = open_rgb(self.root, self.rel, self.options)
             self.size = self._decoded.size
 
-    def decode(self, min_width: int = 0, min_height: int = 0) -> Image.Image:
+    def decode(self, min_width: int = 0, min_height: int = 0, fast: bool = False) -> Image.Image:
         """RGB image at least ``min_width`` x ``min_height`` (or full size), possibly smaller
-        than the file's own size; ``image.size[0] / self.size[0]`` is the scale."""
+        than the file's own size; ``image.size[0] / self.size[0]`` is the scale. ``fast``: the
+        fastest IDCT and chroma upsampling (training augmentation; evaluation keeps the exact
+        decode)."""
         if self.fast:
             width, height = self.size
             reduction = min(width / max(min_width, 1), height / max(min_height, 1))
             small = reduction >= MIN_REDUCTION
             try:
-                pixels = simplejpeg.decode_jpeg(self.data, colorspace="RGB",
+                pixels = simplejpeg.decode_jpeg(self.data, colorspace="RGB", fastdct=fast,
+                                                fastupsample=fast,
                                                 min_width=min_width if small else 0,
                                                 min_height=min_height if small else 0)
                 return Image.fromarray(pixels)

@@ -23,6 +23,7 @@ import torch.nn as nn
 
 from fgvc.engine.atomic import atomic_write
 from fgvc.engine.checkpoint import save_checkpoint
+from fgvc.engine.device import autocast
 from fgvc.engine.distributed import barrier, broadcast_object, current
 from fgvc.engine.freeze import adapted_batchnorms, plan_trainable
 from fgvc.engine.loop import _to_device
@@ -154,7 +155,8 @@ def pooled_features(model: nn.Module, loader, device: torch.device, channels_las
             if images.ndim == 5:
                 images = images.flatten(0, 1)
             if len(images):
-                model(_to_device(images, device, channels_last, prepare))
+                with autocast(device):  # the network as the run evaluates it
+                    model(_to_device(images, device, channels_last, prepare))
                 seen += len(images)
             if max_images is not None and seen >= max_images:
                 break

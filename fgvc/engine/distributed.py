@@ -3,7 +3,9 @@
 One process per device. Training shards every epoch with ``DistributedSampler`` and calls
 ``set_epoch`` (the FixRes release did not, so its shards never reshuffled); evaluation and
 prediction shard the split without padding, so every image is counted exactly once; only the
-main process writes files.
+main process writes files. A single process launched by ``torchrun`` takes the same path (its
+process group, DDP wrapper and collectives with one member), so a one-GPU ``torchrun`` checks the
+NCCL code path; a plain ``python``/``fgvc`` process has no process group.
 """
 
 from __future__ import annotations
@@ -22,27 +24,28 @@ class DistEnv:
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
+    launched: bool = False  # under a process group set up by torchrun, even of one process
 
     @property
     def enabled(self) -> bool:
-        return self.world_size > 1
+        return self.world_size > 1 or self.launched
 
     @property
     def is_main(self) -> bool:
         return self.rank == 0
 
 
-def launched_world_size() -> int:
-    return int(os.environ.get("WORLD_SIZE", "1"))
+def launched_by_torchrun() -> bool:
+    return "WORLD_SIZE" in os.environ and "RANK" in os.environ
 
 
 def init_distributed(device: torch.device) -> DistEnv:
-    """Join the process group torchrun set up (a no-op for a single process)."""
-    if launched_world_size() <= 1:
+    """Join the process group torchrun set up (a no-op for a process torchrun did not start)."""
+    if not launched_by_torchrun():
         return DistEnv()
     if not dist.is_initialized():
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    env = DistEnv(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", 0)))
+    env = current()
     if device.type == "cuda":
         torch.cuda.set_device(env.local_rank)
     return env
@@ -50,7 +53,8 @@ def init_distributed(device: torch.device) -> DistEnv:
 
 def current() -> DistEnv:
     if dist.is_available() and dist.is_initialized():
-        return DistEnv(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", 0)))
+        return DistEnv(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", 0)),
+                       launched=True)
     return DistEnv()
 
 

@@ -13,7 +13,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
-from fgvc.engine.device import autocast
+from fgvc.engine.device import autocast, channels_last_on
 from fgvc.engine.distributed import all_reduce_sum, gather_objects
 from fgvc.engine.losses import Objective
 from fgvc.engine.optim import set_lr
@@ -65,7 +65,7 @@ def _to_device(images: torch.Tensor | tuple, device: torch.device, channels_last
     images = images.to(device, non_blocking=True)
     if prepare is not None:
         images = prepare(images)
-    if channels_last and device.type == "cuda":
+    if channels_last_on(device, channels_last):
         images = images.contiguous(memory_format=torch.channels_last)
     return images
 

@@ -3,6 +3,10 @@
 
 from __future__ import annotations
 
+from functools import partial
+
+import torch.nn as nn
+from timm.layers import HybridEmbed
 from timm.models import register_model
 from timm.models.resnet import Bottleneck, ResNet
 from timm.models.vision_transformer import VisionTransformer
@@ -69,6 +73,38 @@ def vit_fgvc_tiny_patch8(pretrained: bool = False, **kwargs) -> VisionTransforme
     kwargs = {k: v for k, v in kwargs.items() if k not in TIMM_FACTORY_ONLY}
     args = dict(img_size=64, patch_size=8, embed_dim=96, depth=6, num_heads=3, mlp_ratio=3.0,
                 global_pool="avg", class_token=False)
+    model = VisionTransformer(**{**args, **kwargs})
+    model.pretrained_cfg = {"input_size": (3, 64, 64), "interpolation": "bilinear",
+                            "mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225),
+                            "crop_pct": 0.875, "classifier": "head"}
+    return model
+
+
+def _conv_stem(widths: tuple[int, ...]) -> nn.Sequential:
+    """3x3 convolutions of stride 2 (BN, ReLU), one per halving of the image."""
+    layers, cin = [], 3
+    for cout in widths:
+        layers += [nn.Conv2d(cin, cout, 3, stride=2, padding=1, bias=False),
+                   nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
+        cin = cout
+    return nn.Sequential(*layers)
+
+
+@register_model
+def vit_fgvc_tiny_convstem(pretrained: bool = False, **kwargs) -> VisionTransformer:
+    """``vit_fgvc_tiny_patch8`` with its 8 px patch projection replaced by three 3x3 stride-2
+    convolutions (an 8x8-pixel token each, as before): the "early convolutions" of Xiao et al.
+    (2021), which let a ViT trained from scratch on a few hundred images learn at all, where the
+    plain patch projection stays at chance for the quickstart's budget. Everything after the
+    stem is the plain ViT (LayerNorm blocks, position embedding, ``fc_norm``, head)."""
+    if pretrained:
+        raise RuntimeError("vit_fgvc_tiny_convstem has no pretrained weights: set "
+                           "pretrained: none")
+    kwargs = {k: v for k, v in kwargs.items() if k not in TIMM_FACTORY_ONLY}
+    args = dict(img_size=64, patch_size=1, embed_dim=96, depth=6, num_heads=3, mlp_ratio=3.0,
+                global_pool="avg", class_token=False,
+                embed_layer=partial(HybridEmbed, backbone=_conv_stem((24, 48, 96)),
+                                    feature_ratio=8))
     model = VisionTransformer(**{**args, **kwargs})
     model.pretrained_cfg = {"input_size": (3, 64, 64), "interpolation": "bilinear",
                             "mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225),

@@ -89,7 +89,8 @@ def describe_plan(recipe: Recipe, problems: list[str] | None = None) -> str:
     if problems is not None:
         problems.extend(found)
     lines = [
-        f"run {recipe.name!r} -> {resolved(recipe.run_dir)}/ on device {recipe.device}",
+        f"run {recipe.name!r} -> {resolved(recipe.run_dir)}/ on device {recipe.device}, "
+        f"precision {recipe.precision}",
         data_line,
         f"  train split {recipe.dataset.train_split!r}, val split {recipe.dataset.val_split!r}"
         + (f" (a {recipe.dataset.holdout:g} holdout of the train split)" if recipe.dataset.holdout

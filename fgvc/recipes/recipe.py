@@ -416,6 +416,7 @@ class Recipe(RunOutputs):
     kind: Literal["run"] = "run"
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    precision: Literal["auto", "fp32", "bf16"] = "auto"  # fgvc/engine/device.py
     output_root: str = "runs"
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     predict: PredictConfig | None = field(default_factory=PredictConfig)

@@ -27,7 +27,7 @@ from fgvc.datasets.base import with_holdout
 from fgvc.engine.adapt_methods import load_model_state
 from fgvc.engine.atomic import atomic_write, read_json, remove_stale_temps
 from fgvc.engine.checkpoint import load_checkpoint
-from fgvc.engine.device import pick_device
+from fgvc.engine.device import channels_last_on, pick_device, set_precision
 from fgvc.engine.distributed import (
     DistEnv,
     barrier,
@@ -196,7 +196,7 @@ def run_recipe(recipe: Recipe, *, resume: bool = False, force: bool = False,
         held.enter_context(handle_signals(run_dir))
         seed_everything(recipe.seed)
         model = main_first(lambda: create_model(recipe.model, index.num_classes)).to(device)
-        if recipe.model.channels_last and device.type == "cuda":
+        if channels_last_on(device, recipe.model.channels_last):
             model = model.to(memory_format=torch.channels_last)
         ctx = RunContext(recipe, run_dir, index, model, data_config(model, recipe.model), device)
         if env.is_main:
@@ -259,6 +259,7 @@ def _claim_run_dir(recipe: Recipe, run_dir: Path, resuming: bool, held: ExitStac
 def _device_and_processes(recipe: Recipe) -> tuple[torch.device, DistEnv]:
     """The device, and this process's place under torchrun (one GPU per process)."""
     device = pick_device(recipe.device)
+    set_precision(recipe.precision, device)
     env = init_distributed(device)
     if env.enabled and device.type == "cuda":
         device = torch.device("cuda", env.local_rank)
