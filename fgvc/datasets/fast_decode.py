@@ -48,12 +48,17 @@ class EncodedImage:
         self.path = self.root / rel
         source = image_bytes_or_path(self.root, rel)
         self.data = source.getvalue() if isinstance(source, io.BytesIO) else source.read_bytes()
-        with _open(io.BytesIO(self.data), options.max_image_pixels) as header:
-            self.size: tuple[int, int] = header.size  # (width, height)
-            upright = (not options.exif_transpose
-                       or header.getexif().get(_ORIENTATION, 1) == 1)
-            self.fast = (simplejpeg is not None and header.format == "JPEG"
-                         and header.mode in ("RGB", "L") and upright)
+        header = _open(io.BytesIO(self.data), options.max_image_pixels)
+        self.size: tuple[int, int] = header.size  # (width, height)
+        upright = (not options.exif_transpose
+                   or header.getexif().get(_ORIENTATION, 1) == 1)
+        self.fast = (simplejpeg is not None and header.format == "JPEG"
+                     and header.mode in ("RGB", "L") and upright)
+        # A full-size decode goes through the opened header (Pillow's libjpeg-turbo: as fast
+        # as simplejpeg's and straight into a PIL image, no array copy).
+        self._header = header if self.fast else None
+        if not self.fast:
+            header.close()
         self._decoded = None
         if not self.fast:  # decoded now, so ``size`` is the reference decode's (e.g. rotated)
             self._decoded = open_rgb(self.root, self.rel, self.options)
@@ -68,6 +73,10 @@ class EncodedImage:
             width, height = self.size
             reduction = min(width / max(min_width, 1), height / max(min_height, 1))
             small = reduction >= MIN_REDUCTION
+            if not small and self._header is not None:
+                header, self._header = self._header, None  # in memory: nothing to close
+                header.load()  # a truncated file fails here, as on the reference path
+                return header if header.mode == "RGB" else header.convert("RGB")
             try:
                 pixels = simplejpeg.decode_jpeg(self.data, colorspace="RGB", fastdct=fast,
                                                 fastupsample=fast,
