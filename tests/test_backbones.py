@@ -235,3 +235,15 @@ def test_hf_hub_name_offline_is_one_line_saying_where_the_files_go(tmp_path):
     assert "cannot read 'hf-hub:timm/not_cached_here' from the Hugging Face Hub" in last
     assert f"{tmp_path / 'hf' / 'hub'}/models--timm--not_cached_here" in last
     assert "HF_HUB_OFFLINE=1" in last
+
+
+def test_conv_stem_vit_of_the_vit_quickstart():
+    """``vit_fgvc_tiny_convstem``: an 8x8 token grid at 64 px, 10x10 at 80 px (the position
+    embedding interpolated), and the ViT groups of stage 2 resolve past its BN stem."""
+    model = create_model(ModelConfig(arch="vit_fgvc_tiny_convstem", img_size=64), 8).eval()
+    assert model.pos_embed.shape == (1, 64, 96)
+    for size in (64, 80, 96):
+        assert model(torch.randn(2, 3, size, size)).shape == (2, 8)
+    groups = resolve_groups(model, ["classifier", "last_norm", "pos_embed"])
+    assert groups == {"classifier": ["head"], "last_norm": ["fc_norm"],
+                      "pos_embed": ["pos_embed"]}

@@ -29,6 +29,16 @@ def test_same_seed_same_bytes_other_seed_other_images(tmp_path):
     assert set(images_a.values()).isdisjoint(images_c.values())
 
 
+def test_parallel_generation_writes_the_same_files(tmp_path, monkeypatch):
+    from fgvc.datasets import synthetic
+
+    load_dataset("synthetic", tmp_path / "serial", OPTS)
+    monkeypatch.setattr(synthetic, "PARALLEL_FROM", 1)  # worker processes even for 24 images
+    monkeypatch.setattr(synthetic.os, "cpu_count", lambda: 2)
+    load_dataset("synthetic", tmp_path / "parallel", OPTS)
+    assert digest(tmp_path / "serial") == digest(tmp_path / "parallel")
+
+
 def test_splits_labels_and_held_back_answers(tmp_path):
     index = load_dataset("synthetic", tmp_path / "d", OPTS)
     assert index.num_classes == 3

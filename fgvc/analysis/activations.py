@@ -4,7 +4,7 @@ mean and percentiles of the values the classifier reads, and their CDF.
 
 ``fgvc activations RUN`` computes them from the run's checkpoints for any split and resolutions
 (a forward hook on the pooling module); ``fgvc run`` does the same at its end for runs with an
-adapt stage, on the first 256 images of the evaluation split. Statistics use the first
+adapt stage, on the first 128 images of the evaluation split. Statistics use the first
 ``max_images`` images (crops count as images) of the split, in order.
 """
 
@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 PERCENTILES = (1, 5, 10, 25, 50, 75, 90, 95, 99)
 CDF_POINTS = 101
 MAX_IMAGES = 2000
-RUN_MAX_IMAGES = 256  # at the end of `fgvc run`: cheap next to the evaluation itself
+RUN_MAX_IMAGES = 128  # at the end of `fgvc run`: cheap next to the evaluation itself
 PHASE_TITLES = {"before_adaptation": "before adaptation", "after_adaptation": "after adaptation"}
 
 

@@ -41,6 +41,7 @@ if TYPE_CHECKING:  # numpy is imported where images are drawn: `fgvc datasets li
 log = logging.getLogger(__name__)
 
 PATTERNS = ("stripes", "spots", "checks", "rings")
+PARALLEL_FROM = 1000  # images: below this, generation stays in the calling process
 DENSITIES = {"coarse": 1.0, "fine": 0.7}  # texture period, relative
 EYES = ((225, 35, 35), (35, 85, 235), (245, 205, 25))
 TAILS = ("fork", "fan")
@@ -213,24 +214,34 @@ def render_image(traits: tuple[str, str], opts: SyntheticOptions, rng: np.random
 
 def generate(root: Path, opts: SyntheticOptions) -> None:
     """Write the whole dataset under ``root``, atomically: a crash leaves no half dataset."""
-    import numpy as np
-
     staging = root.with_name(f".{root.name}.partial-{os.getpid()}")
     shutil.rmtree(staging, ignore_errors=True)
     traits = class_table(opts.num_classes, opts.seed)
     total = sum(opts.per_class(s) * opts.num_classes for s in SPLITS)
     rows: dict[str, list[tuple[str, str, int]]] = {s: [] for s in SPLITS}
+    tasks = []
+    for split_index, split in enumerate(SPLITS):
+        (staging / "images" / split).mkdir(parents=True)
+        for i in range(opts.per_class(split) * opts.num_classes):
+            label = i % opts.num_classes
+            ident = image_id(opts.seed, split, i)
+            rel = f"images/{split}/{ident}.jpg"
+            rows[split].append((ident, rel, label))
+            tasks.append((staging / rel, traits[label], opts, (opts.seed, split_index, i)))
+    # Every image has its own seeded generator, so drawing them in parallel processes gives the
+    # same files as drawing them in order; small datasets (tests) stay in this process.
+    workers = min(os.cpu_count() or 1, 8) if total >= PARALLEL_FROM else 1
     with progress(total=total, desc=f"generating synthetic dataset in {root}", unit="img") as bar:
-        for split_index, split in enumerate(SPLITS):
-            (staging / "images" / split).mkdir(parents=True)
-            for i in range(opts.per_class(split) * opts.num_classes):
-                label = i % opts.num_classes
-                rng = np.random.default_rng([opts.seed, split_index, i])
-                ident = image_id(opts.seed, split, i)
-                rel = f"images/{split}/{ident}.jpg"
-                render_image(traits[label], opts, rng).save(staging / rel, quality=92)
-                rows[split].append((ident, rel, label))
+        if workers == 1:
+            for task in tasks:
+                _render_to_file(task)
                 bar.update()
+        else:
+            from concurrent.futures import ProcessPoolExecutor
+
+            with ProcessPoolExecutor(workers) as pool:
+                for _ in pool.map(_render_to_file, tasks, chunksize=32):
+                    bar.update()
     _write_csv(staging / "classes.csv", ["category_id", "name"],
                [(category_id(k), "-".join(t)) for k, t in enumerate(traits)])
     for split in ("train", "val"):
@@ -244,6 +255,13 @@ def generate(root: Path, opts: SyntheticOptions) -> None:
     (staging / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
     root.parent.mkdir(parents=True, exist_ok=True)
     staging.rename(root)
+
+
+def _render_to_file(task: tuple) -> None:
+    import numpy as np
+
+    path, traits, opts, seed = task
+    render_image(traits, opts, np.random.default_rng(list(seed))).save(path, quality=92)
 
 
 def _write_csv(path: Path, header: list[str], rows) -> None:
