@@ -32,7 +32,8 @@ class EpochSampler(Sampler[int]):
         self.epoch = epoch
 
     def draw(self, generator: torch.Generator) -> torch.Tensor:
-        raise NotImplementedError
+        """The global index list of one epoch; each sampler below defines its own draw."""
+        raise NotImplementedError(f"{type(self).__name__} must define draw()")
 
     def global_indices(self) -> list[int]:
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)

@@ -27,16 +27,11 @@ from fgvc.recipes.schema import to_plain
 log = logging.getLogger(__name__)
 
 
-@dataclass
-class ProtocolResult:
-    model: str
-    train_resolution: int
-    test_resolution: int
-    baseline: float
-    test_resolution_no_adaptation: float
-    adapted: float
-    sweep: dict[str, float] = field(default_factory=dict)
-    # How sure (fgvc.analysis.statistics): 95 % Wilson intervals, McNemar exact p-values.
+@dataclass(kw_only=True)
+class HowSure:
+    """How sure a protocol's figures are (fgvc.analysis.statistics): 95 % Wilson intervals and
+    McNemar exact p-values; shared by a sweep's result and a Table 3 row."""
+
     images: int | None = None
     baseline_ci: list[float] | None = None
     no_adaptation_ci: list[float] | None = None
@@ -47,6 +42,17 @@ class ProtocolResult:
     runner_up: int | None = None
     chosen_vs_runner_up_p: float | None = None
     final: bool = False  # figures from a retrain on the whole training split (--final)
+
+
+@dataclass
+class ProtocolResult(HowSure):
+    model: str
+    train_resolution: int
+    test_resolution: int
+    baseline: float
+    test_resolution_no_adaptation: float
+    adapted: float
+    sweep: dict[str, float] = field(default_factory=dict)
 
 
 def _variant(recipe: Recipe, name: str, **changes: Any) -> Recipe:

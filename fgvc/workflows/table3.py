@@ -21,7 +21,7 @@ from fgvc.datasets.base import DatasetError
 from fgvc.engine.atomic import atomic_write
 from fgvc.recipes.recipe import Recipe, load_recipe
 from fgvc.report import STAND_IN_BANNER, STAND_IN_MARKER
-from fgvc.workflows.sweep import run_protocol
+from fgvc.workflows.sweep import HowSure, run_protocol
 
 log = logging.getLogger(__name__)
 RECIPES_DIR = Path("recipes/table3")
@@ -58,7 +58,7 @@ SMOKE_OVERRIDES = [
 
 
 @dataclass
-class RowResult:
+class RowResult(HowSure):
     dataset: str
     status: str = "done"
     model: str = ""
@@ -68,16 +68,6 @@ class RowResult:
     test_resolution_no_adaptation: float | None = None
     adapted: float | None = None
     sweep: dict[str, float] = field(default_factory=dict)
-    images: int | None = None
-    baseline_ci: list[float] | None = None
-    no_adaptation_ci: list[float] | None = None
-    adapted_ci: list[float] | None = None
-    adapted_vs_no_adaptation_p: float | None = None
-    adapted_vs_baseline_p: float | None = None
-    sweep_ci: dict[str, list[float]] = field(default_factory=dict)
-    runner_up: int | None = None
-    chosen_vs_runner_up_p: float | None = None
-    final: bool = False
     protocol: str = ""
 
     @property
