@@ -151,14 +151,16 @@ def record_run(run_dir: Path, resolutions: list[int] | None = None, split: str |
     weights), "after adaptation" the adapt stage's checkpoint."""
     import dataclasses
 
+    import torch
     import yaml
 
     from fgvc.engine.adapt_methods import load_model_state
     from fgvc.engine.checkpoint import load_checkpoint
-    from fgvc.engine.device import pick_device, set_precision
-    from fgvc.engine.loop import forward_batches
+    from fgvc.engine.device import autocast, pick_device, set_precision
+    from fgvc.engine.loop import _to_device
     from fgvc.engine.stage import RunContext
     from fgvc.models import create_model, data_config
+    from fgvc.progress import progress
     from fgvc.recipes.recipe import parse_recipe
     from fgvc.workflows.pipeline import load_recipe_dataset
 
@@ -193,13 +195,20 @@ def record_run(run_dir: Path, resolutions: list[int] | None = None, split: str |
         if weights is not None:
             load_model_state(model, load_checkpoint(weights)["model"])
         ctx = RunContext(recipe, run_dir, index, model, data_config(model, recipe.model), device)
-        for res in resolutions:
-            loader = ctx.eval_loader(split, res, recipe.evaluate.batch_size)
-            with PooledRecorder(model, max_images) as rec:
-                for _ in forward_batches(model, loader, device, desc=f"activations {phase} @{res}",
-                                         channels_last=recipe.model.channels_last):
-                    if rec.kept >= max_images:
-                        break
+        # One pass per phase, every resolution from one decode of each image (MultiCrop).
+        recorders = {res: PooledRecorder(model, max_images) for res in resolutions}
+        loader = ctx.eval_loader(split, list(resolutions), recipe.evaluate.batch_size)
+        model.eval()
+        for batches, labels, _, _ in progress(loader, desc=f"activations {phase}",
+                                              unit="batch"):
+            for res, images in batches.items():
+                if len(labels) and recorders[res].kept < max_images:
+                    with recorders[res], torch.no_grad(), autocast(device):
+                        model(_to_device(images.flatten(0, 1), device,
+                                         recipe.model.channels_last, loader.device_transform))
+            if all(r.kept >= max_images for r in recorders.values()):
+                break
+        for res, rec in recorders.items():
             update_file(out, phase, res, rec.stats(), split)
     plot_cdf(json.loads(out.read_text()), out.with_name(out.stem + "_cdf.png"))
     return out

@@ -193,9 +193,11 @@ class _Positions(Dataset):
 class CachedLoader:
     """Batches of cached frontier tensors, in the order ``order`` (a DataLoader over dataset
     positions, built exactly like the image loader it replaces) draws them; yields what the
-    image loader would: ``(frontier, labels, indices, unreadable count)``."""
+    image loader would: ``(frontier, labels, indices, unreadable count)``. Given a dict of
+    caches, one per resolution, it yields ``{resolution: frontier}`` as a multi-resolution
+    image loader does."""
 
-    def __init__(self, cache: CachedFeatures, order: DataLoader):
+    def __init__(self, cache: CachedFeatures | dict[int, CachedFeatures], order: DataLoader):
         self.cache, self.order = cache, order
 
     def __len__(self) -> int:
@@ -203,13 +205,17 @@ class CachedLoader:
 
     def __iter__(self) -> Iterator[tuple]:
         pin = torch.cuda.is_available()
+        views = self.cache if isinstance(self.cache, dict) else {None: self.cache}
+        first = next(iter(views.values()))
         for positions in self.order:
             positions = torch.as_tensor(positions, dtype=torch.long)
-            good = positions[self.cache.valid[positions]]
-            frontier = tuple(t[good] for t in self.cache.tensors)
-            if pin:
-                frontier = tuple(t.pin_memory() for t in frontier)
-            yield frontier, self.cache.labels[good], good, len(positions) - len(good)
+            good = positions[first.valid[positions]]
+            batch = {}
+            for view, cache in views.items():
+                frontier = tuple(t[good] for t in cache.tensors)
+                batch[view] = tuple(t.pin_memory() for t in frontier) if pin else frontier
+            yield (batch if isinstance(self.cache, dict) else batch[None],
+                   first.labels[good], good, len(positions) - len(good))
 
 
 def position_loader(count: int, make) -> DataLoader:
@@ -240,9 +246,9 @@ class AdaptCache:
     """What ``run_stage`` needs to run an adapt stage on cached activations."""
 
     def __init__(self, ctx: RunContext, stage: StageConfig, split: Split,
-                 train: CachedFeatures, val: CachedFeatures):
+                 train: CachedFeatures, val: CachedFeatures, owns_val: bool = True):
         self.ctx, self.stage, self.split = ctx, stage, split
-        self.train, self.val = train, val
+        self.train, self.val, self.owns_val = train, val, owns_val
 
     @property
     def tail(self) -> nn.Module:
@@ -262,7 +268,40 @@ class AdaptCache:
 
     def close(self) -> None:
         self.train.close()
-        self.val.close()
+        if self.owns_val:
+            self.val.close()
+
+
+def traced_split(model: nn.Module, plan: TrainablePlan,
+                 resolution: int) -> tuple[Split | None, str | None]:
+    """The model cut before its first adapted module (re-estimated BNs included), or ``None``
+    and why not: not traceable, traced differently in train and eval mode, or the halves do
+    not reproduce the model's output."""
+    with _modes_kept(model):
+        set_train_mode(model, plan)
+        train_code = _traced_code(model)
+        model.eval()
+        split = split_model(model, plan.mode_paths)
+        device = next(model.parameters()).device
+        probe = torch.randn(2, 3, resolution, resolution,
+                            generator=torch.Generator().manual_seed(0)).to(device)
+        if split is None:
+            return None, "the adapted modules do not follow a traceable frozen part"
+        if train_code != _traced_code(model):
+            return None, "the traced network depends on train/eval mode"
+        if not verify_split(model, split, probe, device):
+            return None, "the traced split does not reproduce the network's output"
+    return split, None
+
+
+def frontier_shapes(split: Split, resolution: int,
+                    device: torch.device) -> list[tuple[torch.Size, torch.dtype]]:
+    """Shape (without the batch) and dtype of each frontier tensor at ``resolution`` (eval
+    mode: the probe must not move any BN statistics)."""
+    probe = torch.zeros(2, 3, resolution, resolution, device=device)
+    with _modes_kept(split.prefix), torch.no_grad(), autocast(device):
+        split.prefix.eval()
+        return [(t.shape[1:], t.dtype) for t in split.prefix(probe)]
 
 
 def adapt_cache(ctx: RunContext, stage: StageConfig, plan: TrainablePlan) -> AdaptCache | None:
@@ -270,37 +309,26 @@ def adapt_cache(ctx: RunContext, stage: StageConfig, plan: TrainablePlan) -> Ada
     per-epoch procedure. A train stage (every module trained) has nothing to cache."""
     if plan.everything:
         return None
-    reason, split, shapes = _why_not(stage), None, []
-    if reason is None:
-        with _modes_kept(ctx.model):
-            set_train_mode(ctx.model, plan)
-            train_code = _traced_code(ctx.model)
-            ctx.model.eval()
-            split = split_model(ctx.model, plan.mode_paths)  # re-estimated BNs too
-            probe = torch.randn(2, 3, stage.resolution, stage.resolution,
-                                generator=torch.Generator().manual_seed(0)).to(ctx.device)
-            if split is None:
-                reason = "the adapted modules do not follow a traceable frozen part"
-            elif train_code != _traced_code(ctx.model):
-                reason = "the traced network depends on train/eval mode"
-            elif not verify_split(ctx.model, split, probe, ctx.device):
-                reason = "the traced split does not reproduce the network's output"
-            else:
-                with torch.no_grad(), autocast(ctx.device):
-                    shapes = [(t.shape[1:], t.dtype) for t in split.prefix(probe)]
+    reason = _why_not(stage)
+    split, reason = (None, reason) if reason else traced_split(ctx.model, plan, stage.resolution)
+    shapes = [] if split is None else frontier_shapes(split, stage.resolution, ctx.device)
     if reason is not None:
         log.info("adapt cache: not used (%s); every epoch runs the whole network", reason)
         return None
     ds = ctx.recipe.dataset
+    # The validation split's activations at this resolution may be those the evaluation before
+    # adaptation kept (kept_activations.py): the same frozen weights, images and transform.
+    kept = ctx.kept.view(ds.val_split, stage.resolution, plan.mode_paths, shapes) \
+        if ctx.kept is not None else None
     counts = [len(ctx.index.split(ds.train_split)), len(ctx.index.split(ds.val_split))]
-    total = bytes_per_image(shapes) * sum(counts)
+    total = bytes_per_image(shapes) * (counts[0] + (counts[1] if kept is None else 0))
     if total > stage.adapt_cache_gb * 1e9:
         log.info("adapt cache: not used (%.2f GB of activations > adapt_cache_gb %.2f); every "
                  "epoch runs the whole network", total / 1e9, stage.adapt_cache_gb)
         return None
     folder = ctx.run_dir / "adapt_cache" if total > IN_MEMORY_BYTES else None
     train = CachedFeatures(shapes, counts[0], folder and folder / "train")
-    val = CachedFeatures(shapes, counts[1], folder and folder / "val")
+    val = kept or CachedFeatures(shapes, counts[1], folder and folder / "val")
     channels_last = ctx.recipe.model.channels_last
     ctx.model.eval()
     fill(train, split.prefix, make_loader(
@@ -310,14 +338,17 @@ def adapt_cache(ctx: RunContext, stage: StageConfig, plan: TrainablePlan) -> Ada
         on_bad_image=ds.on_bad_image, decode=decode_options(ds),
         device_transform=DeviceNormalize(ctx.data_cfg)),
         ctx.device, channels_last)
-    fill(val, split.prefix, ctx.eval_loader(ds.val_split, stage.resolution,
-                                            ctx.recipe.evaluate.batch_size),
-         ctx.device, channels_last)
-    log.info("adapt cache: the frozen part ran once over %d + %d images at %d px (%.1f MB %s); "
-             "the %d epochs train %s on the cached activations", counts[0], counts[1],
-             stage.resolution, total / 1e6, f"in {folder}" if folder else "in memory",
-             stage.epochs, ", ".join(plan.module_paths))
-    return AdaptCache(ctx, stage, split, train, val)
+    if kept is None:
+        fill(val, split.prefix, ctx.eval_loader(ds.val_split, stage.resolution,
+                                                ctx.recipe.evaluate.batch_size),
+             ctx.device, channels_last)
+    log.info("adapt cache: the frozen part ran once over %s at %d px (%.1f MB %s); the %d epochs "
+             "train %s on the cached activations",
+             f"{counts[0]} + {counts[1]} images" if kept is None else
+             f"{counts[0]} images (the {counts[1]} validation images' activations are those kept "
+             "from the evaluation before adaptation)", stage.resolution, total / 1e6,
+             f"in {folder}" if folder else "in memory", stage.epochs, ", ".join(plan.module_paths))
+    return AdaptCache(ctx, stage, split, train, val, owns_val=kept is None)
 
 
 def _why_not(stage: StageConfig) -> str | None:

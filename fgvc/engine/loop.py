@@ -6,6 +6,7 @@ import contextlib
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -19,6 +20,9 @@ from fgvc.engine.losses import Objective
 from fgvc.engine.optim import set_lr
 from fgvc.inference.tta import Average, combine_crops
 from fgvc.progress import progress
+
+if TYPE_CHECKING:
+    from fgvc.engine.kept_activations import KeptActivations
 
 LOG_EVERY = 50  # training steps between host reads of the running loss and accuracy
 
@@ -185,7 +189,7 @@ def _read_sums(sums: torch.Tensor, seen: int, bar, lr_fn: Callable[[int], float]
     return total_loss, int(correct)
 
 
-def _forward_probs(model: nn.Module, images, device: torch.device, average: Average,
+def _forward_probs(model: Callable, images, device: torch.device, average: Average,
                    channels_last: bool, prepare: Callable | None, n_images: int) -> torch.Tensor:
     """(B, n_crops, 3, K, K), (B, 3, K, K) or cached activations -> (B, classes) probabilities
     on the CPU, the crops of each image combined (``average``)."""
@@ -261,13 +265,15 @@ class _Tally:
 @torch.no_grad()
 def evaluate(model: nn.Module, loader: DataLoader, device: torch.device, *,
              average: Average = "probs", channels_last: bool = True,
-             desc: str = "eval", views: list | None = None, with_hits: bool = False) -> dict:
+             desc: str = "eval", views: list | None = None, with_hits: bool = False,
+             keep: KeptActivations | None = None) -> dict:
     """Top-1/top-5 accuracy (%) and mean loss on a labelled split, streamed batch by batch.
 
     ``views``: the loader yields ``{view: batch}`` (MultiCrop with several resolutions: every
     image decoded once for all of them); the result is then ``{view: metrics}``.
     ``with_hits``: also ``hits`` (per-image top-1 correctness, bool, in dataset order) and
-    ``indices``, for confidence intervals and paired tests.
+    ``indices``, for confidence intervals and paired tests. ``keep``: the network runs as
+    prefix and tail and the prefix's outputs are kept (kept_activations.py), one crop per image.
     """
     model.eval()
     prepare = getattr(loader, "device_transform", None)
@@ -281,7 +287,8 @@ def evaluate(model: nn.Module, loader: DataLoader, device: torch.device, *,
             continue
         batches = images if views is not None else {None: images}
         for view, tally in tallies.items():
-            tally.add(_forward_probs(model, batches[view], device, average, channels_last,
+            forward = model if keep is None else keep.forward(view, labels, indices)
+            tally.add(_forward_probs(forward, batches[view], device, average, channels_last,
                                      prepare, len(labels)), labels, indices)
     results = {view: tally.result(bad, f"{desc} @{view}" if view else desc)
                for view, tally in tallies.items()}

@@ -10,6 +10,7 @@ import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn as nn
@@ -57,6 +58,9 @@ from fgvc.recipes.training import adapt_warnings
 from fgvc.tracking import Tracker
 from fgvc.transforms import DataConfig, DeviceNormalize, loader_transform
 
+if TYPE_CHECKING:
+    from fgvc.engine.kept_activations import KeptActivations
+
 log = logging.getLogger(__name__)
 
 
@@ -72,6 +76,8 @@ class RunContext:
     device: torch.device
     passes: PassMemo = field(default_factory=PassMemo)  # evaluation passes made so far
     tracker: Tracker = field(default_factory=Tracker)
+    # Activations entering the adapted part, kept from the evaluation before adaptation.
+    kept: KeptActivations | None = None
 
     @property
     def checkpoint_dir(self) -> Path:

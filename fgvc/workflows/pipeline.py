@@ -38,6 +38,7 @@ from fgvc.engine.distributed import (
 )
 from fgvc.engine.evaluation_cache import PassMemo, weights_digest
 from fgvc.engine.freeze import count_parameters, plan_trainable
+from fgvc.engine.kept_activations import start_keeping
 from fgvc.engine.loop import evaluate, predict_probabilities
 from fgvc.engine.preemption import handle_signals
 from fgvc.engine.seeding import seed_everything
@@ -109,11 +110,28 @@ def evaluate_resolutions(ctx: RunContext, phase: str) -> dict[str, dict]:
     todo = [res for res, metrics in found.items() if metrics is None]
     if todo:
         began = time.perf_counter()
-        loader = ctx.eval_loader(cfg.split, todo, cfg.batch_size, cfg.crops)
-        found.update(evaluate(ctx.model, loader, ctx.device, average=cfg.average,
-                              channels_last=ctx.recipe.model.channels_last, desc=phase,
-                              views=todo, with_hits=True))
-        for res in todo:  # one joint pass: each resolution is charged an equal share of it
+        # After adaptation, the resolutions whose frozen-part activations the pass before it
+        # kept run the adapted tail alone (engine/kept_activations.py).
+        kept = ctx.kept.serves(cfg.split, todo, cfg.crops) if ctx.kept is not None else []
+        fresh = [res for res in todo if res not in kept]
+        keep = (start_keeping(ctx, cfg.split, fresh, cfg.crops)
+                if phase == "before_adaptation" else None)
+        channels_last = ctx.recipe.model.channels_last
+        if fresh:
+            found.update(evaluate(ctx.model, ctx.eval_loader(cfg.split, fresh, cfg.batch_size,
+                                                             cfg.crops),
+                                  ctx.device, average=cfg.average, channels_last=channels_last,
+                                  desc=phase, views=fresh, with_hits=True, keep=keep))
+        if keep is not None:
+            ctx.kept, keep.complete = keep, True
+        if kept:
+            log.info("%s @%s px: on the activations kept before adaptation, only the adapted "
+                     "part runs", phase, ", ".join(map(str, kept)))
+            found.update(evaluate(ctx.kept.tail, ctx.kept.loader(kept, cfg.batch_size),
+                                  ctx.device, average=cfg.average, channels_last=channels_last,
+                                  desc=f"{phase} (kept activations)", views=kept,
+                                  with_hits=True))
+        for res in todo:  # joint passes: each resolution is charged an equal share of them
             found[res]["seconds"] = (time.perf_counter() - began) / len(todo)
     results = {}
     for res, metrics in found.items():
@@ -138,9 +156,12 @@ def predict_split(ctx: RunContext, cfg: InferenceConfig | None = None,
     resolutions = cfg.resolutions or [ctx.recipe.final_resolution]
     total = None
     for resolution in resolutions:
-        loader = ctx.eval_loader(cfg.split, resolution, cfg.batch_size, cfg.crops)
+        model, loader = ctx.model, None
+        if ctx.kept is not None and ctx.kept.serves(cfg.split, [resolution], cfg.crops):
+            model, loader = ctx.kept.tail, ctx.kept.loader(resolution, cfg.batch_size)
+        loader = loader or ctx.eval_loader(cfg.split, resolution, cfg.batch_size, cfg.crops)
         indices, probs, bad = predict_probabilities(
-            ctx.model, loader, ctx.device, average=cfg.average,
+            model, loader, ctx.device, average=cfg.average,
             channels_last=ctx.recipe.model.channels_last,
             desc=f"predict {cfg.split} @{resolution} {cfg.crops}")
         if bad and require_all:
@@ -221,6 +242,9 @@ def run_recipe(recipe: Recipe, *, resume: bool = False, force: bool = False,
         # per-class accuracy, macro-F1 and confusions are computed from them.
         final_eval = dataclasses.replace(recipe.evaluate, resolutions=[recipe.final_resolution])
         eval_preds = predict_split(ctx, final_eval, require_all=False)
+        if ctx.kept is not None:
+            ctx.kept.close()
+            ctx.kept = None
         began = time.perf_counter()
         preds = predict_split(ctx) if recipe.predict is not None else None
         predict_seconds = time.perf_counter() - began
