@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# One prepared GPU check, < 8 minutes in all (each step has its own timeout):
+# One prepared GPU check, < 10 minutes in all (each step has its own timeout):
 #   1. fgvc's training step vs a plain timm-style loop, ResNet-50 at 224 and 448 px, bf16,
 #      channels_last, without and with torch.compile (benchmarks/gpu_train.py);
 #   2. the input pipeline's ceiling with the machine's CPU workers (benchmarks/input_pipeline.py);
-#   3. a one-GPU torchrun (NCCL) smoke run of the quickstart, shortened.
+#   3. a one-GPU torchrun (NCCL) smoke run of the quickstart, shortened;
+#   4. the GPU-decode candidate (nvJPEG, augmentation on the GPU) vs timm's loader
+#      (benchmarks/gpu_decode.py), with the machine's CPU workers.
 # Usage, from the repository root: bash benchmarks/gpu.sh   (STEPS="2 3" runs only those steps)
 # The GPU machine has no internet: it must find a ready environment: PY=/path/to/python, a venv
 # at .venv, or a python3 that already holds torch, torchvision and timm (a CUDA image's). Only
@@ -24,7 +26,7 @@ if [[ ! -x "$PY" ]] && ! command -v "$PY" >/dev/null; then
   PY=.venv/bin/python
 fi
 OUT="${OUT:-$(mktemp -d)}"
-STEPS="${STEPS:-1 2 3}"
+STEPS="${STEPS:-1 2 3 4}"
 want() { [[ " $STEPS " == *" $1 "* ]]; }
 FAILED=0
 step() {  # step SECONDS COMMAND...: run with a time limit; a failure is reported, not fatal
@@ -51,5 +53,8 @@ want 3 && step 120 "$PY" -m torch.distributed.run --standalone --nproc_per_node 
   --set dataset.root="$OUT/synthetic" --set submission.path="$OUT/q.csv" \
   --set stages.train.epochs=1 --set stages.adapt.epochs=1
 want 3 && { grep -h "processes\|nccl\|top-1" "$OUT"/runs/quickstart/log.txt | head -5 || true; }
+want 4 && echo "== 4. GPU decode (nvJPEG) vs timm, $(nproc) workers =="
+want 4 && step 110 "$PY" benchmarks/gpu_decode.py --workers "$(nproc)" --images 1000 --repeats 3 \
+  --data "$OUT/jpegs"
 echo "gpu.sh done$([[ $FAILED == 0 ]] || echo ', with failures')"
 exit "$FAILED"

@@ -237,8 +237,11 @@ def training_curves(ctx: ReportContext) -> list[str] | None:
     if table is None or not {"stage", "epoch", "train_loss", "val_loss", "val_top1"} <= set(table):
         return None
     plot_curves(table, ctx.figure("training_curves.png"))
-    rows = [[r.stage, int(r.epoch), f"{r.train_loss:.3f}", f"{r.val_loss:.3f}", f"{r.val_top1:.1f}"]
-            for r in table.itertuples()]
+    def shown(value: float, spec: str) -> str:  # an epoch without validation: a dash, not nan
+        return "-" if value != value else format(value, spec)
+
+    rows = [[r.stage, int(r.epoch), shown(r.train_loss, ".3f"), shown(r.val_loss, ".3f"),
+             shown(r.val_top1, ".1f")] for r in table.itertuples()]
     return ["## Training curves", "", "![training curves](training_curves.png)", "",
             *md_table(["stage", "epoch", "train loss", "val loss", "val top-1 %"], rows), ""]
 

@@ -47,6 +47,7 @@ def _recipe(tiny_recipe_dict, name):
     recipe["submission"]["path"] = recipe["submission"]["path"].replace("tiny.csv", f"{name}.csv")
     recipe["evaluate"]["resolutions"] = [32, 40, 48, 56]
     recipe["stages"][1]["bn_momentum"] = None
+    recipe["stages"][0]["validate_every"] = 2  # epoch 1 without validation
     return recipe
 
 
@@ -76,6 +77,11 @@ def test_after_adaptation_on_kept_activations_equals_full_passes(tiny_recipe_dic
     val = [k for k in full_decodes if "/val/" in k]
     assert val and all(full_decodes[k] - kept_decodes[k] == 2 for k in val)
     assert not (kept_dir / "kept_activations").exists()
+    # The report's epoch table shows a dash, not nan, for an epoch without validation.
+    report = (kept_dir / "report.md").read_text()
+    assert "nan" not in report and any(
+        line.startswith("| train | 1 |") and line.endswith("| - | - |")
+        for line in report.splitlines())
 
 
 def test_memory_mapped_views_are_removed(tiny_recipe_dict, monkeypatch):
