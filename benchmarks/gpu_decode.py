@@ -69,13 +69,14 @@ def augment_on_device(data: list[torch.Tensor], params: torch.Tensor, flips: tor
     flips, jitter = flips.to(device), jitter.to(device)
     out = torch.where(flips.view(-1, 1, 1, 1), out.flip(-1), out)
     brightness, contrast, saturation = (jitter[:, k].view(-1, 1, 1, 1) for k in range(3))
+    weights = torch.tensor([0.299, 0.587, 0.114], device=device).view(1, 3, 1, 1)
+
+    def grey(x: torch.Tensor) -> torch.Tensor:  # ITU-R 601 luma, as PIL's "L" conversion
+        return (x * weights).sum(1, keepdim=True)
+
     out = (out * brightness).clamp_(0, 255)
-    grey = (out * torch.tensor([0.299, 0.587, 0.114], device=device).view(1, 3, 1, 1)).sum(
-        1, keepdim=True)
-    out = (grey.mean((2, 3), keepdim=True) * (1 - contrast) + out * contrast).clamp_(0, 255)
-    grey = (out * torch.tensor([0.299, 0.587, 0.114], device=device).view(1, 3, 1, 1)).sum(
-        1, keepdim=True)
-    out = (grey * (1 - saturation) + out * saturation).clamp_(0, 255)
+    out = (grey(out).mean((2, 3), keepdim=True) * (1 - contrast) + out * contrast).clamp_(0, 255)
+    out = (grey(out) * (1 - saturation) + out * saturation).clamp_(0, 255)
     return (out - MEAN.to(device)) / STD.to(device)
 
 
@@ -111,7 +112,8 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--resolution", type=int, default=224)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--device", choices=("cuda", "cpu"),
+                        default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--data", type=Path,
                         default=Path(tempfile.gettempdir()) / "fgvc-bench-jpegs")
     args = parser.parse_args()

@@ -11,6 +11,7 @@ wrapping around); and a reshuffle every epoch (the FixRes release never reshuffl
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 
 import torch
@@ -19,7 +20,7 @@ from torch.utils.data import Sampler
 from fgvc.recipes.training import SamplerConfig
 
 
-class EpochSampler(Sampler[int]):
+class EpochSampler(Sampler[int], ABC):
     """This process's share of a global index list drawn from (seed, epoch): positions
     ``rank, rank + world, ...`` of the list padded to a multiple of ``world``, as
     ``DistributedSampler`` does."""
@@ -31,9 +32,9 @@ class EpochSampler(Sampler[int]):
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
+    @abstractmethod
     def draw(self, generator: torch.Generator) -> torch.Tensor:
         """The global index list of one epoch; each sampler below defines its own draw."""
-        raise NotImplementedError(f"{type(self).__name__} must define draw()")
 
     def global_indices(self) -> list[int]:
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
