@@ -15,6 +15,7 @@ below 16/255 (measured 6-12) of the pixel range.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 
@@ -67,20 +68,26 @@ def test_full_size_decode_equals_reference(tmp_path, size):
                                ten(open_rgb(path.parent, path.name)), rtol=0, atol=1e-6)
 
 
-@pytest.mark.parametrize("size", [(64, 48), (48, 72)])
-def test_train_path_draws_the_reference_augmentation(tmp_path, size):
+@pytest.mark.parametrize("size,interpolation", [((64, 48), "bilinear"), ((48, 72), "bilinear"),
+                                                ((64, 48), "bicubic")])
+def test_train_path_draws_the_reference_augmentation(tmp_path, size, interpolation):
     """Train DA on the fast path: the same random crop, flip and jitter factors as the PIL
-    reference under the same seed (so the same geometry), with libjpeg-turbo's fast IDCT and the
-    jitter computed on the uint8 tensor: pixels within a few levels, never a different crop."""
+    reference under the same seed (so the same geometry), the same decoded pixels, torch's uint8
+    antialiased resize for PIL's and the jitter's blends computed in float: rounding only (a
+    mean under 0.1 level of 255, measured 0-0.05; 99 % of pixels within one level; none off by
+    more than 4, measured 3), never a different crop or jitter. Bicubic models keep PIL's
+    resize (torch's bicubic is another filter)."""
     path = photo(tmp_path / "a.jpg", *size, quality=92)
+    cfg = dataclasses.replace(CFG, interpolation=interpolation)
     for seed in range(6):
         torch.manual_seed(seed), random.seed(seed)
-        ours = normalised(loader_transform("train", 32, CFG).load(path.parent, path.name))
+        ours = normalised(loader_transform("train", 32, cfg).load(path.parent, path.name))
         torch.manual_seed(seed), random.seed(seed)
-        ref = build_transform("train", 32, CFG)(open_rgb(path.parent, path.name))
+        ref = build_transform("train", 32, cfg)(open_rgb(path.parent, path.name))
         diff = (ours - ref).abs() * torch.tensor(CFG.std).view(3, 1, 1) * 255  # in levels
         assert ours.shape == ref.shape
-        assert diff.mean() < 1.5 and diff.flatten().quantile(0.99) < 6, (seed, diff.max())
+        assert diff.mean() < 0.1 and diff.flatten().quantile(0.99) <= 1 + 1e-3, seed
+        assert diff.max() <= 4 + 1e-3, (seed, diff.max())
 
 
 def test_reduced_decode_is_close_to_reference(tmp_path, monkeypatch):
@@ -201,3 +208,24 @@ def _context(data, run_dir):
     model = create_model(recipe.model, index.num_classes)
     return RunContext(recipe, run_dir, index, model, data_config(model, recipe.model),
                       torch.device("cpu"))
+
+
+def test_tensor_jitter_equals_torchvision_pil_jitter():
+    """``TensorColorJitter`` draws torchvision's factors and order and computes PIL's blends:
+    equal to ``T.ColorJitter`` on the PIL image except where the float luma weights round a
+    grey level the other way (measured: at most 2 levels, on under 1 % of values)."""
+    import torchvision.transforms as T
+
+    from fgvc.transforms import TensorColorJitter
+
+    rng = np.random.default_rng(0)
+    image = Image.fromarray(rng.integers(0, 256, (40, 56, 3), dtype=np.uint8))
+    tensor = torch.from_numpy(np.asarray(image).copy()).permute(2, 0, 1).contiguous()
+    for seed in range(8):
+        torch.manual_seed(seed)
+        ours = TensorColorJitter(T.ColorJitter(0.4, 0.4, 0.4))(tensor)
+        torch.manual_seed(seed)
+        ref = torch.from_numpy(np.asarray(T.ColorJitter(0.4, 0.4, 0.4)(image)).copy())
+        diff = (ours.int() - ref.permute(2, 0, 1).int()).abs()
+        assert ours.dtype == torch.uint8 and ours.shape == tensor.shape
+        assert diff.max() <= 2 and (diff > 0).float().mean() < 0.01, (seed, diff.max())

@@ -18,6 +18,7 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
+import numpy as np
 from PIL import Image
 
 from fgvc.datasets.decode import (
@@ -87,3 +88,24 @@ class EncodedImage:
                 pass  # e.g. a progressive JPEG libjpeg-turbo refuses in strict mode
         return self._decoded if self._decoded is not None else open_rgb(self.root, self.rel,
                                                                         self.options)
+
+    def decode_array(self, min_width: int = 0, min_height: int = 0,
+                     fast: bool = False) -> np.ndarray:
+        """``decode`` as an (H, W, 3) uint8 array, for transforms that continue on tensors: a
+        baseline JPEG goes straight from libjpeg-turbo into the array (no PIL image, whose RGB
+        is stored four bytes per pixel and copied out again). ``fast`` applies to a reduced-scale
+        decode only, as in ``decode``: a full-size one stays exact, so a crop of it has the
+        reference's pixels."""
+        if self.fast:
+            width, height = self.size
+            reduction = min(width / max(min_width, 1), height / max(min_height, 1))
+            small = reduction >= MIN_REDUCTION
+            try:
+                return simplejpeg.decode_jpeg(self.data, colorspace="RGB",
+                                              fastdct=fast and small, fastupsample=fast and small,
+                                              min_width=min_width if small else 0,
+                                              min_height=min_height if small else 0)
+            except ValueError:
+                pass  # refused in strict mode: the reference decoder says why, or decodes it
+        return np.asarray(self._decoded if self._decoded is not None
+                          else open_rgb(self.root, self.rel, self.options))
