@@ -2,10 +2,12 @@
 PIL transforms, one decode per image per evaluation pass, reused passes, and no host
 synchronisation per training step.
 
-Tolerances: with a full-size decode the fast path performs the reference's operations on the
-same pixels (libjpeg-turbo decodes the same pixels whether PIL or simplejpeg calls it), so its
+Tolerances: with a full-size decode the fast path decodes the same pixels as the reference
+(libjpeg-turbo, whether PIL or simplejpeg calls it). Bicubic resizes are PIL's own, so the
 uint8 output is identical and the normalised values differ by float32 rounding only (atol
-1e-6; the normalisation is folded into one multiply and one subtraction). With a reduced-scale
+1e-6; the normalisation is folded into one multiply and one subtraction); bilinear resizes are
+torch's uint8 antialiased kernel, PIL's filter rounded differently: no value more than one
+level of 255 off, a mean under 0.1 level. With a reduced-scale
 decode (the crop's output needs at most half the linear size) the output is a differently
 filtered image (libjpeg-turbo's scaled inverse DCT instead of PIL's antialiased resize of the
 full image): on a test image with +-10 levels of per-pixel noise, the worst case for filters,
@@ -54,18 +56,31 @@ def normalised(batch, cfg=CFG):
     return DeviceNormalize(cfg)(batch.unsqueeze(0))[0]
 
 
-@pytest.mark.parametrize("size", [(64, 48), (48, 72)])
-def test_full_size_decode_equals_reference(tmp_path, size):
+def assert_same_pixels(ours, ref, cfg=CFG, exact=True, msg=""):
+    """Normalised outputs equal to float rounding (``exact``) or to one level of 255."""
+    assert ours.shape == ref.shape, msg
+    if exact:
+        torch.testing.assert_close(ours, ref, rtol=0, atol=1e-6, msg=msg)
+        return
+    levels = (ours - ref).abs() * torch.tensor(cfg.std).view(3, 1, 1) * 255
+    assert levels.max() <= 1 + 1e-3 and levels.mean() < 0.1, (msg, levels.max(), levels.mean())
+
+
+@pytest.mark.parametrize("size,interpolation", [((64, 48), "bilinear"), ((48, 72), "bilinear"),
+                                                ((90, 70), "bilinear"), ((64, 48), "bicubic")])
+def test_full_size_decode_equals_reference(tmp_path, size, interpolation):
     path = photo(tmp_path / "a.jpg", *size, quality=92)
-    for augment in ("test", "test2"):
+    cfg = dataclasses.replace(CFG, interpolation=interpolation)
+    bicubic = interpolation == "bicubic"
+    for augment in ("test", "test2"):  # test DA2 is PIL's pipeline in full
         torch.manual_seed(1), random.seed(1)
-        ours = normalised(loader_transform(augment, 32, CFG).load(path.parent, path.name))
+        ours = normalised(loader_transform(augment, 32, cfg).load(path.parent, path.name))
         torch.manual_seed(1), random.seed(1)
-        ref = build_transform(augment, 32, CFG)(open_rgb(path.parent, path.name))
-        torch.testing.assert_close(ours, ref, rtol=0, atol=1e-6, msg=augment)
-    ten = MultiCrop(32, CFG, "ten_crop")
-    torch.testing.assert_close(normalised(ten.load(path.parent, path.name)),
-                               ten(open_rgb(path.parent, path.name)), rtol=0, atol=1e-6)
+        ref = build_transform(augment, 32, cfg)(open_rgb(path.parent, path.name))
+        assert_same_pixels(ours, ref, exact=bicubic or augment == "test2", msg=augment)
+    ten = MultiCrop(32, cfg, "ten_crop")
+    assert_same_pixels(normalised(ten.load(path.parent, path.name)),
+                       ten(open_rgb(path.parent, path.name)), exact=bicubic)
 
 
 @pytest.mark.parametrize("size,interpolation", [((64, 48), "bilinear"), ((48, 72), "bilinear"),
@@ -120,9 +135,9 @@ def test_other_images_take_the_reference_decoder(tmp_path):
     photo(rotated, 60, 40, quality=90, exif=exif.tobytes())
     for path in (png, rotated):
         assert not fast_decode.EncodedImage(path.parent, path.name).fast
-        torch.testing.assert_close(normalised(FastTest(32, CFG).load(path.parent, path.name)),
-                                   build_transform("test", 32, CFG)(open_rgb(path.parent, path.name)),
-                                   rtol=0, atol=1e-6)
+        assert_same_pixels(normalised(FastTest(32, CFG).load(path.parent, path.name)),
+                           build_transform("test", 32, CFG)(open_rgb(path.parent, path.name)),
+                           exact=False)
     grey = tmp_path / "grey.jpg"
     Image.fromarray(np.full((40, 60), 90, np.uint8)).save(grey)
     assert fast_decode.EncodedImage(grey.parent, grey.name).fast
@@ -135,7 +150,7 @@ def test_multi_resolution_pass_decodes_each_image_once(tiny_recipe_dict, monkeyp
     decodes = []
     real = fast_decode.EncodedImage.decode
     monkeypatch.setattr(fast_decode.EncodedImage, "decode",
-                        lambda self, *a: decodes.append(self.path) or real(self, *a))
+                        lambda self, *a, **k: decodes.append(self.path) or real(self, *a, **k))
     tiny_recipe_dict["evaluate"]["resolutions"] = [32, 40, 48]
     tiny_recipe_dict["stages"] = tiny_recipe_dict["stages"][:1]
     tiny_recipe_dict["stages"][0]["epochs"] = 0

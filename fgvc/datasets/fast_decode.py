@@ -65,47 +65,31 @@ class EncodedImage:
             self._decoded = open_rgb(self.root, self.rel, self.options)
             self.size = self._decoded.size
 
-    def decode(self, min_width: int = 0, min_height: int = 0, fast: bool = False) -> Image.Image:
+    def decode(self, min_width: int = 0, min_height: int = 0, fast: bool = False,
+               array: bool = False) -> Image.Image | np.ndarray:
         """RGB image at least ``min_width`` x ``min_height`` (or full size), possibly smaller
         than the file's own size; ``image.size[0] / self.size[0]`` is the scale. ``fast``: the
-        fastest IDCT and chroma upsampling (training augmentation; evaluation keeps the exact
-        decode)."""
+        fastest IDCT and chroma upsampling for a reduced-scale decode (training augmentation; a
+        full-size decode stays exact). ``array``: an (H, W, 3) uint8 array instead of a PIL
+        image, for transforms that continue on tensors; a baseline JPEG then goes straight from
+        libjpeg-turbo into it (no PIL image, whose RGB is four bytes per pixel)."""
         if self.fast:
             width, height = self.size
             reduction = min(width / max(min_width, 1), height / max(min_height, 1))
             small = reduction >= MIN_REDUCTION
-            if not small and self._header is not None:
+            if not small and not array and self._header is not None:
                 header, self._header = self._header, None  # in memory: nothing to close
                 header.load()  # a truncated file fails here, as on the reference path
                 return header if header.mode == "RGB" else header.convert("RGB")
             try:
-                pixels = simplejpeg.decode_jpeg(self.data, colorspace="RGB", fastdct=fast,
-                                                fastupsample=fast,
+                pixels = simplejpeg.decode_jpeg(self.data, colorspace="RGB",
+                                                fastdct=fast and small,
+                                                fastupsample=fast and small,
                                                 min_width=min_width if small else 0,
                                                 min_height=min_height if small else 0)
-                return Image.fromarray(pixels)
+                return pixels if array else Image.fromarray(pixels)
             except ValueError:
                 pass  # e.g. a progressive JPEG libjpeg-turbo refuses in strict mode
-        return self._decoded if self._decoded is not None else open_rgb(self.root, self.rel,
-                                                                        self.options)
-
-    def decode_array(self, min_width: int = 0, min_height: int = 0,
-                     fast: bool = False) -> np.ndarray:
-        """``decode`` as an (H, W, 3) uint8 array, for transforms that continue on tensors: a
-        baseline JPEG goes straight from libjpeg-turbo into the array (no PIL image, whose RGB
-        is stored four bytes per pixel and copied out again). ``fast`` applies to a reduced-scale
-        decode only, as in ``decode``: a full-size one stays exact, so a crop of it has the
-        reference's pixels."""
-        if self.fast:
-            width, height = self.size
-            reduction = min(width / max(min_width, 1), height / max(min_height, 1))
-            small = reduction >= MIN_REDUCTION
-            try:
-                return simplejpeg.decode_jpeg(self.data, colorspace="RGB",
-                                              fastdct=fast and small, fastupsample=fast and small,
-                                              min_width=min_width if small else 0,
-                                              min_height=min_height if small else 0)
-            except ValueError:
-                pass  # refused in strict mode: the reference decoder says why, or decodes it
-        return np.asarray(self._decoded if self._decoded is not None
-                          else open_rgb(self.root, self.rel, self.options))
+        image = self._decoded if self._decoded is not None else open_rgb(self.root, self.rel,
+                                                                         self.options)
+        return np.array(image) if array else image

@@ -25,7 +25,6 @@ from fgvc.transforms import (
     encoded_image,
     resize_size,
     to_model_input,
-    to_uint8,
 )
 
 CropMode = Literal["center", "center_flip", "ten_crop"]
@@ -91,7 +90,7 @@ class MultiCrop:
 
     def load(self, root: Path, rel: str, options=None):
         resized = decode_resized(encoded_image(root, rel, options), self._shorts(), self.cfg.mode)
-        return self._out([self.cut(to_uint8(image), r)
+        return self._out([self.cut(image, r)
                           for r, image in zip(self.resolutions, resized, strict=True)])
 
 
