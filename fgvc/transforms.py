@@ -196,7 +196,7 @@ def decode_resized(encoded, shorts: list[int], mode: T.InterpolationMode) -> lis
     allows, and resize the shorter side to each of ``shorts``: (3, h, w) uint8 tensors. The
     output sizes are computed from the file's own size, as if the full image had been resized,
     so they equal the reference path's. Bilinear resizes run torch's uint8 antialiased kernel on
-    the decoded array (PIL's filter within rounding: at most one level of 255, on about 0.1 % of
+    the decoded array (PIL's filter within rounding: at most one level of 255, on 0.1-5 % of
     values; a fifth of PIL's time plus its (H, W, 3) -> (3, H, W) copy); other modes keep
     PIL's resize, whose bicubic torch does not reproduce."""
     sizes = [resized_size(encoded.size, s) for s in shorts]
@@ -244,7 +244,7 @@ class TensorColorJitter:
             if op == 0 and b is not None:  # towards black
                 x.mul_(b)
             elif op == 1 and c is not None:  # towards the mean grey level (ImageStat's, rounded)
-                mean = float(self._GREY @ x.view(3, -1).sum(1)) / (x.shape[1] * x.shape[2])
+                mean = float(self._GREY @ x.reshape(3, -1).sum(1)) / (x.shape[1] * x.shape[2])
                 x.mul_(c).add_((1.0 - c) * int(mean + 0.5))
             elif op == 2 and s is not None:  # towards the pixel's own grey level
                 grey = torch.tensordot(self._GREY, x, dims=1).add_(0.5).floor_()

@@ -1,0 +1,98 @@
+"""Where a train-DA image's time goes, step by step, on one core: fgvc's fast path
+(``FastTrain.load``) and timm's transform (the one ``create_loader`` builds for the same train
+DA), each in full and then step by step on the same JPEGs. Explains the ratio
+``benchmarks/input_pipeline.py`` prints; not itself a target.
+
+    python benchmarks/train_transform_steps.py [--size 500x375] [--images 300] [--repeats 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import simplejpeg
+import torch
+from _common import photo_jpegs  # benchmarks/_common.py
+from PIL import Image
+from torchvision import transforms as T
+from torchvision.transforms.v2 import functional as F2
+
+from fgvc.transforms import DataConfig, FastTrain, TensorColorJitter, encoded_image
+
+
+def per_image_ms(fn: Callable[[int], object], count: int, repeats: int) -> float:
+    """Best of ``repeats`` passes over ``count`` items, in ms per item."""
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for i in range(count):
+            fn(i)
+        best = min(best, (time.perf_counter() - start) / count * 1e3)
+    return best
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--size", default="500x375")
+    parser.add_argument("--images", type=int, default=300)
+    parser.add_argument("--resolution", type=int, default=224)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--data", type=Path, default=Path(tempfile.gettempdir()) / "fgvc-bench-jpegs")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    width, height = (int(v) for v in args.size.split("x"))
+    paths = photo_jpegs(args.data, args.images, (width, height))
+    root, n, k = paths[0].parents[2], len(paths), args.resolution
+    rels = [str(p.relative_to(root)) for p in paths]
+    data = [p.read_bytes() for p in paths]
+
+    from timm.data import create_transform
+
+    timm_tf = create_transform(k, is_training=True, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3),
+                               hflip=0.5, color_jitter=0.3, interpolation="bilinear",
+                               use_prefetcher=True)
+    ours = FastTrain(k, DataConfig())
+    crop = T.RandomResizedCrop(k)
+    boxes = [crop.get_params(torch.empty(0, height, width), crop.scale, crop.ratio)
+             for _ in range(n)]
+    decoded = [Image.open(p).convert("RGB") for p in paths[:50]]
+    arrays = [np.asarray(im).copy() for im in decoded]
+
+    def pil_crop(i: int) -> Image.Image:
+        top, left, h, w = boxes[i]
+        return decoded[i % 50].crop((left, top, left + w, top + h)).resize((k, k), Image.BILINEAR)
+
+    def torch_crop(i: int) -> torch.Tensor:
+        top, left, h, w = boxes[i]
+        view = torch.from_numpy(arrays[i % 50]).permute(2, 0, 1)[:, top:top + h, left:left + w]
+        return F2.resize(view[None], [k, k], antialias=True)[0]
+
+    crops_pil = [pil_crop(i) for i in range(50)]
+    crops_torch = [torch_crop(i) for i in range(50)]
+    pil_jitter, tensor_jitter = T.ColorJitter(0.3, 0.3, 0.3), TensorColorJitter(T.ColorJitter(0.3, 0.3, 0.3))
+    steps = {
+        "timm: whole transform (open, decode, crop, flip, jitter, array)":
+            lambda i: timm_tf(Image.open(paths[i]).convert("RGB")),
+        "  Pillow open + decode": lambda i: Image.open(paths[i]).convert("RGB"),
+        "  PIL crop + bilinear resize": pil_crop,
+        "  PIL colour jitter (torchvision)": lambda i: pil_jitter(crops_pil[i % 50]),
+        "fgvc: FastTrain.load (header, decode, crop, flip, jitter)":
+            lambda i: ours.load(root, rels[i]),
+        "  header (EncodedImage)": lambda i: encoded_image(root, rels[i]),
+        "  simplejpeg decode, exact, into an array": lambda i: simplejpeg.decode_jpeg(data[i]),
+        "  torch uint8 antialiased resize of the crop": torch_crop,
+        "  TensorColorJitter": lambda i: tensor_jitter(crops_torch[i % 50]),
+    }
+    print(f"{width}x{height} JPEGs -> {k} px train DA, {n} images, 1 thread, "
+          f"best of {args.repeats} passes")
+    for name, fn in steps.items():
+        print(f"  {name:62s} {per_image_ms(fn, n, args.repeats):6.3f} ms/image")
+
+
+if __name__ == "__main__":
+    main()
