@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import argparse
 import statistics
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -28,6 +30,18 @@ def photo_jpegs(root: Path, count: int, size: tuple[int, int], seed: int = 0) ->
         texture = rng.integers(-8, 9, (height, width, 1))
         Image.fromarray((base + texture).clip(0, 255).astype(np.uint8)).save(path, quality=90)
     return paths
+
+
+def jpeg_benchmark_args(doc: str, images: int, resolution: int) -> argparse.ArgumentParser:
+    """The arguments every JPEG benchmark takes: how many images per size, the output
+    resolution, the interleaved rounds and where the generated JPEGs are kept."""
+    parser = argparse.ArgumentParser(description=doc)
+    parser.add_argument("--images", type=int, default=images)
+    parser.add_argument("--resolution", type=int, default=resolution)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--data", type=Path,
+                        default=Path(tempfile.gettempdir()) / "fgvc-bench-jpegs")
+    return parser
 
 
 def interleaved(runs: dict[str, Callable[[], float]], repeats: int) -> dict[str, list[float]]:

@@ -15,14 +15,12 @@ figure: the point is to take the decode off the CPU).
 
 from __future__ import annotations
 
-import argparse
 import statistics
-import tempfile
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from _common import interleaved, photo_jpegs, ratio_line, timed  # benchmarks/_common.py
+from _common import interleaved, jpeg_benchmark_args, photo_jpegs, ratio_line, timed  # benchmarks/_common.py
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms as T
@@ -106,16 +104,11 @@ def timm_pass(root: Path, size: int, batch: int, workers: int, device: torch.dev
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--images", type=int, default=1000)
+    parser = jpeg_benchmark_args(__doc__, images=1000, resolution=224)
     parser.add_argument("--workers", type=int, default=16)
     parser.add_argument("--batch", type=int, default=64)
-    parser.add_argument("--resolution", type=int, default=224)
-    parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--device", choices=("cuda", "cpu"),
                         default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--data", type=Path,
-                        default=Path(tempfile.gettempdir()) / "fgvc-bench-jpegs")
     args = parser.parse_args()
     device = torch.device(args.device)
     print(f"GPU decode candidate vs timm, train DA at {args.resolution} px, batch {args.batch}, "

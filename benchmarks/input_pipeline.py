@@ -12,13 +12,11 @@ images/s and the min and median of the per-round ratio fgvc / timm.
 
 from __future__ import annotations
 
-import argparse
 import statistics
-import tempfile
 from pathlib import Path
 
 import torch
-from _common import interleaved, photo_jpegs, ratio_line, timed  # benchmarks/_common.py
+from _common import interleaved, jpeg_benchmark_args, photo_jpegs, ratio_line, timed  # benchmarks/_common.py
 
 from fgvc.datasets import load_dataset
 from fgvc.engine.data import make_loader
@@ -48,13 +46,9 @@ def fgvc_pass(root: Path, size: int, batch: int, workers: int) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--images", type=int, default=1000)
+    parser = jpeg_benchmark_args(__doc__, images=1000, resolution=224)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--batch", type=int, default=64)
-    parser.add_argument("--resolution", type=int, default=224)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--data", type=Path, default=Path(tempfile.gettempdir()) / "fgvc-bench-jpegs")
     args = parser.parse_args()
     torch.set_num_threads(1)
     print(f"train DA at {args.resolution} px, batch {args.batch}, {args.workers} workers, "

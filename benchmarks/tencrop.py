@@ -12,13 +12,11 @@ full size; torch's resize rounds differently from PIL's).
 
 from __future__ import annotations
 
-import argparse
 import statistics
-import tempfile
 from pathlib import Path
 
 import torch
-from _common import interleaved, photo_jpegs, ratio_line, timed  # benchmarks/_common.py
+from _common import interleaved, jpeg_benchmark_args, photo_jpegs, ratio_line, timed  # benchmarks/_common.py
 from torchvision import transforms as T
 
 from fgvc.datasets.decode import open_rgb
@@ -45,11 +43,7 @@ def run_fgvc(paths: list[Path], crops: MultiCrop, normalize: DeviceNormalize) ->
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--images", type=int, default=200)
-    parser.add_argument("--resolution", type=int, default=448)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--data", type=Path, default=Path(tempfile.gettempdir()) / "fgvc-bench-jpegs")
+    parser = jpeg_benchmark_args(__doc__, images=200, resolution=448)
     args = parser.parse_args()
     torch.set_num_threads(1)
     cfg = DataConfig()

@@ -8,16 +8,13 @@ DA), each in full and then step by step on the same JPEGs. Explains the ratio
 
 from __future__ import annotations
 
-import argparse
-import tempfile
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
 import simplejpeg
 import torch
-from _common import photo_jpegs  # benchmarks/_common.py
+from _common import jpeg_benchmark_args, photo_jpegs  # benchmarks/_common.py
 from PIL import Image
 from torchvision import transforms as T
 from torchvision.transforms.v2 import functional as F2
@@ -37,12 +34,8 @@ def per_image_ms(fn: Callable[[int], object], count: int, repeats: int) -> float
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = jpeg_benchmark_args(__doc__, images=300, resolution=224)
     parser.add_argument("--size", default="500x375")
-    parser.add_argument("--images", type=int, default=300)
-    parser.add_argument("--resolution", type=int, default=224)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--data", type=Path, default=Path(tempfile.gettempdir()) / "fgvc-bench-jpegs")
     args = parser.parse_args()
     torch.set_num_threads(1)
     width, height = (int(v) for v in args.size.split("x"))
@@ -60,33 +53,34 @@ def main() -> None:
     crop = T.RandomResizedCrop(k)
     boxes = [crop.get_params(torch.empty(0, height, width), crop.scale, crop.ratio)
              for _ in range(n)]
-    decoded = [Image.open(p).convert("RGB") for p in paths[:50]]
+    decoded = [Image.open(p).convert("RGB") for p in paths[:50]]  # the step timings reuse these
+    m = len(decoded)
     arrays = [np.asarray(im).copy() for im in decoded]
 
     def pil_crop(i: int) -> Image.Image:
         top, left, h, w = boxes[i]
-        return decoded[i % 50].crop((left, top, left + w, top + h)).resize((k, k), Image.BILINEAR)
+        return decoded[i % m].crop((left, top, left + w, top + h)).resize((k, k), Image.BILINEAR)
 
     def torch_crop(i: int) -> torch.Tensor:
         top, left, h, w = boxes[i]
-        view = torch.from_numpy(arrays[i % 50]).permute(2, 0, 1)[:, top:top + h, left:left + w]
+        view = torch.from_numpy(arrays[i % m]).permute(2, 0, 1)[:, top:top + h, left:left + w]
         return F2.resize(view[None], [k, k], antialias=True)[0]
 
-    crops_pil = [pil_crop(i) for i in range(50)]
-    crops_torch = [torch_crop(i) for i in range(50)]
+    crops_pil = [pil_crop(i) for i in range(m)]
+    crops_torch = [torch_crop(i) for i in range(m)]
     pil_jitter, tensor_jitter = T.ColorJitter(0.3, 0.3, 0.3), TensorColorJitter(T.ColorJitter(0.3, 0.3, 0.3))
     steps = {
         "timm: whole transform (open, decode, crop, flip, jitter, array)":
             lambda i: timm_tf(Image.open(paths[i]).convert("RGB")),
         "  Pillow open + decode": lambda i: Image.open(paths[i]).convert("RGB"),
         "  PIL crop + bilinear resize": pil_crop,
-        "  PIL colour jitter (torchvision)": lambda i: pil_jitter(crops_pil[i % 50]),
+        "  PIL colour jitter (torchvision)": lambda i: pil_jitter(crops_pil[i % m]),
         "fgvc: FastTrain.load (header, decode, crop, flip, jitter)":
             lambda i: ours.load(root, rels[i]),
         "  header (EncodedImage)": lambda i: encoded_image(root, rels[i]),
         "  simplejpeg decode, exact, into an array": lambda i: simplejpeg.decode_jpeg(data[i]),
         "  torch uint8 antialiased resize of the crop": torch_crop,
-        "  TensorColorJitter": lambda i: tensor_jitter(crops_torch[i % 50]),
+        "  TensorColorJitter": lambda i: tensor_jitter(crops_torch[i % m]),
     }
     print(f"{width}x{height} JPEGs -> {k} px train DA, {n} images, 1 thread, "
           f"best of {args.repeats} passes")
