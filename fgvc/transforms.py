@@ -137,7 +137,8 @@ _BUILDERS = {"train": train_transform, "test": test_transform, "test2": test2_tr
 # than float32. ``DeviceNormalize`` then converts and normalises whole batches on the device.
 # The reference transforms above (PIL in, normalised float out) stay the definition: the fast
 # path draws the same random numbers in the same order, and tests/test_fast_path.py checks that
-# its output matches them.
+# its output matches them (identical where PIL's resize runs, within one level of 255 where
+# torch's uint8 resize does, i.e. for bilinear models).
 
 
 def to_uint8(image: Image.Image) -> torch.Tensor:
