@@ -18,6 +18,7 @@ import torch
 from PIL import Image
 from torchvision import transforms as T
 from torchvision.transforms import functional as F
+from torchvision.transforms.v2 import functional as F2
 
 Augment = Literal["train", "test", "test2", "train_resize_crop"]
 _INTERPOLATION = {
@@ -203,13 +204,16 @@ def decode_resized(encoded, shorts: list[int], mode: T.InterpolationMode) -> lis
     sizes = [resized_size(encoded.size, s) for s in shorts]
     largest = max(w for w, _ in sizes), max(h for _, h in sizes)
     if mode == T.InterpolationMode.BILINEAR:
-        from torchvision.transforms.v2 import functional as F2
-
         pixels = torch.from_numpy(encoded.decode(*largest, array=True)).permute(2, 0, 1)
-        return [F2.resize(pixels[None], [h, w], antialias=True)[0].contiguous()
-                for w, h in sizes]
+        return [resize_uint8(pixels, h, w) for w, h in sizes]
     image = encoded.decode(*largest)
     return [to_uint8(image.resize(size, F.pil_modes_mapping[mode])) for size in sizes]
+
+
+def resize_uint8(image: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """A (3, H, W) uint8 tensor of any layout (a view of decoded (H, W, 3) pixels, or a crop of
+    one) resized by torch's uint8 antialiased bilinear kernel: contiguous (3, height, width)."""
+    return F2.resize(image[None], [height, width], antialias=True)[0].contiguous()
 
 
 def encoded_image(root: Path, rel: str, options=None):
@@ -277,26 +281,27 @@ class FastTrain:
         self.torch_resize = cfg.mode == T.InterpolationMode.BILINEAR
 
     def load(self, root: Path, rel: str, options=None) -> torch.Tensor:
-        from torchvision.transforms.v2 import functional as F2
-
         encoded = encoded_image(root, rel, options)
         width, height = encoded.size
         top, left, h, w = self.crop.get_params(torch.empty(0, height, width), self.crop.scale,
                                                self.crop.ratio)
         k = self.resolution
-        pixels = encoded.decode(math.ceil(k * width / w), math.ceil(k * height / h), fast=True,
-                                array=True)
-        if self.torch_resize and pixels.shape[:2] == (height, width):
-            view = torch.from_numpy(pixels).permute(2, 0, 1)[:, top:top + h, left:left + w]
-            out = F2.resize(view.unsqueeze(0), [k, k], antialias=True)[0]
-        elif pixels.shape[:2] == (height, width):  # the reference's crop, then its resize
-            image = Image.fromarray(pixels).crop((left, top, left + w, top + h))
-            out = to_uint8(image.resize((k, k), self.resample))
+        need = math.ceil(k * width / w), math.ceil(k * height / h)
+        if self.torch_resize:
+            pixels = encoded.decode(*need, fast=True, array=True)
+            if pixels.shape[:2] == (height, width):
+                view = torch.from_numpy(pixels).permute(2, 0, 1)[:, top:top + h, left:left + w]
+                return self.jitter(self.flip(resize_uint8(view, k, k)))
+            image = Image.fromarray(pixels)
         else:
-            sx, sy = pixels.shape[1] / width, pixels.shape[0] / height
-            out = to_uint8(Image.fromarray(pixels).resize(
-                (k, k), self.resample, box=(left * sx, top * sy, (left + w) * sx, (top + h) * sy)))
-        return self.jitter(self.flip(out))
+            image = encoded.decode(*need, fast=True)
+        if image.size == (width, height):  # the reference's crop, then its resize
+            out = image.crop((left, top, left + w, top + h)).resize((k, k), self.resample)
+        else:  # reduced decode: the box falls between pixels, which only PIL's resize takes
+            sx, sy = image.size[0] / width, image.size[1] / height
+            out = image.resize((k, k), self.resample,
+                               box=(left * sx, top * sy, (left + w) * sx, (top + h) * sy))
+        return self.jitter(self.flip(to_uint8(out)))
 
 
 class FastTest:
