@@ -261,16 +261,30 @@ class TensorColorJitter:
         return torch.from_numpy(x.numpy().astype(np.uint8))
 
 
+def decoded_grid_box(box: tuple[int, int, int, int], sx: float,
+                     sy: float) -> tuple[int, int, int, int]:
+    """A crop box (top, left, height, width) of the file's pixels on a decode scaled by
+    (``sx``, ``sy``), its edges rounded to the nearest decoded pixel. A reduced decode keeps at
+    least the output's pixels across the crop, so an edge moves by at most half a decoded
+    pixel, which is at most half an output pixel, and the crop's size by at most one decoded
+    pixel (1/K of it); at full size the box is unchanged."""
+    top, left, h, w = box
+    t, b = round(top * sy), round((top + h) * sy)
+    left_, r = round(left * sx), round((left + w) * sx)
+    return t, left_, max(b - t, 1), max(r - left_, 1)
+
+
 class FastTrain:
     """``train_transform`` from a file: the crop is drawn on the header's size, and only as
     many pixels as the crop's output needs are decoded (with libjpeg-turbo's fast IDCT and chroma
-    upsampling, whose differences are far below the augmentation's own noise), straight into an
-    array. With bilinear interpolation a crop of the full-size decode is resized by torch's
-    uint8 antialiased kernel (PIL's filter within rounding, a third of PIL's time on an
-    (H, W, 3) view); torch's bicubic is another filter (a = -0.75 against PIL's -0.5), so other
-    modes, and a reduced decode (whose crop box falls between pixels), keep PIL's resize. Flip
-    and colour jitter (``TensorColorJitter``) follow on the uint8 tensor, drawing torchvision's
-    random numbers in the reference's order."""
+    upsampling for a reduced-scale decode, whose differences are far below the augmentation's
+    own noise), straight into an array. With bilinear interpolation the crop is resized by
+    torch's uint8 antialiased kernel on the array's (3, H, W) view (PIL's filter within rounding,
+    a third of PIL's time); torch takes whole-pixel boxes only, so on a reduced decode the crop
+    is snapped to the decoded grid (``decoded_grid_box``). torch's bicubic is another filter
+    (a = -0.75 against PIL's -0.5), so other modes keep PIL's resize, which takes the box
+    exactly. Flip and colour jitter (``TensorColorJitter``) follow on the uint8 tensor, drawing
+    torchvision's random numbers in the reference's order."""
 
     def __init__(self, resolution: int, cfg: DataConfig,
                  crop_scale: tuple[float, float] = (0.08, 1.0)):
@@ -283,21 +297,21 @@ class FastTrain:
     def load(self, root: Path, rel: str, options=None) -> torch.Tensor:
         encoded = encoded_image(root, rel, options)
         width, height = encoded.size
-        top, left, h, w = self.crop.get_params(torch.empty(0, height, width), self.crop.scale,
-                                               self.crop.ratio)
+        box = self.crop.get_params(torch.empty(0, height, width), self.crop.scale,
+                                   self.crop.ratio)
+        top, left, h, w = box
         k = self.resolution
         need = math.ceil(k * width / w), math.ceil(k * height / h)
         if self.torch_resize:
             pixels = encoded.decode(*need, fast=True, array=True)
-            if pixels.shape[:2] == (height, width):
-                view = torch.from_numpy(pixels).permute(2, 0, 1)[:, top:top + h, left:left + w]
-                return self.jitter(self.flip(resize_uint8(view, k, k)))
-            image = Image.fromarray(pixels)
-        else:
-            image = encoded.decode(*need, fast=True)
+            sy, sx = pixels.shape[0] / height, pixels.shape[1] / width
+            top, left, h, w = decoded_grid_box(box, sx, sy)
+            view = torch.from_numpy(pixels).permute(2, 0, 1)[:, top:top + h, left:left + w]
+            return self.jitter(self.flip(resize_uint8(view, k, k)))
+        image = encoded.decode(*need, fast=True)
         if image.size == (width, height):  # the reference's crop, then its resize
             out = image.crop((left, top, left + w, top + h)).resize((k, k), self.resample)
-        else:  # reduced decode: the box falls between pixels, which only PIL's resize takes
+        else:  # reduced decode: PIL's resize takes the box between pixels
             sx, sy = image.size[0] / width, image.size[1] / height
             out = image.resize((k, k), self.resample,
                                box=(left * sx, top * sy, (left + w) * sx, (top + h) * sy))

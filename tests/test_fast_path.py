@@ -19,12 +19,15 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import random
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
+from torchvision import transforms as T
+from torchvision.transforms import functional as F
 
 import fgvc.datasets.fast_decode as fast_decode
 from fgvc.datasets.decode import open_rgb
@@ -35,6 +38,7 @@ from fgvc.transforms import (
     FastTest,
     FastTrain,
     build_transform,
+    decoded_grid_box,
     loader_transform,
 )
 
@@ -105,26 +109,67 @@ def test_train_path_draws_the_reference_augmentation(tmp_path, size, interpolati
         assert diff.max() <= 4 + 1e-3, (seed, diff.max())
 
 
-def test_reduced_decode_is_close_to_reference(tmp_path, monkeypatch):
+@pytest.mark.parametrize("interpolation", ["bilinear", "bicubic"])
+def test_reduced_decode_is_close_to_reference(tmp_path, monkeypatch, interpolation):
+    """A reduced decode against the reference's resize of the same crop of the full image:
+    bicubic takes the drawn box exactly (PIL's resize between pixels), bilinear the box snapped
+    to the decoded grid (``decoded_grid_box``), here given to the reference as the equivalent
+    box of the file's pixels."""
     path = photo(tmp_path / "big.jpg", 640, 480, quality=92)
-    calls = []
+    cfg = dataclasses.replace(UNIT, interpolation=interpolation)
+    shapes = []
     real = fast_decode.simplejpeg.decode_jpeg
     monkeypatch.setattr(fast_decode.simplejpeg, "decode_jpeg",
-                        lambda *a, **k: calls.append(real(*a, **k).shape) or real(*a, **k))
+                        lambda *a, **k: shapes.append(real(*a, **k).shape) or real(*a, **k))
+    full = open_rgb(path.parent, path.name)
     pairs = []
     for seed in range(4):
         torch.manual_seed(seed)
-        fast = FastTrain(64, UNIT, (0.5, 1.0)).load(path.parent, path.name)
+        fast = FastTrain(64, cfg, (0.5, 1.0)).load(path.parent, path.name)
+        sy, sx = shapes[-1][0] / 480, shapes[-1][1] / 640
+        assert sx <= 0.5 and sy <= 0.5, f"no reduced decode: {shapes[-1]}"
         torch.manual_seed(seed)
-        reference = build_transform("train", 64, UNIT, (0.5, 1.0))
-        pairs.append((fast, reference(open_rgb(path.parent, path.name))))
-    pairs.append((FastTest(96, UNIT).load(path.parent, path.name),
-                  build_transform("test", 96, UNIT)(open_rgb(path.parent, path.name))))
-    assert all(shape[0] < 480 for shape in calls[::2]), f"no reduced decode: {calls}"
+        reference = build_transform("train", 64, cfg, (0.5, 1.0))
+        crop = reference.transforms[0]
+        box = crop.get_params(torch.empty(0, 480, 640), crop.scale, crop.ratio)
+        if interpolation == "bilinear":
+            top, left, h, w = decoded_grid_box(box, sx, sy)
+            box = top / sy, left / sx, h / sy, w / sx
+        top, left, h, w = box
+        cropped = full.resize((64, 64), F.pil_modes_mapping[cfg.mode],
+                              box=(left, top, left + w, top + h))
+        pairs.append((fast, T.Compose(reference.transforms[1:])(cropped)))
+    pairs.append((FastTest(96, cfg).load(path.parent, path.name),
+                  build_transform("test", 96, cfg)(full)))
+    assert shapes[-1][0] < 480, f"no reduced decode: {shapes[-1]}"
     for fast, ref in pairs:
         diff = (DeviceNormalize(UNIT)(fast[None])[0] - ref).abs()
         assert fast.shape == ref.shape
         assert diff.mean() < 3 / 255 and diff.flatten().quantile(0.99) < 16 / 255
+
+
+def test_decoded_grid_box_moves_the_crop_by_at_most_half_an_output_pixel():
+    rng, checked = random.Random(0), 0
+    assert decoded_grid_box((7, 13, 101, 203), 1.0, 1.0) == (7, 13, 101, 203)
+    for _ in range(2000):
+        width, height = rng.randint(64, 4000), rng.randint(64, 4000)
+        w, h = rng.randint(1, width), rng.randint(1, height)
+        box = rng.randint(0, height - h), rng.randint(0, width - w), h, w
+        k = rng.randint(8, 512)
+        scale = rng.choice([1, 2, 3, 4]) / 8  # libjpeg-turbo's reduced decodes
+        dw, dh = math.ceil(width * scale), math.ceil(height * scale)
+        if w * dw / width < k or h * dh / height < k:
+            continue  # a reduced decode is only taken with >= K pixels across the crop
+        sx, sy = dw / width, dh / height
+        top, left, gh, gw = decoded_grid_box(box, sx, sy)
+        assert top >= 0 and left >= 0 and top + gh <= dh and left + gw <= dw
+        checked += 1
+        for edge, drawn, s, out_pixel in ((top, box[0], sy, box[2] / k),
+                                          (left, box[1], sx, box[3] / k),
+                                          (top + gh, box[0] + box[2], sy, box[2] / k),
+                                          (left + gw, box[1] + box[3], sx, box[3] / k)):
+            assert abs(edge / s - drawn) <= min(0.5 / s, 0.5 * out_pixel) + 1e-9
+    assert checked > 200, checked
 
 
 def test_other_images_take_the_reference_decoder(tmp_path):
