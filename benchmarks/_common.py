@@ -34,11 +34,15 @@ def photo_jpegs(root: Path, count: int, size: tuple[int, int], seed: int = 0) ->
 
 def jpeg_benchmark_args(doc: str, images: int, resolution: int) -> argparse.ArgumentParser:
     """The arguments every JPEG benchmark takes: how many images per size, the output
-    resolution, the interleaved rounds and where the generated JPEGs are kept."""
+    resolution, the resize filter, the interleaved rounds and where the generated JPEGs are
+    kept."""
     parser = argparse.ArgumentParser(description=doc)
     parser.add_argument("--images", type=int, default=images)
     parser.add_argument("--resolution", type=int, default=resolution)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--interpolation", choices=("bilinear", "bicubic"), default="bilinear",
+                        help="the resize filter of both contenders (bicubic: most ViT, "
+                             "ConvNeXt and EVA weights)")
     parser.add_argument("--data", type=Path,
                         default=Path(tempfile.gettempdir()) / "fgvc-bench-jpegs")
     return parser

@@ -1,5 +1,5 @@
 """Train input pipeline: fgvc's loader against timm's ``create_loader`` with the same train DA
-(RandomResizedCrop scale (0.08, 1), ratio (3/4, 4/3), bilinear, flip 0.5, colour jitter 0.3
+(RandomResizedCrop scale (0.08, 1), ratio (3/4, 4/3), bilinear or bicubic, flip 0.5, colour jitter 0.3
 on brightness, contrast and saturation) on the same JPEGs, the same number of workers and
 batch size, both ending with a normalised float batch on the device (here the CPU: timm's
 ``PrefetchLoader`` and fgvc's ``DeviceNormalize`` both normalise there, inside the timing).
@@ -8,6 +8,7 @@ Interleaved rounds (timm, fgvc, timm, fgvc, ...), one full pass over the images 
 images/s and the min and median of the per-round ratio fgvc / timm.
 
     python benchmarks/input_pipeline.py [--images 1000] [--workers 2] [--repeats 3]
+                                        [--interpolation bilinear|bicubic]
 """
 
 from __future__ import annotations
@@ -23,21 +24,21 @@ from fgvc.engine.data import make_loader
 from fgvc.transforms import DataConfig, DeviceNormalize, loader_transform
 
 
-def timm_pass(root: Path, size: int, batch: int, workers: int) -> None:
+def timm_pass(root: Path, size: int, batch: int, workers: int, interpolation: str) -> None:
     from timm.data import ImageDataset, create_loader
 
     loader = create_loader(
         ImageDataset(str(root)), input_size=(3, size, size), batch_size=batch,
         is_training=True, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3), hflip=0.5,
-        color_jitter=0.3, interpolation="bilinear", num_workers=workers,
+        color_jitter=0.3, interpolation=interpolation, num_workers=workers,
         device=torch.device("cpu"), use_prefetcher=True, persistent_workers=False)
     for images, _ in loader:
         assert images.dtype == torch.float32
 
 
-def fgvc_pass(root: Path, size: int, batch: int, workers: int) -> None:
+def fgvc_pass(root: Path, size: int, batch: int, workers: int, interpolation: str) -> None:
     index = load_dataset("imagefolder", root)
-    cfg = DataConfig()
+    cfg = DataConfig(interpolation=interpolation)
     loader = make_loader(index, "train", transform=loader_transform("train", size, cfg),
                          batch_size=batch, num_workers=workers, on_bad_image="fail",
                          shuffle=True, device_transform=DeviceNormalize(cfg))
@@ -51,12 +52,13 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=64)
     args = parser.parse_args()
     torch.set_num_threads(1)
-    print(f"train DA at {args.resolution} px, batch {args.batch}, {args.workers} workers, "
+    print(f"train DA at {args.resolution} px ({args.interpolation}), batch {args.batch}, "
+          f"{args.workers} workers, "
           f"{args.images} JPEGs per size, {args.repeats} interleaved rounds")
     for size in ((500, 375), (1024, 768)):
         paths = photo_jpegs(args.data, args.images, size)
         root = paths[0].parents[2]
-        a = (root, args.resolution, args.batch, args.workers)
+        a = (root, args.resolution, args.batch, args.workers, args.interpolation)
         seconds = interleaved({"timm": lambda a=a: timed(lambda: timm_pass(*a)),
                                "fgvc": lambda a=a: timed(lambda: fgvc_pass(*a))}, args.repeats)
         for name, values in seconds.items():

@@ -3,11 +3,12 @@
 uint8 crops sliced from it, then one ``DeviceNormalize`` per batch) against the naive
 torchvision pipeline (PIL decode, ``Resize``, ``TenCrop``, then ``ToTensor`` and ``Normalize``
 per crop). Same JPEGs, one thread, interleaved rounds; prints images/s and the min and median
-of the per-round ratio. The two outputs are compared on the first image (bilinear, as here:
+of the per-round ratio. The two outputs are compared on the first image (bilinear or bicubic:
 within one level of 255, i.e. about 0.017 after normalisation, when the image is decoded at
 full size; torch's resize rounds differently from PIL's).
 
     python benchmarks/tencrop.py [--images 200] [--resolution 448] [--repeats 3]
+                                 [--interpolation bilinear|bicubic]
 """
 
 from __future__ import annotations
@@ -28,7 +29,8 @@ BATCH = 16
 
 def naive(resolution: int, cfg: DataConfig) -> T.Compose:
     per_crop = T.Compose([T.ToTensor(), T.Normalize(cfg.mean, cfg.std)])
-    return T.Compose([T.Resize(resize_size(resolution, cfg.crop_pct)), T.TenCrop(resolution),
+    return T.Compose([T.Resize(resize_size(resolution, cfg.crop_pct), interpolation=cfg.mode),
+                      T.TenCrop(resolution),
                       T.Lambda(lambda crops: torch.stack([per_crop(c) for c in crops]))])
 
 
@@ -46,11 +48,11 @@ def main() -> None:
     parser = jpeg_benchmark_args(__doc__, images=200, resolution=448)
     args = parser.parse_args()
     torch.set_num_threads(1)
-    cfg = DataConfig()
+    cfg = DataConfig(interpolation=args.interpolation)
     ours, theirs = MultiCrop(args.resolution, cfg, "ten_crop"), naive(args.resolution, cfg)
     normalize = DeviceNormalize(cfg)
-    print(f"10-crop at {args.resolution} px, decoding included, {args.images} JPEGs per size, "
-          f"1 thread, batches of {BATCH}, {args.repeats} interleaved rounds")
+    print(f"10-crop at {args.resolution} px ({args.interpolation}), decoding included, "
+          f"{args.images} JPEGs per size, 1 thread, batches of {BATCH}, {args.repeats} interleaved rounds")
     for size in ((500, 375), (1024, 768)):
         paths = photo_jpegs(args.data, args.images, size)
         first = normalize(ours.load(paths[0].parent, paths[0].name)[None])[0]

@@ -18,9 +18,9 @@ import torch
 from _common import jpeg_benchmark_args, photo_jpegs  # benchmarks/_common.py
 from PIL import Image
 from torchvision import transforms as T
-from torchvision.transforms.v2 import functional as F2
+from torchvision.transforms import functional as F
 
-from fgvc.transforms import DataConfig, FastTrain, TensorColorJitter, encoded_image
+from fgvc.transforms import DataConfig, FastTrain, TensorColorJitter, encoded_image, resize_uint8
 
 
 def per_image_ms(fn: Callable[[int], object], count: int, repeats: int) -> float:
@@ -48,9 +48,10 @@ def main() -> None:
     from timm.data import create_transform
 
     timm_tf = create_transform(k, is_training=True, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3),
-                               hflip=0.5, color_jitter=0.3, interpolation="bilinear",
+                               hflip=0.5, color_jitter=0.3, interpolation=args.interpolation,
                                use_prefetcher=True)
-    ours = FastTrain(k, DataConfig())
+    cfg = DataConfig(interpolation=args.interpolation)
+    ours = FastTrain(k, cfg)
     crop = T.RandomResizedCrop(k)
     boxes = [crop.get_params(torch.empty(0, height, width), crop.scale, crop.ratio)
              for _ in range(n)]
@@ -64,12 +65,13 @@ def main() -> None:
 
     def pil_crop(i: int) -> Image.Image:
         top, left, h, w = boxes[i]
-        return decoded[i % m].crop((left, top, left + w, top + h)).resize((k, k), Image.BILINEAR)
+        return decoded[i % m].crop((left, top, left + w, top + h)).resize(
+            (k, k), F.pil_modes_mapping[cfg.mode])
 
     def torch_crop(i: int) -> torch.Tensor:
         top, left, h, w = boxes[i]
         view = torch.from_numpy(arrays[i % m]).permute(2, 0, 1)[:, top:top + h, left:left + w]
-        return F2.resize(view[None], [k, k], antialias=True)[0]
+        return resize_uint8(view, k, k, cfg.mode)
 
     crops_pil = [pil_crop(i) for i in range(m)]
     crops_torch = [torch_crop(i) for i in range(m)]
@@ -78,7 +80,7 @@ def main() -> None:
         "timm: whole transform (open, decode, crop, flip, jitter, array)":
             lambda i: timm_tf(Image.open(paths[i]).convert("RGB")),
         "  Pillow open + decode": lambda i: Image.open(paths[i]).convert("RGB"),
-        "  PIL crop + bilinear resize": pil_crop,
+        f"  PIL crop + {args.interpolation} resize": pil_crop,
         "  PIL colour jitter (torchvision)": lambda i: pil_jitter(crops_pil[i % m]),
         "fgvc: FastTrain.load (header, decode, crop, flip, jitter)":
             lambda i: ours.load(root, rels[i]),
@@ -89,7 +91,7 @@ def main() -> None:
         "  torch uint8 antialiased resize of the crop": torch_crop,
         "  TensorColorJitter": lambda i: tensor_jitter(crops_torch[i % m]),
     }
-    print(f"{width}x{height} JPEGs -> {k} px train DA, {n} images, 1 thread, "
+    print(f"{width}x{height} JPEGs -> {k} px train DA ({args.interpolation}), {n} images, 1 thread, "
           f"best of {args.repeats} passes; {reduced} of the {n} crops allow a reduced decode")
     for name, fn in steps.items():
         print(f"  {name:70s} {per_image_ms(fn, n, args.repeats):6.3f} ms/image")

@@ -197,23 +197,32 @@ def decode_resized(encoded, shorts: list[int], mode: T.InterpolationMode) -> lis
     """Decode ``encoded`` (an ``EncodedImage``) once, at reduced scale when the largest output
     allows, and resize the shorter side to each of ``shorts``: (3, h, w) uint8 tensors. The
     output sizes are computed from the file's own size, as if the full image had been resized,
-    so they equal the reference path's. Bilinear resizes run torch's uint8 antialiased kernel on
-    the decoded array (PIL's filter within rounding: at most one level of 255, on 0.1-5 % of
-    values; a fifth of PIL's time plus its (H, W, 3) -> (3, H, W) copy); other modes keep
-    PIL's resize, whose bicubic torch does not reproduce."""
+    so they equal the reference path's. Bilinear and bicubic resizes run on the decoded array
+    (``resize_uint8``); nearest decodes at full size (it picks pixels, which a reduced decode
+    would average) and keeps PIL's resize (torch's nearest picks other pixels)."""
     sizes = [resized_size(encoded.size, s) for s in shorts]
-    largest = max(w for w, _ in sizes), max(h for _, h in sizes)
-    if mode == T.InterpolationMode.BILINEAR:
+    if mode in TORCH_RESIZE_MODES:
+        largest = max(w for w, _ in sizes), max(h for _, h in sizes)
         pixels = torch.from_numpy(encoded.decode(*largest, array=True)).permute(2, 0, 1)
-        return [resize_uint8(pixels, h, w) for w, h in sizes]
-    image = encoded.decode(*largest)
+        return [resize_uint8(pixels, h, w, mode) for w, h in sizes]
+    image = encoded.decode()
     return [to_uint8(image.resize(size, F.pil_modes_mapping[mode])) for size in sizes]
 
 
-def resize_uint8(image: torch.Tensor, height: int, width: int) -> torch.Tensor:
+# torch's antialiased kernels are PIL's filters (bicubic with PIL's a = -0.5, not the -0.75 of
+# torch's plain bicubic), rounded differently: within one level of 255 (rarely two where a
+# bicubic upscale overshoots), mean under 0.1 level, at a quarter to a fifth of PIL's time, and
+# without PIL's (H, W, 3) -> (3, H, W) copy.
+TORCH_RESIZE_MODES = (T.InterpolationMode.BILINEAR, T.InterpolationMode.BICUBIC)
+
+
+def resize_uint8(image: torch.Tensor, height: int, width: int,
+                 mode: T.InterpolationMode = T.InterpolationMode.BILINEAR) -> torch.Tensor:
     """A (3, H, W) uint8 tensor of any layout (a view of decoded (H, W, 3) pixels, or a crop of
-    one) resized by torch's uint8 antialiased bilinear kernel: contiguous (3, height, width)."""
-    return F2.resize(image[None], [height, width], antialias=True)[0].contiguous()
+    one) resized by torch's uint8 antialiased kernel (one of ``TORCH_RESIZE_MODES``):
+    contiguous (3, height, width)."""
+    return F2.resize(image[None], [height, width], interpolation=mode,
+                     antialias=True)[0].contiguous()
 
 
 def encoded_image(root: Path, rel: str, options=None):
@@ -278,12 +287,11 @@ class FastTrain:
     """``train_transform`` from a file: the crop is drawn on the header's size, and only as
     many pixels as the crop's output needs are decoded (with libjpeg-turbo's fast IDCT and chroma
     upsampling for a reduced-scale decode, whose differences are far below the augmentation's
-    own noise), straight into an array. With bilinear interpolation the crop is resized by
-    torch's uint8 antialiased kernel on the array's (3, H, W) view (PIL's filter within rounding,
-    a third of PIL's time); torch takes whole-pixel boxes only, so on a reduced decode the crop
-    is snapped to the decoded grid (``decoded_grid_box``). torch's bicubic is another filter
-    (a = -0.75 against PIL's -0.5), so other modes keep PIL's resize, which takes the box
-    exactly. Flip and colour jitter (``TensorColorJitter``) follow on the uint8 tensor, drawing
+    own noise), straight into an array. With bilinear or bicubic interpolation the crop is
+    resized by torch's uint8 antialiased kernel on the array's (3, H, W) view
+    (``resize_uint8``); torch takes whole-pixel boxes only, so on a reduced decode the crop is
+    snapped to the decoded grid (``decoded_grid_box``). Nearest decodes at full size and keeps
+    PIL's crop and resize. Flip and colour jitter (``TensorColorJitter``) follow on the uint8 tensor, drawing
     torchvision's random numbers in the reference's order."""
 
     def __init__(self, resolution: int, cfg: DataConfig,
@@ -291,8 +299,7 @@ class FastTrain:
         self.reference = train_transform(resolution, cfg, crop_scale)
         self.crop, self.flip, jitter = self.reference.transforms[:3]
         self.jitter = TensorColorJitter(jitter)
-        self.resolution, self.resample = resolution, F.pil_modes_mapping[cfg.mode]
-        self.torch_resize = cfg.mode == T.InterpolationMode.BILINEAR
+        self.resolution, self.mode = resolution, cfg.mode
 
     def load(self, root: Path, rel: str, options=None) -> torch.Tensor:
         encoded = encoded_image(root, rel, options)
@@ -301,21 +308,16 @@ class FastTrain:
                                    self.crop.ratio)
         top, left, h, w = box
         k = self.resolution
-        need = math.ceil(k * width / w), math.ceil(k * height / h)
-        if self.torch_resize:
-            pixels = encoded.decode(*need, fast=True, array=True)
-            sy, sx = pixels.shape[0] / height, pixels.shape[1] / width
-            top, left, h, w = decoded_grid_box(box, sx, sy)
-            view = torch.from_numpy(pixels).permute(2, 0, 1)[:, top:top + h, left:left + w]
-            return self.jitter(self.flip(resize_uint8(view, k, k)))
-        image = encoded.decode(*need, fast=True)
-        if image.size == (width, height):  # the reference's crop, then its resize
-            out = image.crop((left, top, left + w, top + h)).resize((k, k), self.resample)
-        else:  # reduced decode: PIL's resize takes the box between pixels
-            sx, sy = image.size[0] / width, image.size[1] / height
-            out = image.resize((k, k), self.resample,
-                               box=(left * sx, top * sy, (left + w) * sx, (top + h) * sy))
-        return self.jitter(self.flip(to_uint8(out)))
+        if self.mode not in TORCH_RESIZE_MODES:  # nearest: the reference's crop and resize
+            crop = encoded.decode().crop((left, top, left + w, top + h))
+            out = to_uint8(crop.resize((k, k), F.pil_modes_mapping[self.mode]))
+            return self.jitter(self.flip(out))
+        pixels = encoded.decode(math.ceil(k * width / w), math.ceil(k * height / h), fast=True,
+                                array=True)
+        sy, sx = pixels.shape[0] / height, pixels.shape[1] / width
+        top, left, h, w = decoded_grid_box(box, sx, sy)
+        view = torch.from_numpy(pixels).permute(2, 0, 1)[:, top:top + h, left:left + w]
+        return self.jitter(self.flip(resize_uint8(view, k, k, self.mode)))
 
 
 class FastTest:

@@ -3,11 +3,11 @@ PIL transforms, one decode per image per evaluation pass, reused passes, and no 
 synchronisation per training step.
 
 Tolerances: with a full-size decode the fast path decodes the same pixels as the reference
-(libjpeg-turbo, whether PIL or simplejpeg calls it). Bicubic resizes are PIL's own, so the
+(libjpeg-turbo, whether PIL or simplejpeg calls it). Nearest resizes are PIL's own, so the
 uint8 output is identical and the normalised values differ by float32 rounding only (atol
-1e-6; the normalisation is folded into one multiply and one subtraction); bilinear resizes are
-torch's uint8 antialiased kernel, PIL's filter rounded differently: no value more than one
-level of 255 off, a mean under 0.1 level. With a reduced-scale
+1e-6; the normalisation is folded into one multiply and one subtraction); bilinear and bicubic
+resizes are torch's uint8 antialiased kernels, PIL's filters rounded differently: no value more
+than one level of 255 off, a mean under 0.1 level. With a reduced-scale
 decode (the crop's output needs at most half the linear size) the output is a differently
 filtered image (libjpeg-turbo's scaled inverse DCT instead of PIL's antialiased resize of the
 full image): on a test image with +-10 levels of per-pixel noise, the worst case for filters,
@@ -70,32 +70,33 @@ def assert_same_pixels(ours, ref, cfg=CFG, exact=True, msg=""):
     assert levels.max() <= 1 + 1e-3 and levels.mean() < 0.1, (msg, levels.max(), levels.mean())
 
 
-@pytest.mark.parametrize("size,interpolation", [((64, 48), "bilinear"), ((48, 72), "bilinear"),
-                                                ((90, 70), "bilinear"), ((64, 48), "bicubic")])
+@pytest.mark.parametrize("size,interpolation", [
+    ((64, 48), "bilinear"), ((48, 72), "bilinear"), ((90, 70), "bilinear"),
+    ((64, 48), "bicubic"), ((48, 72), "bicubic"), ((90, 70), "bicubic"), ((64, 48), "nearest")])
 def test_full_size_decode_equals_reference(tmp_path, size, interpolation):
     path = photo(tmp_path / "a.jpg", *size, quality=92)
     cfg = dataclasses.replace(CFG, interpolation=interpolation)
-    bicubic = interpolation == "bicubic"
+    pil = interpolation == "nearest"
     for augment in ("test", "test2"):  # test DA2 is PIL's pipeline in full
         torch.manual_seed(1), random.seed(1)
         ours = normalised(loader_transform(augment, 32, cfg).load(path.parent, path.name))
         torch.manual_seed(1), random.seed(1)
         ref = build_transform(augment, 32, cfg)(open_rgb(path.parent, path.name))
-        assert_same_pixels(ours, ref, exact=bicubic or augment == "test2", msg=augment)
+        assert_same_pixels(ours, ref, exact=pil or augment == "test2", msg=augment)
     ten = MultiCrop(32, cfg, "ten_crop")
     assert_same_pixels(normalised(ten.load(path.parent, path.name)),
-                       ten(open_rgb(path.parent, path.name)), exact=bicubic)
+                       ten(open_rgb(path.parent, path.name)), exact=pil)
 
 
 @pytest.mark.parametrize("size,interpolation", [((64, 48), "bilinear"), ((48, 72), "bilinear"),
-                                                ((64, 48), "bicubic")])
+                                                ((64, 48), "bicubic"), ((48, 72), "bicubic"),
+                                                ((64, 48), "nearest")])
 def test_train_path_draws_the_reference_augmentation(tmp_path, size, interpolation):
     """Train DA on the fast path: the same random crop, flip and jitter factors as the PIL
     reference under the same seed (so the same geometry), the same decoded pixels, torch's uint8
     antialiased resize for PIL's and the jitter's blends computed in float: rounding only (a
     mean under 0.1 level of 255, measured 0-0.05; 99 % of pixels within one level; none off by
-    more than 4, measured 3), never a different crop or jitter. Bicubic models keep PIL's
-    resize (torch's bicubic is another filter)."""
+    more than 4, measured 3), never a different crop or jitter. Nearest keeps PIL's resize."""
     path = photo(tmp_path / "a.jpg", *size, quality=92)
     cfg = dataclasses.replace(CFG, interpolation=interpolation)
     for seed in range(6):
@@ -111,10 +112,9 @@ def test_train_path_draws_the_reference_augmentation(tmp_path, size, interpolati
 
 @pytest.mark.parametrize("interpolation", ["bilinear", "bicubic"])
 def test_reduced_decode_is_close_to_reference(tmp_path, monkeypatch, interpolation):
-    """A reduced decode against the reference's resize of the same crop of the full image:
-    bicubic takes the drawn box exactly (PIL's resize between pixels), bilinear the box snapped
-    to the decoded grid (``decoded_grid_box``), here given to the reference as the equivalent
-    box of the file's pixels."""
+    """A reduced decode against the reference's resize of the same crop of the full image, the
+    box snapped to the decoded grid (``decoded_grid_box``), here given to the reference as the
+    equivalent box of the file's pixels."""
     path = photo(tmp_path / "big.jpg", 640, 480, quality=92)
     cfg = dataclasses.replace(UNIT, interpolation=interpolation)
     shapes = []
@@ -132,10 +132,8 @@ def test_reduced_decode_is_close_to_reference(tmp_path, monkeypatch, interpolati
         reference = build_transform("train", 64, cfg, (0.5, 1.0))
         crop = reference.transforms[0]
         box = crop.get_params(torch.empty(0, 480, 640), crop.scale, crop.ratio)
-        if interpolation == "bilinear":
-            top, left, h, w = decoded_grid_box(box, sx, sy)
-            box = top / sy, left / sx, h / sy, w / sx
-        top, left, h, w = box
+        top, left, h, w = decoded_grid_box(box, sx, sy)
+        top, left, h, w = top / sy, left / sx, h / sy, w / sx
         cropped = full.resize((64, 64), F.pil_modes_mapping[cfg.mode],
                               box=(left, top, left + w, top + h))
         pairs.append((fast, T.Compose(reference.transforms[1:])(cropped)))
@@ -146,6 +144,22 @@ def test_reduced_decode_is_close_to_reference(tmp_path, monkeypatch, interpolati
         diff = (DeviceNormalize(UNIT)(fast[None])[0] - ref).abs()
         assert fast.shape == ref.shape
         assert diff.mean() < 3 / 255 and diff.flatten().quantile(0.99) < 16 / 255
+
+
+def test_nearest_decodes_at_full_size(tmp_path):
+    """Nearest picks pixels, which a reduced decode would average: its crops and resizes are
+    the reference's, on a full-size decode, even where the output needs 1/8 of the pixels."""
+    path = photo(tmp_path / "big.jpg", 640, 480, quality=92)
+    cfg = dataclasses.replace(CFG, interpolation="nearest")
+    for augment in ("train", "test"):
+        torch.manual_seed(0), random.seed(0)
+        ours = normalised(loader_transform(augment, 48, cfg).load(path.parent, path.name))
+        torch.manual_seed(0), random.seed(0)
+        ref = build_transform(augment, 48, cfg)(open_rgb(path.parent, path.name))
+        if augment == "test":
+            assert_same_pixels(ours, ref)
+        else:  # the jitter's blends in float: rounding only
+            assert ((ours - ref).abs() * torch.tensor(CFG.std).view(3, 1, 1) * 255).max() <= 4
 
 
 def test_decoded_grid_box_moves_the_crop_by_at_most_half_an_output_pixel():
