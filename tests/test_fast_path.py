@@ -203,6 +203,50 @@ def test_other_images_take_the_reference_decoder(tmp_path):
     assert FastTest(32, CFG).load(grey.parent, grey.name).shape == (3, 32, 32)
 
 
+def test_plain_jpeg_header_is_read_without_pillow(tmp_path, monkeypatch):
+    """A JPEG without EXIF (or with orientations off) gets its size from libjpeg-turbo's
+    header, never from Pillow; EXIF found behind other segments, a CMYK JPEG or a PNG send
+    the file to Pillow's header; the pixel limit holds on both ways."""
+    from fgvc.datasets.decode import BadImage, DecodeOptions
+
+    plain = photo(tmp_path / "plain.jpg", 60, 40)
+    rotated = photo(tmp_path / "rot.jpg", 60, 40, exif=_exif(6))
+    # EXIF after a comment and an ICC-like APP2 segment: the walk must follow the lengths
+    data = rotated.read_bytes()
+    behind = tmp_path / "behind.jpg"
+    behind.write_bytes(data[:2] + b"\xff\xfe\x00\x07hello" + b"\xff\xe2\x00\x06ICC\x00"
+                       + data[2:])
+    cmyk = tmp_path / "cmyk.jpg"
+    Image.new("CMYK", (60, 40), (10, 20, 30, 40)).save(cmyk)
+    opened = []
+    real_open = fast_decode._open
+    monkeypatch.setattr(fast_decode, "_open", lambda *a: opened.append(a) or real_open(*a))
+
+    image = fast_decode.EncodedImage(tmp_path, "plain.jpg")
+    assert (image.fast, image.size, opened) == (True, (60, 40), [])
+    assert image.decode(array=True).shape == (40, 60, 3)
+    assert np.array_equal(np.asarray(image.decode()), np.asarray(open_rgb(tmp_path, "plain.jpg")))
+    opened.clear()
+    for name, fast, size in (("rot.jpg", False, (40, 60)), ("behind.jpg", False, (40, 60)),
+                             ("cmyk.jpg", False, (60, 40))):
+        image = fast_decode.EncodedImage(tmp_path, name)
+        assert (image.fast, image.size, len(opened)) == (fast, size, 1), name
+        opened.clear()
+    off = fast_decode.EncodedImage(tmp_path, "behind.jpg", DecodeOptions(exif_transpose=False))
+    assert (off.fast, off.size, opened) == (True, (60, 40), [])
+    assert fast_decode.has_exif(data[:40]) and fast_decode.has_exif(b"\xff\xd8garbage")
+    assert not fast_decode.has_exif(plain.read_bytes())
+    for name in ("plain.jpg", "rot.jpg"):
+        with pytest.raises(BadImage, match=r"over dataset.max_image_pixels = 2,399"):
+            fast_decode.EncodedImage(tmp_path, name, DecodeOptions(max_image_pixels=2_399))
+
+
+def _exif(orientation: int) -> bytes:
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    return exif.tobytes()
+
+
 def test_multi_resolution_pass_decodes_each_image_once(tiny_recipe_dict, monkeypatch, tmp_path):
     from fgvc.workflows import pipeline
 

@@ -92,12 +92,19 @@ def _open(source: Path | io.BytesIO, limit: int | None) -> Image.Image:
         finally:
             if lift:
                 Image.MAX_IMAGE_PIXELS = saved
-    width, height = image.size
-    if limit is not None and width * height > limit:
+    try:
+        check_pixel_limit(*image.size, limit)
+    except BadImage:
         image.close()
+        raise
+    return image
+
+
+def check_pixel_limit(width: int, height: int, limit: int | None) -> None:
+    """Raise ``BadImage`` for an image over ``dataset.max_image_pixels`` (``None``: no limit)."""
+    if limit is not None and width * height > limit:
         raise BadImage(f"{width}x{height} = {width * height:,} pixels is over "
                        f"dataset.max_image_pixels = {limit:,} (a decompression bomb?)")
-    return image
 
 
 def to_rgb8(image: Image.Image) -> Image.Image:
