@@ -253,19 +253,26 @@ class TensorColorJitter:
     def __call__(self, image: torch.Tensor) -> torch.Tensor:
         j = self.jitter
         order, b, c, s, _ = T.ColorJitter.get_params(j.brightness, j.contrast, j.saturation, None)
+        factors = (b, c, s)
+        steps = [(op, factors[op]) for op in order.tolist()
+                 if op < 3 and factors[op] is not None]
         x = image.float()
-        for op in order.tolist():
-            if op == 0 and b is not None:  # towards black
-                x.mul_(b)
-            elif op == 1 and c is not None:  # towards the mean grey level (ImageStat's, rounded)
+        for i, (op, factor) in enumerate(steps):
+            if op == 0:  # towards black
+                x.mul_(factor)
+            elif op == 1:  # towards the mean grey level (ImageStat's, rounded)
                 mean = float(self._GREY @ x.reshape(3, -1).sum(1)) / (x.shape[1] * x.shape[2])
-                x.mul_(c).add_((1.0 - c) * int(mean + 0.5))
-            elif op == 2 and s is not None:  # towards the pixel's own grey level
+                x.mul_(factor).add_((1.0 - factor) * int(mean + 0.5))
+            else:  # towards the pixel's own grey level
                 grey = torch.tensordot(self._GREY, x, dims=1).add_(0.5).floor_()
-                x.lerp_(grey, 1.0 - s)
-            else:
-                continue
-            x.clamp_(0, 255).floor_()
+                x.lerp_(grey, 1.0 - factor)
+            # PIL clips and truncates after each blend. A factor <= 1 blends two images of
+            # levels in [0, 255] (non-negative weights), so nothing leaves the range and the clip
+            # is skipped; the last truncation is the uint8 cast's (towards zero, the floor here).
+            if factor > 1:
+                x.clamp_(0, 255)
+            if i < len(steps) - 1:
+                x.floor_()
         # numpy's float-to-uint8 cast is vectorised (a quarter of torch's time on the CPU)
         return torch.from_numpy(x.numpy().astype(np.uint8))
 

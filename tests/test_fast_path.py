@@ -347,3 +347,50 @@ def test_tensor_jitter_equals_torchvision_pil_jitter():
         diff = (ours.int() - ref.permute(2, 0, 1).int()).abs()
         assert ours.dtype == torch.uint8 and ours.shape == tensor.shape
         assert diff.max() <= 2 and (diff > 0).float().mean() < 0.01, (seed, diff.max())
+
+
+def test_tensor_jitter_skips_only_clips_and_truncations_that_change_nothing():
+    """PIL clips and truncates after every blend; ``TensorColorJitter`` skips the clip after a
+    blend of factor <= 1 and leaves the last truncation to the uint8 cast. Bit for bit equal to
+    clipping and truncating after every step, on images at the ends of the range and with factors
+    from 0 to 3 (clips that do change values)."""
+    import torchvision.transforms as T
+
+    from fgvc.transforms import TensorColorJitter
+
+    grey = TensorColorJitter._GREY
+
+    def every_step(image: torch.Tensor, order, b, c, s) -> torch.Tensor:
+        x = image.float()
+        for op in order.tolist():
+            if op == 0:
+                x = x * b
+            elif op == 1:
+                mean = float(grey @ x.reshape(3, -1).sum(1)) / (x.shape[1] * x.shape[2])
+                x = x * c + (1.0 - c) * int(mean + 0.5)
+            elif op == 2:
+                x = x.lerp(torch.tensordot(grey, x, dims=1).add(0.5).floor(), 1.0 - s)
+            else:
+                continue
+            x = x.clamp(0, 255).floor()
+        return x.to(torch.uint8)
+
+    torch.manual_seed(0)
+    images = [torch.randint(0, 256, (3, 24, 32), dtype=torch.uint8),
+              torch.randint(0, 30, (3, 24, 32), dtype=torch.uint8),
+              torch.randint(220, 256, (3, 24, 32), dtype=torch.uint8),
+              torch.full((3, 24, 32), 255, dtype=torch.uint8)]
+    clipped = 0
+    for strength in (0.3, (0.0, 3.0)):
+        jitter = T.ColorJitter(strength, strength, strength)
+        for seed in range(40):
+            for image in images:
+                torch.manual_seed(seed)
+                ours = TensorColorJitter(jitter)(image)
+                torch.manual_seed(seed)
+                order, b, c, s, _ = T.ColorJitter.get_params(jitter.brightness, jitter.contrast,
+                                                             jitter.saturation, None)
+                expected = every_step(image, order, b, c, s)
+                assert torch.equal(ours, expected), (strength, seed)
+                clipped += int((expected == 255).sum() + (expected == 0).sum())
+    assert clipped > 0  # the draws reach the clips
