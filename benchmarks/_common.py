@@ -40,6 +40,8 @@ def jpeg_benchmark_args(doc: str, images: int, resolution: int) -> argparse.Argu
     parser.add_argument("--images", type=int, default=images)
     parser.add_argument("--resolution", type=int, default=resolution)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--warmup", type=int, default=1,
+                        help="untimed rounds before the timed ones (imports, cold caches)")
     parser.add_argument("--interpolation", choices=("bilinear", "bicubic"), default="bilinear",
                         help="the resize filter of both contenders (bicubic: most ViT, "
                              "ConvNeXt and EVA weights)")
@@ -48,9 +50,16 @@ def jpeg_benchmark_args(doc: str, images: int, resolution: int) -> argparse.Argu
     return parser
 
 
-def interleaved(runs: dict[str, Callable[[], float]], repeats: int) -> dict[str, list[float]]:
+def interleaved(runs: dict[str, Callable[[], float]], repeats: int,
+                warmup: int = 1) -> dict[str, list[float]]:
     """Run every contender once per round, ``repeats`` rounds; each call returns its seconds
-    (or work units per second, the caller says which) and all are kept."""
+    (or work units per second, the caller says which) and all are kept. ``warmup`` untimed
+    rounds come first: the first call pays for imports and cold caches (a library imported
+    inside the timed function, files read for the first time), which would count against
+    whichever contender runs first."""
+    for _ in range(warmup):
+        for run in runs.values():
+            run()
     out: dict[str, list[float]] = {name: [] for name in runs}
     for _ in range(repeats):
         for name, run in runs.items():

@@ -112,7 +112,8 @@ def main() -> None:
     args = parser.parse_args()
     device = torch.device(args.device)
     print(f"GPU decode candidate vs timm, train DA at {args.resolution} px, batch {args.batch}, "
-          f"{args.workers} workers, {args.images} JPEGs per size, {args.repeats} rounds, "
+          f"{args.workers} workers, {args.images} JPEGs per size, {args.repeats} rounds after "
+          f"{args.warmup} untimed, "
           f"device {device}")
     for size in ((500, 375), (1024, 768)):
         paths = photo_jpegs(args.data, args.images, size)
@@ -121,7 +122,7 @@ def main() -> None:
         seconds = interleaved({
             "timm": lambda r=root, c=common: timed(lambda: timm_pass(r, *c)),
             "nvjpeg": lambda p=paths, c=common: timed(lambda: gpu_decode_pass(p, *c))},
-            args.repeats)
+            args.repeats, args.warmup)
         for name, values in seconds.items():
             print(f"  {size[0]}x{size[1]} {name:6s} median "
                   f"{args.images / statistics.median(values):7.1f} images/s")

@@ -54,13 +54,15 @@ def main() -> None:
     torch.set_num_threads(1)
     print(f"train DA at {args.resolution} px ({args.interpolation}), batch {args.batch}, "
           f"{args.workers} workers, "
-          f"{args.images} JPEGs per size, {args.repeats} interleaved rounds")
+          f"{args.images} JPEGs per size, {args.repeats} interleaved rounds after "
+          f"{args.warmup} untimed")
     for size in ((500, 375), (1024, 768)):
         paths = photo_jpegs(args.data, args.images, size)
         root = paths[0].parents[2]
         a = (root, args.resolution, args.batch, args.workers, args.interpolation)
         seconds = interleaved({"timm": lambda a=a: timed(lambda: timm_pass(*a)),
-                               "fgvc": lambda a=a: timed(lambda: fgvc_pass(*a))}, args.repeats)
+                               "fgvc": lambda a=a: timed(lambda: fgvc_pass(*a))},
+                              args.repeats, args.warmup)
         for name, values in seconds.items():
             print(f"  {size[0]}x{size[1]} {name:5s} median {args.images / statistics.median(values):7.1f} "
                   f"images/s")

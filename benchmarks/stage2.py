@@ -80,7 +80,8 @@ def main() -> None:
     seconds = interleaved({"inference": inference, "per-epoch": lambda: adapt(0),
                            "cached": lambda: adapt(4.0)}, args.repeats)
     print(f"{args.arch} at {args.resolution} px, {images} images (train + val), "
-          f"{args.epochs} adapt epochs, {args.workers} workers, {args.repeats} interleaved rounds")
+          f"{args.epochs} adapt epochs, {args.workers} workers, {args.repeats} interleaved rounds "
+          "after one untimed")
     for name, values in seconds.items():
         print(f"  {name:10s} median {statistics.median(values):7.2f} s  "
               f"(rounds: {', '.join(f'{v:.2f}' for v in values)})")

@@ -52,14 +52,15 @@ def main() -> None:
     ours, theirs = MultiCrop(args.resolution, cfg, "ten_crop"), naive(args.resolution, cfg)
     normalize = DeviceNormalize(cfg)
     print(f"10-crop at {args.resolution} px ({args.interpolation}), decoding included, "
-          f"{args.images} JPEGs per size, 1 thread, batches of {BATCH}, {args.repeats} interleaved rounds")
+          f"{args.images} JPEGs per size, 1 thread, batches of {BATCH}, "
+          f"{args.repeats} interleaved rounds after {args.warmup} untimed")
     for size in ((500, 375), (1024, 768)):
         paths = photo_jpegs(args.data, args.images, size)
         first = normalize(ours.load(paths[0].parent, paths[0].name)[None])[0]
         diff = (first - theirs(open_rgb(paths[0].parent, paths[0].name))).abs().max().item()
         seconds = interleaved({"naive": lambda p=paths: timed(lambda: run_naive(p, theirs)),
                                "fgvc": lambda p=paths: timed(lambda: run_fgvc(p, ours, normalize))},
-                              args.repeats)
+                              args.repeats, args.warmup)
         for name, values in seconds.items():
             print(f"  {size[0]}x{size[1]} {name:6s} median {args.images / statistics.median(values):7.1f} "
                   f"images/s")
