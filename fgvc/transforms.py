@@ -20,6 +20,11 @@ from torchvision import transforms as T
 from torchvision.transforms import functional as F
 from torchvision.transforms.v2 import functional as F2
 
+# Imported here, not on a worker's first image: loader workers are forked from this process, and
+# an import there costs every worker of every pass (~14 ms: libjpeg-turbo's binding, the Parquet
+# reference parser).
+from fgvc.datasets.fast_decode import DEFAULT_OPTIONS, EncodedImage
+
 Augment = Literal["train", "test", "test2", "train_resize_crop"]
 _INTERPOLATION = {
     "bilinear": T.InterpolationMode.BILINEAR,
@@ -228,8 +233,6 @@ def resize_uint8(image: torch.Tensor, height: int, width: int,
 def encoded_image(root: Path, rel: str, options=None):
     """``root/rel`` read for the fast path (``datasets/fast_decode.py``), with the recipe's
     ``DecodeOptions`` (default ones when ``None``)."""
-    from fgvc.datasets.fast_decode import DEFAULT_OPTIONS, EncodedImage
-
     return EncodedImage(root, rel, options or DEFAULT_OPTIONS)
 
 

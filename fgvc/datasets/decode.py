@@ -49,6 +49,8 @@ def decode_options(dataset_config) -> DecodeOptions:
 def image_bytes_or_path(root: Path, rel: str) -> Path | io.BytesIO:
     """A file path, or the encoded bytes of an image stored inside a Parquet/Arrow file
     (``<file>#<column>[<row>]``, see ``fgvc.datasets.parquet``)."""
+    if "#" not in rel:  # an ordinary file: no import of the Parquet reader in a worker
+        return root / rel
     from fgvc.datasets.parquet import parse_reference, read_image_bytes
 
     ref = parse_reference(rel)
