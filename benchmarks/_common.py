@@ -16,8 +16,9 @@ from PIL import Image
 def photo_jpegs(root: Path, count: int, size: tuple[int, int], seed: int = 0) -> list[Path]:
     """``count`` JPEGs (quality 90) of ``size`` = (width, height) under ``root/train/c<k>/``
     (an imagefolder layout, 4 classes): smooth colour fields plus per-pixel texture, so they
-    decode like photographs (pure noise would not). Generated once, then reused."""
-    folder = root / f"{size[0]}x{size[1]}"
+    decode like photographs (pure noise would not). Generated once, then reused; one folder
+    per (size, count), so an imagefolder over it holds exactly these files."""
+    folder = root / f"{size[0]}x{size[1]}_{count}"
     paths = [folder / "train" / f"c{i % 4}" / f"{i:05d}.jpg" for i in range(count)]
     rng = np.random.default_rng(seed)
     width, height = size

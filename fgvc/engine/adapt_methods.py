@@ -27,7 +27,7 @@ from fgvc.engine.device import autocast
 from fgvc.engine.distributed import barrier, broadcast_object, current
 from fgvc.engine.freeze import adapted_batchnorms, plan_trainable
 from fgvc.engine.loop import _to_device
-from fgvc.engine.seeding import seed_everything
+from fgvc.engine.seeding import epoch_seed, seed_everything
 from fgvc.progress import progress
 
 log = logging.getLogger(__name__)
@@ -113,7 +113,7 @@ def reestimate_bn_statistics(ctx, stage) -> int:
         bn.train()
     seen = 0
     for epoch in range(max(1, stage.epochs)):
-        seed_everything(ctx.recipe.seed * 100_003 + epoch * 7919 + current().rank)
+        seed_everything(epoch_seed(ctx.recipe.seed, epoch, current().rank))
         loader = ctx.train_loader(stage, epoch, drop_last=False, sampler_cfg=None)
         prepare = getattr(loader, "device_transform", None)  # uint8 -> model input
         for images, _labels, _, _ in progress(loader, desc=f"{stage.name} bn_stats {epoch + 1}",

@@ -12,3 +12,8 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
+
+
+def epoch_seed(seed: int, epoch: int, rank: int) -> int:
+    """The seed of one process's epoch: its shuffle and its augmentation draws."""
+    return seed * 100_003 + epoch * 7919 + rank

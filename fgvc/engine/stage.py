@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 import torch
 import torch.nn as nn
+from torch.utils.data import DataLoader
 
 from fgvc.datasets.base import DatasetIndex
 from fgvc.datasets.decode import decode_options
@@ -50,7 +51,7 @@ from fgvc.engine.preemption import (
     set_rng_state,
     training,
 )
-from fgvc.engine.seeding import seed_everything
+from fgvc.engine.seeding import epoch_seed, seed_everything
 from fgvc.inference.tta import CropMode, MultiCrop
 from fgvc.progress import format_duration, run_eta
 from fgvc.recipes.recipe import Recipe, StageConfig
@@ -78,6 +79,9 @@ class RunContext:
     tracker: Tracker = field(default_factory=Tracker)
     # Activations entering the adapted part, kept from the evaluation before adaptation.
     kept: KeptActivations | None = None
+    # The training loader serving every epoch of the stage running now (its workers persist).
+    _stage_loader: tuple[StageConfig, DataLoader] | None = field(default=None, init=False,
+                                                                 repr=False)
 
     @property
     def checkpoint_dir(self) -> Path:
@@ -127,18 +131,32 @@ class RunContext:
     def train_loader(self, stage: StageConfig, epoch: int, skip_batches: int = 0, **overrides):
         """The stage's training data; the shuffle is a function of (seed, epoch), so a resumed
         run sees exactly the order it would have seen (without the ``skip_batches`` done).
-        ``overrides``: make_loader arguments."""
+        ``overrides``: make_loader arguments. Without them one loader serves all the stage's
+        epochs, its workers kept between them (no new processes, nor their start-up, every
+        epoch: on a small fine-grained dataset that start-up is a large share of an epoch)."""
+        if not overrides and self._stage_loader is not None and self._stage_loader[0] is stage:
+            loader = self._stage_loader[1]
+            loader.epochs.set_epoch(epoch, skip_batches * stage.batch_size)
+            return loader
         ds = self.recipe.dataset
         transform = loader_transform(stage.augment, stage.resolution, self.data_cfg,
                                      tuple(stage.crop_scale), auto_augment=stage.auto_augment,
                                      random_erasing=stage.random_erasing)
-        return make_loader(self.index, stage.data_split or ds.train_split, transform=transform,
-                           **{"batch_size": stage.batch_size, "num_workers": ds.num_workers,
-                              "on_bad_image": ds.on_bad_image, "shuffle": True,
-                              "drop_last": True, "seed": self.recipe.seed, "epoch": epoch,
-                              "decode": decode_options(ds), "skip": skip_batches * stage.batch_size,
-                              "sampler_cfg": stage.sampler,
-                              "device_transform": DeviceNormalize(self.data_cfg), **overrides})
+        loader = make_loader(self.index, stage.data_split or ds.train_split, transform=transform,
+                             **{"batch_size": stage.batch_size, "num_workers": ds.num_workers,
+                                "on_bad_image": ds.on_bad_image, "shuffle": True,
+                                "drop_last": True, "seed": self.recipe.seed, "epoch": epoch,
+                                "decode": decode_options(ds),
+                                "skip": skip_batches * stage.batch_size,
+                                "sampler_cfg": stage.sampler, "persistent": not overrides,
+                                "device_transform": DeviceNormalize(self.data_cfg), **overrides})
+        if not overrides:
+            self._stage_loader = (stage, loader)
+        return loader
+
+    def release_train_loader(self) -> None:
+        """End the kept training loader's workers (the stage is over)."""
+        self._stage_loader = None
 
     def objective(self, stage: StageConfig) -> Objective:
         """The stage's loss: label smoothing, class weights and mixup/cutmix."""
@@ -231,7 +249,7 @@ def run_stage(ctx: RunContext, stage: StageConfig) -> dict | None:
         epoch_start = time.perf_counter()
         # Augmentation draws: a function of (seed, epoch, process), so a resumed run repeats them;
         # in a partly done epoch, the generators continue from their checkpointed states.
-        seed_everything(recipe.seed * 100_003 + epoch * 7919 + env.rank)
+        seed_everything(epoch_seed(recipe.seed, epoch, env.rank))
         resume = None
         if partial is not None and epoch == start_epoch:
             resume = EpochProgress(**partial["epoch_progress"])
@@ -301,6 +319,7 @@ def run_stage(ctx: RunContext, stage: StageConfig) -> dict | None:
                             keep_previous=True)
         saver.timer.reset()
         saver.stop_if_signalled(f"the end of {stage.name} epoch {epoch + 1}")
+    ctx.release_train_loader()
     if cache is not None:
         cache.close()
     if start_epoch < stage.epochs:  # the last validation: reused by an identical later pass
