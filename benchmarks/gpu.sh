@@ -5,7 +5,9 @@
 #   2. the input pipeline's ceiling with the machine's CPU workers (benchmarks/input_pipeline.py);
 #   3. a one-GPU torchrun (NCCL) smoke run of the quickstart, shortened;
 #   4. the GPU-decode candidate (nvJPEG, augmentation on the GPU) vs timm's loader
-#      (benchmarks/gpu_decode.py), with the machine's CPU workers.
+#      (benchmarks/gpu_decode.py), with the machine's CPU workers;
+#   5. training epochs with the workers kept across epochs vs a new loader per epoch
+#      (benchmarks/epochs.py), with the machine's CPU workers.
 # Usage, from the repository root: bash benchmarks/gpu.sh   (STEPS="2 3" runs only those steps)
 # The GPU machine has no internet: it must find a ready environment: PY=/path/to/python, a venv
 # at .venv, or a python3 that already holds torch, torchvision and timm (a CUDA image's). Only
@@ -26,7 +28,7 @@ if [[ ! -x "$PY" ]] && ! command -v "$PY" >/dev/null; then
   PY=.venv/bin/python
 fi
 OUT="${OUT:-$(mktemp -d)}"
-STEPS="${STEPS:-1 2 3 4}"
+STEPS="${STEPS:-1 2 3 4 5}"
 want() { [[ " $STEPS " == *" $1 "* ]]; }
 FAILED=0
 step() {  # step SECONDS COMMAND...: run with a time limit; a failure is reported, not fatal
@@ -56,5 +58,8 @@ want 3 && { grep -h "processes\|nccl\|top-1" "$OUT"/runs/quickstart/log.txt | he
 want 4 && echo "== 4. GPU decode (nvJPEG) vs timm, $(nproc) workers =="
 want 4 && step 110 "$PY" benchmarks/gpu_decode.py --workers "$(nproc)" --images 1000 --repeats 3 \
   --data "$OUT/jpegs"
+want 5 && echo "== 5. epochs with kept workers vs a new loader per epoch, $(nproc) workers =="
+want 5 && step 60 "$PY" benchmarks/epochs.py --workers "$(nproc)" --images 1000 --epochs 5 \
+  --repeats 3 --data "$OUT/jpegs"
 echo "gpu.sh done$([[ $FAILED == 0 ]] || echo ', with failures')"
 exit "$FAILED"
