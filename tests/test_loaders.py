@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import TINY_OPTIONS
 from torch.utils.data import DataLoader
 
 from fgvc.datasets import load_dataset
@@ -12,8 +13,6 @@ from fgvc.engine.data import make_loader
 from fgvc.engine.seeding import epoch_seed
 from fgvc.recipes.training import SamplerConfig
 from fgvc.transforms import DataConfig, loader_transform
-
-from conftest import TINY_OPTIONS
 
 
 def _loader(index, *, workers: int, persistent: bool, epoch: int = 0, skip: int = 0,

@@ -4,6 +4,7 @@ same order it would have seen; sharded across processes under torchrun."""
 from __future__ import annotations
 
 import atexit
+import contextlib
 import math
 import weakref
 from collections.abc import Callable
@@ -165,7 +166,8 @@ _iterators_with_workers: weakref.WeakSet = weakref.WeakSet()
 @atexit.register  # after torch's import: runs before torch's and multiprocessing's handlers
 def _end_workers() -> None:
     for iterator in list(_iterators_with_workers):
-        iterator._shutdown_workers()
+        with contextlib.suppress(Exception):  # exiting anyway: no traceback for a closed queue
+            iterator._shutdown_workers()
 
 
 def ignore_stop_signals(_worker_id: int) -> None:
