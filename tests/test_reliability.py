@@ -381,3 +381,38 @@ def test_a_torn_evaluation_json_is_named(tmp_path):
     path.write_text('{"before_adaptation": {"32": {"top1": 5')
     with pytest.raises(RunFileError, match=f"{path} is corrupt .*; delete it and run"):
         read_json(path)
+
+
+def test_adapt_stage_resumes_from_a_checkpoint_of_what_it_trains(tiny_recipe_dict, tmp_path,
+                                                                  interrupt_training, capsys):
+    """An adapt stage's resume checkpoint keeps what the stage trains (classifier, last BN)
+    and every buffer, with a digest of the frozen weights: resuming from it gives the
+    uninterrupted run's weights bit for bit, and a changed frozen part is refused in one line."""
+    tiny_recipe_dict["stages"][1]["epochs"] = 2
+    tiny_recipe_dict["predict"] = tiny_recipe_dict["submission"] = None
+    recipe = write_recipe(tmp_path, tiny_recipe_dict)
+    assert main(["run", recipe]) == 0
+    straight = tmp_path / "runs" / "tiny" / "checkpoints"
+
+    restore = interrupt_training(4)  # train epochs 1-2, adapt epoch 1, then adapt epoch 2
+    assert main(["run", recipe]) == 130
+    restore()
+    checkpoints = tmp_path / "runs" / "tiny-2" / "checkpoints"
+    state = torch.load(checkpoints / "adapt_last.pt", weights_only=True)
+    full = torch.load(straight / "adapt.pt", weights_only=True)["model"]
+    assert state["epoch"] == 1 and "frozen_digest" in state
+    assert "fc.weight" in state["model"] and "layer4.0.bn2.running_mean" in state["model"]
+    assert "layer1.0.conv1.weight" not in state["model"] and len(state["model"]) < len(full)
+
+    trained = torch.load(checkpoints / "train.pt", weights_only=True)
+    changed = {**trained, "model": {**trained["model"]}}
+    changed["model"]["layer1.0.conv1.weight"] = changed["model"]["layer1.0.conv1.weight"] + 1
+    torch.save(changed, checkpoints / "train.pt")
+    capsys.readouterr()
+    assert main(["run", recipe, "--resume"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "adapt_last.pt: saved for other frozen weights" in err[0]
+
+    torch.save(trained, checkpoints / "train.pt")
+    assert main(["run", recipe, "--resume"]) == 0
+    assert_bit_identical(full, torch.load(checkpoints / "adapt.pt", weights_only=True)["model"])

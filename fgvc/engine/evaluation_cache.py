@@ -9,6 +9,7 @@ the train stage's last validation, and "after adaptation" at K_test the adapt st
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable
 
 import torch
 import torch.nn as nn
@@ -16,8 +17,13 @@ import torch.nn as nn
 
 def weights_digest(model: nn.Module) -> str:
     """BLAKE2b of every tensor of ``model.state_dict()`` (names, dtypes, shapes and bytes)."""
+    return tensors_digest(model.state_dict().items())
+
+
+def tensors_digest(named: Iterable[tuple[str, torch.Tensor]]) -> str:
+    """BLAKE2b of named tensors (names, dtypes, shapes and bytes)."""
     digest = hashlib.blake2b(digest_size=16)
-    for name, tensor in model.state_dict().items():
+    for name, tensor in named:
         tensor = tensor.detach().cpu().contiguous()
         digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)};".encode())
         digest.update(tensor.view(-1).view(torch.uint8).numpy().tobytes())

@@ -51,6 +51,7 @@ from fgvc.engine.preemption import (
     set_rng_state,
     training,
 )
+from fgvc.engine.resumable import ResumableState
 from fgvc.engine.seeding import epoch_seed, seed_everything
 from fgvc.inference.tta import CropMode, MultiCrop
 from fgvc.progress import format_duration, run_eta
@@ -191,11 +192,12 @@ def run_stage(ctx: RunContext, stage: StageConfig) -> dict | None:
     plan = plan_trainable(model, stage.trainable, stage.reestimate)
     apply_requires_grad(model, plan)
     optimizer = build_optimizer(model, stage.optimizer)
+    weights = ResumableState(model, plan.everything)
     last = ctx.last_checkpoint(stage)
     start_epoch, step, partial, state = 0, 0, None, None
     if checkpoint_exists(last):
         state = load_checkpoint(last)
-        model.load_state_dict(state["model"])
+        weights.load(state, last)
         optimizer.load_state_dict(state["optimizer"])
         start_epoch, step = state["epoch"], state["step"]
         partial = state.get("progress")
@@ -237,7 +239,7 @@ def run_stage(ctx: RunContext, stage: StageConfig) -> dict | None:
     wrapped = wrap_for_training(model, ctx.device)
     evaluator = maybe_compile(model, recipe.model.compile)
     trained = evaluator if wrapped is model else maybe_compile(wrapped, recipe.model.compile)
-    saver = MidEpochSaver(ctx, stage, model, optimizer)
+    saver = MidEpochSaver(ctx, stage, weights, optimizer)
     saver.extra = extra_state
     cache = (adapt_cache(ctx, stage, plan)
              if start_epoch < stage.epochs and partial is None else None)
@@ -312,7 +314,7 @@ def run_stage(ctx: RunContext, stage: StageConfig) -> dict | None:
                  f", {row['bad_images']} unreadable image(s) skipped" if row["bad_images"] else "",
                  format_duration(epoch_times[-1]), format_duration(left))
         if env.is_main:
-            save_checkpoint(last, {"model": model.state_dict(),
+            save_checkpoint(last, {**weights.state(),
                                    "optimizer": optimizer.state_dict(),
                                    "epoch": epoch + 1, "step": step, "stage": stage.name,
                                    **extra_state()},
@@ -365,9 +367,9 @@ class MidEpochSaver:
     is due or a pre-emption signal arrived, and then, on a signal, the stop. Under torchrun the
     processes agree first (one small all-reduce per step), so all stop at the same step."""
 
-    def __init__(self, ctx: RunContext, stage: StageConfig, model: nn.Module,
+    def __init__(self, ctx: RunContext, stage: StageConfig, weights: ResumableState,
                  optimizer: torch.optim.Optimizer):
-        self.ctx, self.stage, self.model, self.optimizer = ctx, stage, model, optimizer
+        self.ctx, self.stage, self.weights, self.optimizer = ctx, stage, weights, optimizer
         self.timer = CheckpointTimer(ctx.recipe.checkpoint.every_minutes)
         self.extra = dict  # more state for the checkpoint (EMA weights, best epoch so far)
 
@@ -399,7 +401,7 @@ class MidEpochSaver:
         last = self.ctx.last_checkpoint(self.stage)
         if current().is_main:
             save_checkpoint(last, {
-                "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                **self.weights.state(), "optimizer": self.optimizer.state_dict(),
                 "epoch": epoch, "step": done.step, "stage": self.stage.name,
                 "progress": {"epoch_progress": done.to_dict(), "rng": rngs}, **self.extra()},
                 keep_previous=True)
