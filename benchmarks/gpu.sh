@@ -7,7 +7,9 @@
 #   4. the GPU-decode candidate (nvJPEG, augmentation on the GPU) vs timm's loader
 #      (benchmarks/gpu_decode.py), with the machine's CPU workers;
 #   5. training epochs with the workers kept across epochs vs a new loader per epoch
-#      (benchmarks/epochs.py), with the machine's CPU workers.
+#      (benchmarks/epochs.py), with the machine's CPU workers;
+#   6. batches through the workers' reused shared-memory buffers vs a new shared-memory file
+#      per batch (benchmarks/batch_transfer.py), with the machine's CPU workers and pinned memory.
 # Usage, from the repository root: bash benchmarks/gpu.sh   (STEPS="2 3" runs only those steps)
 # The GPU machine has no internet: it must find a ready environment: PY=/path/to/python, a venv
 # at .venv, or a python3 that already holds torch, torchvision and timm (a CUDA image's). Only
@@ -28,7 +30,7 @@ if [[ ! -x "$PY" ]] && ! command -v "$PY" >/dev/null; then
   PY=.venv/bin/python
 fi
 OUT="${OUT:-$(mktemp -d)}"
-STEPS="${STEPS:-1 2 3 4 5}"
+STEPS="${STEPS:-1 2 3 4 5 6}"
 want() { [[ " $STEPS " == *" $1 "* ]]; }
 FAILED=0
 step() {  # step SECONDS COMMAND...: run with a time limit; a failure is reported, not fatal
@@ -60,6 +62,9 @@ want 4 && step 110 "$PY" benchmarks/gpu_decode.py --workers "$(nproc)" --images 
   --data "$OUT/jpegs"
 want 5 && echo "== 5. epochs with kept workers vs a new loader per epoch, $(nproc) workers =="
 want 5 && step 60 "$PY" benchmarks/epochs.py --workers "$(nproc)" --images 1000 --epochs 5 \
+  --repeats 3 --data "$OUT/jpegs"
+want 6 && echo "== 6. reused batch buffers vs a new shared-memory file per batch, $(nproc) workers =="
+want 6 && step 60 "$PY" benchmarks/batch_transfer.py --workers "$(nproc)" --images 1000 \
   --repeats 3 --data "$OUT/jpegs"
 echo "gpu.sh done$([[ $FAILED == 0 ]] || echo ', with failures')"
 exit "$FAILED"

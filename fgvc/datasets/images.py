@@ -51,14 +51,16 @@ class ImageDataset(Dataset):
         return item, sample.label, index
 
 
-def collate_skipping_bad(batch: list) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
-    """Stack the good items; the last element counts the bad ones dropped from this batch."""
+def collate_skipping_bad(batch: list, stack: Callable[[list], object] = default_collate
+                         ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
+    """Stack the good items; the last element counts the bad ones dropped from this batch.
+    ``stack`` stacks the images (a loader worker's reused buffers: ``shared_batches.py``)."""
     good = [item for item in batch if item is not None]
     bad = len(batch) - len(good)
     if not good:
         empty = torch.empty(0)
         return empty, empty.long(), empty.long(), bad
-    images = default_collate([g[0] for g in good])  # a batch, or {resolution: batch}
+    images = stack([g[0] for g in good])  # a batch, or {resolution: batch}
     labels = torch.tensor([g[1] for g in good], dtype=torch.long)
     indices = torch.tensor([g[2] for g in good], dtype=torch.long)
     return images, labels, indices, bad

@@ -25,7 +25,10 @@ from fgvc.datasets.images import ImageDataset, collate_skipping_bad
 from fgvc.engine.distributed import ShardSampler, current
 from fgvc.engine.samplers import build_sampler
 from fgvc.engine.seeding import epoch_seed, seed_everything
+from fgvc.engine.shared_batches import ReusedBufferCollate, SharedBatchIter
 from fgvc.recipes.training import SamplerConfig
+
+PREFETCH_FACTOR = 2  # batches in flight per worker (torch's default)
 
 
 def make_loader(index: DatasetIndex, split: str, *, transform: Callable, batch_size: int,
@@ -53,10 +56,13 @@ def make_loader(index: DatasetIndex, split: str, *, transform: Callable, batch_s
         dataset = ImageDataset(index.root, samples, transform, on_bad_image, decode)
     env = current()
     generator = torch.Generator().manual_seed(epoch_seed(seed, epoch, env.rank))
+    if collate_fn is collate_skipping_bad and num_workers > 0:
+        collate_fn = ReusedBufferCollate(slots=PREFETCH_FACTOR)
     common = {"num_workers": num_workers, "collate_fn": collate_fn,
               "pin_memory": torch.cuda.is_available(),
               "persistent_workers": persistent and num_workers > 0,
-              "worker_init_fn": ignore_stop_signals}
+              "worker_init_fn": ignore_stop_signals,
+              "prefetch_factor": PREFETCH_FACTOR if num_workers > 0 else None}
     if shuffle:
         labels = [s.label for s in samples] if sampler_cfg is not None else None
         epochs = EpochBatches(len(dataset), batch_size, drop_last, seed=seed, labels=labels,
@@ -154,7 +160,10 @@ class Loader(DataLoader):
     workers are ended first, the way the iterator ends them itself (a stop message each)."""
 
     def _get_iterator(self):
-        iterator = super()._get_iterator()
+        if self.num_workers > 0 and isinstance(self.collate_fn, ReusedBufferCollate):
+            iterator = SharedBatchIter(self)
+        else:
+            iterator = super()._get_iterator()
         if self.num_workers > 0:
             _iterators_with_workers.add(iterator)
         return iterator

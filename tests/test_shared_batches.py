@@ -1,0 +1,99 @@
+"""Loader workers write their batches into shared-memory buffers they reuse
+(``fgvc/engine/shared_batches.py``): the batches are those a 0-worker loader gives, a batch the
+caller keeps is never overwritten, and a worker really cycles through its buffers."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+from conftest import TINY_OPTIONS
+
+from fgvc.datasets import load_dataset
+from fgvc.engine import shared_batches
+from fgvc.engine.data import PREFETCH_FACTOR, make_loader
+from fgvc.engine.shared_batches import ReusedBufferCollate, SharedBatch
+from fgvc.transforms import DataConfig, loader_transform
+
+
+def _loader(index, *, workers: int, persistent: bool = False, epoch: int = 0):
+    return make_loader(index, "train", transform=loader_transform("train", 24, DataConfig()),
+                       batch_size=2, num_workers=workers, on_bad_image="fail", shuffle=True,
+                       seed=5, epoch=epoch, persistent=persistent)
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_kept_batches_equal_a_0_worker_loaders(tiny_data_root, workers):
+    """Every batch is kept, uncopied, until the end of two epochs (the second after an epoch
+    left half-way): if a worker's buffer were written again while the caller still held a
+    batch from it, the kept batches would differ."""
+    index = load_dataset("synthetic", tiny_data_root, TINY_OPTIONS)
+    kept = _loader(index, workers=workers, persistent=True)
+    for _, _images in zip(range(2), kept, strict=False):
+        pass  # epoch 0 left after two batches; its other tasks are dropped, never read
+    held = {}
+    for epoch in (1, 2):
+        kept.epochs.set_epoch(epoch)
+        held[epoch] = list(kept)
+    for epoch, batches in held.items():
+        fresh = list(_loader(index, workers=0, epoch=epoch))
+        assert len(batches) == len(fresh) > 2 * PREFETCH_FACTOR * workers
+        for (images, labels, indices, bad), (f_images, f_labels, f_indices, f_bad) in zip(
+                batches, fresh, strict=True):
+            assert torch.equal(images, f_images) and torch.equal(indices, f_indices)
+            assert torch.equal(labels, f_labels) and bad == f_bad == 0
+
+
+def test_a_worker_cycles_through_its_buffers(tiny_data_root):
+    """One worker's batches arrive in ``PREFETCH_FACTOR`` shared-memory files, each used again
+    and again, instead of a new file per batch."""
+    index = load_dataset("synthetic", tiny_data_root, TINY_OPTIONS)
+    iterator = iter(_loader(index, workers=1))
+    files = []
+    for _batch in iterator:
+        fd, _size = iterator._received[-1].data[0].untyped_storage()._share_fd_cpu_()
+        files.append(os.fstat(fd).st_ino)
+    assert len(files) > 2 * PREFETCH_FACTOR
+    assert len(set(files)) == PREFETCH_FACTOR
+    assert files[:PREFETCH_FACTOR] * (len(files) // PREFETCH_FACTOR) == \
+        files[:len(files) // PREFETCH_FACTOR * PREFETCH_FACTOR]
+
+
+def test_collate_stacks_each_resolution_into_its_own_buffers(monkeypatch):
+    """Multi-resolution evaluation collates {resolution: image} items; in a worker each
+    resolution gets its buffers, of the batch's own size even when a larger batch came
+    first."""
+    monkeypatch.setattr(shared_batches, "get_worker_info", lambda: object())
+    collate = ReusedBufferCollate(slots=2)
+    items = [({32: torch.full((3, 32, 32), i, dtype=torch.uint8),
+               48: torch.full((3, 48, 48), i, dtype=torch.uint8)}, i % 2, i) for i in range(5)]
+    first = collate(items)
+    second = collate(items[:3])
+    third = collate(items[:2])  # buffer of the first batch again, now smaller
+    assert isinstance(first, SharedBatch)
+    images, labels, indices, bad = third.copied()
+    assert images[32].shape == (2, 3, 32, 32) and images[48].shape == (2, 3, 48, 48)
+    assert images[48][:, 0, 0, 0].tolist() == [0, 1] and indices.tolist() == [0, 1]
+    assert labels.tolist() == [0, 1] and bad == 0
+    assert third.data[0][32].untyped_storage().data_ptr() == \
+        first.data[0][32].untyped_storage().data_ptr()
+    assert second.data[0][32].untyped_storage().data_ptr() != \
+        first.data[0][32].untyped_storage().data_ptr()
+    assert images[32].untyped_storage().data_ptr() != \
+        third.data[0][32].untyped_storage().data_ptr()  # copied out
+
+
+def test_pinning_is_the_copy_out_of_the_buffers(monkeypatch):
+    """With ``pin_memory`` (CUDA) the pin thread's copy replaces the main process's: torch's
+    ``pin_memory`` turns a ``SharedBatch`` into a plain batch of pinned copies. Pinning needs
+    a GPU, so ``Tensor.pin_memory`` is a copy here."""
+    from torch.utils.data._utils.pin_memory import pin_memory
+
+    monkeypatch.setattr(torch.Tensor, "pin_memory", lambda self, device=None: self.clone())
+    buffer = torch.arange(12, dtype=torch.uint8).view(2, 6)
+    batch = SharedBatch((buffer, torch.tensor([1, 2]), torch.tensor([0, 1]), 0))
+    pinned = pin_memory(batch)
+    assert type(pinned) is tuple
+    assert torch.equal(pinned[0], buffer) and pinned[0].data_ptr() != buffer.data_ptr()
+    assert pinned[1].tolist() == [1, 2] and pinned[3] == 0
