@@ -63,13 +63,18 @@ def test_shuffle_is_a_plain_shuffled_loaders_order(tiny_data_root):
         assert [b.tolist() for b in plain] == [i.tolist() for _, i in _batches(ours)]
 
 
-def test_process_with_live_workers_exits(tiny_data_root, tmp_path):
+@pytest.mark.parametrize("orphaned", [False, True])
+def test_process_with_live_workers_exits(tiny_data_root, tmp_path, orphaned):
     """Workers ignore SIGTERM, which multiprocessing sends them at exit before waiting for them:
     a process ending with a loader's workers still alive (persistent, or held by a traceback)
-    must end them itself instead of waiting forever."""
+    must end them itself instead of waiting forever; so must one whose workers outlived their
+    iterator (``orphaned``: an iterator freed by the garbage collector on one of its own queue
+    threads, whose stop message never left, as a failing test's persistent loader once was)."""
     import subprocess
     import sys
 
+    orphan = ("import fgvc.engine.data as data\n"
+              "data._iterators_with_workers.clear()\n") if orphaned else ""
     script = tmp_path / "crash.py"
     script.write_text(
         "import sys\n"
@@ -82,8 +87,9 @@ def test_process_with_live_workers_exits(tiny_data_root, tmp_path):
         "persistent=True)\n"
         "for batch in loader:\n"
         "    pass\n"
+        f"{orphan}"
         "for batch in loader:\n"
         "    raise RuntimeError('crash with the workers busy')\n")
     done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
-                          timeout=120)
+                          timeout=60)
     assert done.returncode == 1 and "crash with the workers busy" in done.stderr

@@ -97,3 +97,26 @@ def test_pinning_is_the_copy_out_of_the_buffers(monkeypatch):
     assert type(pinned) is tuple
     assert torch.equal(pinned[0], buffer) and pinned[0].data_ptr() != buffer.data_ptr()
     assert pinned[1].tolist() == [1, 2] and pinned[3] == 0
+
+
+def test_copies_reuse_memory_only_once_nothing_refers_to_it():
+    """The main process's copies of the batches go into memory it keeps (no page faults on
+    every batch); a copy's memory is used again only when no tensor, view, detached alias or
+    storage handle of it is left, and a pool at capacity drops its oldest memory without
+    touching a copy still in use."""
+    from fgvc.engine.shared_batches import ReusedCopies
+
+    copies = ReusedCopies(capacity=2)
+    first = copies.copy(torch.full((4, 8), 1.0))
+    address = first.data_ptr()
+    del first
+    second = copies.copy(torch.full((2, 8), 2.0))  # smaller: fits the freed memory
+    assert second.data_ptr() == address and second.tolist() == [[2.0] * 8] * 2
+    for alias in (lambda t: t[1], lambda t: t.detach(), lambda t: t.untyped_storage()):
+        held = alias(second)
+        third = copies.copy(torch.full((2, 8), 3.0))
+        assert third.data_ptr() != address and second.tolist() == [[2.0] * 8] * 2
+        del held, third
+    kept = [copies.copy(torch.full((2, 8), float(v))) for v in (5, 6, 7)]  # over capacity
+    assert [t[0, 0].item() for t in kept] == [5.0, 6.0, 7.0]
+    assert second.tolist() == [[2.0] * 8] * 2 and second.dtype == torch.float32

@@ -166,17 +166,26 @@ class Loader(DataLoader):
             iterator = super()._get_iterator()
         if self.num_workers > 0:
             _iterators_with_workers.add(iterator)
+            _workers.update(iterator._workers)
         return iterator
 
 
 _iterators_with_workers: weakref.WeakSet = weakref.WeakSet()
+_workers: weakref.WeakSet = weakref.WeakSet()  # their processes, alive while multiprocessing's
 
 
 @atexit.register  # after torch's import: runs before torch's and multiprocessing's handlers
 def _end_workers() -> None:
+    """Ends the workers of live iterators the way the iterator does, then kills any worker
+    still running: one whose iterator is gone but whose shutdown did not reach it (an iterator
+    freed by the garbage collector on one of its own queue threads sends its stop message where
+    nothing delivers it) would otherwise ignore multiprocessing's SIGTERM and be waited for."""
     for iterator in list(_iterators_with_workers):
         with contextlib.suppress(Exception):  # exiting anyway: no traceback for a closed queue
             iterator._shutdown_workers()
+    for worker in list(_workers):
+        if worker.is_alive():
+            worker.kill()
 
 
 def ignore_stop_signals(_worker_id: int) -> None:
