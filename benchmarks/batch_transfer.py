@@ -8,7 +8,11 @@ process per pass (the main process copies each batch out of its buffer, where to
 maps a new file instead), and the min and median per-round ratios naive / fgvc of wall time and
 of the workers' CPU time.
 
+With ``--no-decode`` the workers skip the JPEGs and hand over a new uint8 image of the same size
+per sample, which isolates the transfer's own cost from the decode's noise.
+
     python benchmarks/batch_transfer.py [--images 1000] [--workers 1] [--batch 64] [--repeats 5]
+                                        [--no-decode]
 """
 
 from __future__ import annotations
@@ -31,6 +35,16 @@ def new_file_per_batch(batch: list):
     return collate_skipping_bad(batch)
 
 
+class NoDecode:
+    """A transform that reads nothing: a new uint8 image per sample, as a real one returns."""
+
+    def __init__(self, resolution: int):
+        self.resolution = resolution
+
+    def load(self, root, rel, options=None) -> torch.Tensor:
+        return torch.full((3, self.resolution, self.resolution), 7, dtype=torch.uint8)
+
+
 def cpu_seconds() -> tuple[float, float]:
     """(main process, reaped children) user + system CPU seconds so far."""
     own, children = (resource.getrusage(who) for who in
@@ -43,7 +57,9 @@ def one_pass(index, collate, args) -> tuple[float, float, float]:
     cfg = DataConfig(interpolation=args.interpolation)
     main0, workers0 = cpu_seconds()
     start = time.perf_counter()
-    loader = make_loader(index, "train", transform=loader_transform("train", args.resolution, cfg),
+    transform = (NoDecode(args.resolution) if args.no_decode
+                 else loader_transform("train", args.resolution, cfg))
+    loader = make_loader(index, "train", transform=transform,
                          batch_size=args.batch, num_workers=args.workers, on_bad_image="fail",
                          shuffle=True, collate_fn=collate)
     for images, *_ in loader:
@@ -59,6 +75,8 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--size", default="500x375")
+    parser.add_argument("--no-decode", action="store_true",
+                        help="hand over a new image per sample without reading the JPEGs")
     args = parser.parse_args()
     torch.set_num_threads(1)
     width, height = (int(v) for v in args.size.split("x"))
@@ -73,7 +91,9 @@ def main() -> None:
     for _ in range(args.repeats):
         for name, collate in contenders.items():
             runs[name].append(one_pass(index, collate, args))
-    print(f"{args.images} JPEGs {args.size}, train DA at {args.resolution} px, batch {args.batch}, "
+    work = (f"{args.images} samples without decoding, {args.resolution} px" if args.no_decode
+            else f"{args.images} JPEGs {args.size}, train DA at {args.resolution} px")
+    print(f"{work}, batch {args.batch}, "
           f"{args.workers} workers, {args.repeats} interleaved rounds after {args.warmup} untimed")
     for name, values in runs.items():
         wall, main_cpu, workers_cpu = (statistics.median(v[i] for v in values) for i in range(3))
