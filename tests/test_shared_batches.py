@@ -120,3 +120,48 @@ def test_copies_reuse_memory_only_once_nothing_refers_to_it():
     kept = [copies.copy(torch.full((2, 8), float(v))) for v in (5, 6, 7)]  # over capacity
     assert [t[0, 0].item() for t in kept] == [5.0, 6.0, 7.0]
     assert second.tolist() == [[2.0] * 8] * 2 and second.dtype == torch.float32
+
+
+def test_a_whole_recipe_gives_the_same_results_with_loader_workers(tiny_data_root, tmp_path):
+    """Both stages, multi-resolution evaluation and predictions through 2 workers' reused
+    buffers: the same weights, figures, predictions and submission as loading in the main
+    process (augmentation is seeded per batch, so the workers do not change the draws)."""
+    import json
+
+    import yaml
+    from conftest import tiny_recipe
+
+    from fgvc.cli import main
+
+    outputs = {}
+    for workers in (0, 2):
+        root = tmp_path / f"w{workers}"
+        recipe = tiny_recipe(tiny_data_root, root)
+        recipe["dataset"]["num_workers"] = workers
+        recipe["submission"]["path"] = str(tmp_path / f"w{workers}.csv")
+        path = root / "recipe.yaml"
+        path.parent.mkdir(parents=True)
+        path.write_text(yaml.safe_dump(recipe))
+        assert main(["run", str(path)]) == 0
+        run_dir = root / "runs" / "tiny"
+        outputs[workers] = {
+            "weights": torch.load(run_dir / "checkpoints" / "adapt.pt",
+                                  weights_only=True)["model"],
+            "evaluation": json.loads((run_dir / "evaluation.json").read_text()),
+            "submission": (tmp_path / f"w{workers}.csv").read_text()}
+    plain, workers = outputs[0], outputs[2]
+    assert plain["weights"].keys() == workers["weights"].keys()
+    for key, value in plain["weights"].items():
+        assert torch.equal(value, workers["weights"][key]), key
+    assert _without_times(plain["evaluation"]) == _without_times(workers["evaluation"])
+    assert set(plain["evaluation"]["after_adaptation"]) == {"32", "48"}
+    assert plain["submission"] == workers["submission"] and plain["submission"].count("\n") > 3
+
+
+def _without_times(value):
+    if isinstance(value, dict):
+        return {k: _without_times(v) for k, v in value.items()
+                if "second" not in k and "time" not in k}
+    if isinstance(value, list):
+        return [_without_times(v) for v in value]
+    return value
