@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import resource
 import statistics
 import tempfile
 import time
@@ -72,6 +73,14 @@ def timed(fn: Callable[[], object]) -> float:
     start = time.perf_counter()
     fn()
     return time.perf_counter() - start
+
+
+def cpu_seconds() -> tuple[float, float]:
+    """(this process, its reaped children) user + system CPU seconds so far: a loader's
+    workers count once the loader has joined them."""
+    own, children = (resource.getrusage(who) for who in
+                     (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))
+    return own.ru_utime + own.ru_stime, children.ru_utime + children.ru_stime
 
 
 def ratio_line(label: str, ours: list[float], theirs: list[float]) -> str:

@@ -17,12 +17,16 @@ per sample, which isolates the transfer's own cost from the decode's noise.
 
 from __future__ import annotations
 
-import resource
 import statistics
 import time
 
 import torch
-from _common import jpeg_benchmark_args, photo_jpegs, ratio_line  # benchmarks/_common.py
+from _common import (  # benchmarks/_common.py
+    cpu_seconds,
+    jpeg_benchmark_args,
+    photo_jpegs,
+    ratio_line,
+)
 
 from fgvc.datasets import load_dataset
 from fgvc.datasets.images import collate_skipping_bad
@@ -43,13 +47,6 @@ class NoDecode:
 
     def load(self, root, rel, options=None) -> torch.Tensor:
         return torch.full((3, self.resolution, self.resolution), 7, dtype=torch.uint8)
-
-
-def cpu_seconds() -> tuple[float, float]:
-    """(main process, reaped children) user + system CPU seconds so far."""
-    own, children = (resource.getrusage(who) for who in
-                     (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))
-    return own.ru_utime + own.ru_stime, children.ru_utime + children.ru_stime
 
 
 def one_pass(index, collate, args) -> tuple[float, float, float]:

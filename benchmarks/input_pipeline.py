@@ -5,7 +5,9 @@ batch size, both ending with a normalised float batch on the device (here the CP
 ``PrefetchLoader`` and fgvc's ``DeviceNormalize`` both normalise there, inside the timing).
 
 Interleaved rounds (timm, fgvc, timm, fgvc, ...), one full pass over the images each; prints
-images/s and the min and median of the per-round ratio fgvc / timm.
+images/s and the min and median of the per-round ratio fgvc / timm, in wall time (the target)
+and in CPU seconds of the whole pass (main process and workers), which the scheduling of three
+processes on few cores moves less.
 
     python benchmarks/input_pipeline.py [--images 1000] [--workers 2] [--repeats 3]
                                         [--interpolation bilinear|bicubic]
@@ -17,7 +19,14 @@ import statistics
 from pathlib import Path
 
 import torch
-from _common import interleaved, jpeg_benchmark_args, photo_jpegs, ratio_line, timed  # benchmarks/_common.py
+from _common import (  # benchmarks/_common.py
+    cpu_seconds,
+    interleaved,
+    jpeg_benchmark_args,
+    photo_jpegs,
+    ratio_line,
+    timed,
+)
 
 from fgvc.datasets import load_dataset
 from fgvc.engine.data import make_loader
@@ -46,6 +55,15 @@ def fgvc_pass(root: Path, size: int, batch: int, workers: int, interpolation: st
         assert loader.device_transform(images).dtype == torch.float32
 
 
+def measured(one_pass, args: tuple, cpu_log: list[float]) -> float:
+    """Wall seconds of ``one_pass(*args)``; its CPU seconds (main process and the workers it
+    joined) are appended to ``cpu_log``."""
+    before = sum(cpu_seconds())
+    wall = timed(lambda: one_pass(*args))
+    cpu_log.append(sum(cpu_seconds()) - before)
+    return wall
+
+
 def main() -> None:
     parser = jpeg_benchmark_args(__doc__, images=1000, resolution=224)
     parser.add_argument("--workers", type=int, default=2)
@@ -60,13 +78,17 @@ def main() -> None:
         paths = photo_jpegs(args.data, args.images, size)
         root = paths[0].parents[2]
         a = (root, args.resolution, args.batch, args.workers, args.interpolation)
-        seconds = interleaved({"timm": lambda a=a: timed(lambda: timm_pass(*a)),
-                               "fgvc": lambda a=a: timed(lambda: fgvc_pass(*a))},
+        cpu: dict[str, list[float]] = {"timm": [], "fgvc": []}
+        seconds = interleaved({"timm": lambda a=a, c=cpu: measured(timm_pass, a, c["timm"]),
+                               "fgvc": lambda a=a, c=cpu: measured(fgvc_pass, a, c["fgvc"])},
                               args.repeats, args.warmup)
         for name, values in seconds.items():
             print(f"  {size[0]}x{size[1]} {name:5s} median {args.images / statistics.median(values):7.1f} "
-                  f"images/s")
-        print("  " + ratio_line(f"{size[0]}x{size[1]} fgvc / timm", seconds["fgvc"], seconds["timm"]))
+                  f"images/s, {statistics.median(cpu[name][args.warmup:]):6.3f} CPU s per pass")
+        label = f"{size[0]}x{size[1]} fgvc / timm"
+        print("  " + ratio_line(label, seconds["fgvc"], seconds["timm"]))
+        print("  " + ratio_line(label + " (CPU s)", cpu["fgvc"][args.warmup:],
+                                cpu["timm"][args.warmup:]))
 
 
 if __name__ == "__main__":
