@@ -102,18 +102,18 @@ class SharedBatchIter(_MultiProcessingDataLoaderIter):
     buffers received mapped."""
 
     def __init__(self, loader):
-        if not loader.in_order:
+        if not getattr(loader, "in_order", True):  # older torch always loads in order
             raise ValueError("reused batch buffers need a loader that loads in order")
         super().__init__(loader)
         slots = loader.prefetch_factor * loader.num_workers
         self._received = collections.deque(maxlen=slots)
         self._copies = ReusedCopies(capacity=COPIES_KEPT)
 
-    def _process_data(self, data, worker_idx):
+    def _process_data(self, data, *args):  # (data, worker_idx) in recent torch, (data) before
         if isinstance(data, SharedBatch):
             self._received.append(data)
             data = data.copied(self._copies.copy)
-        return super()._process_data(data, worker_idx)
+        return super()._process_data(data, *args)
 
 
 class ReusedCopies:
