@@ -52,6 +52,17 @@ def jpeg_benchmark_args(doc: str, images: int, resolution: int) -> argparse.Argu
     return parser
 
 
+def image_size(text: str) -> tuple[int, int]:
+    """``--size`` as WIDTHxHEIGHT, e.g. 500x375 (argparse reports a bad one in one line)."""
+    try:
+        width, height = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected WIDTHxHEIGHT, e.g. 500x375") from None
+    if width <= 0 or height <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: width and height must be positive")
+    return width, height
+
+
 def interleaved(runs: dict[str, Callable[[], float]], repeats: int,
                 warmup: int = 1) -> dict[str, list[float]]:
     """Run every contender once per round, ``repeats`` rounds; each call returns its seconds

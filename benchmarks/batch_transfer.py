@@ -23,6 +23,7 @@ import time
 import torch
 from _common import (  # benchmarks/_common.py
     cpu_seconds,
+    image_size,
     jpeg_benchmark_args,
     photo_jpegs,
     ratio_line,
@@ -71,12 +72,12 @@ def main() -> None:
     parser = jpeg_benchmark_args(__doc__, images=1000, resolution=224)
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--batch", type=int, default=64)
-    parser.add_argument("--size", default="500x375")
+    parser.add_argument("--size", type=image_size, default="500x375")
     parser.add_argument("--no-decode", action="store_true",
                         help="hand over a new image per sample without reading the JPEGs")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    width, height = (int(v) for v in args.size.split("x"))
+    width, height = args.size
     paths = photo_jpegs(args.data, args.images, (width, height))
     index = load_dataset("imagefolder", paths[0].parents[2])
     contenders = {"torch default (new file per batch)": new_file_per_batch,
@@ -89,7 +90,7 @@ def main() -> None:
         for name, collate in contenders.items():
             runs[name].append(one_pass(index, collate, args))
     work = (f"{args.images} samples without decoding, {args.resolution} px" if args.no_decode
-            else f"{args.images} JPEGs {args.size}, train DA at {args.resolution} px")
+            else f"{args.images} JPEGs {width}x{height}, train DA at {args.resolution} px")
     print(f"{work}, batch {args.batch}, "
           f"{args.workers} workers, {args.repeats} interleaved rounds after {args.warmup} untimed")
     for name, values in runs.items():

@@ -15,7 +15,7 @@ from collections.abc import Callable
 import numpy as np
 import simplejpeg
 import torch
-from _common import jpeg_benchmark_args, photo_jpegs  # benchmarks/_common.py
+from _common import image_size, jpeg_benchmark_args, photo_jpegs  # benchmarks/_common.py
 from PIL import Image
 from torchvision import transforms as T
 from torchvision.transforms import functional as F
@@ -36,10 +36,10 @@ def per_image_ms(fn: Callable[[int], object], count: int, repeats: int) -> float
 
 def main() -> None:
     parser = jpeg_benchmark_args(__doc__, images=300, resolution=224)
-    parser.add_argument("--size", default="500x375")
+    parser.add_argument("--size", type=image_size, default="500x375")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    width, height = (int(v) for v in args.size.split("x"))
+    width, height = args.size
     paths = photo_jpegs(args.data, args.images, (width, height))
     root, n, k = paths[0].parents[2], len(paths), args.resolution
     rels = [str(p.relative_to(root)) for p in paths]

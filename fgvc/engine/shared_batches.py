@@ -29,7 +29,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 from torch.multiprocessing.reductions import StorageWeakRef
-from torch.utils.data import get_worker_info
+from torch.utils.data import default_collate, get_worker_info
 from torch.utils.data.dataloader import _MultiProcessingDataLoaderIter
 
 from fgvc.datasets.images import collate_skipping_bad
@@ -74,6 +74,8 @@ class ReusedBufferCollate:
 
     def _stack(self, images: list):
         first = images[0]
+        if not isinstance(first, (torch.Tensor, dict)):  # not an image fgvc makes: torch's way
+            return default_collate(images)
         if isinstance(first, dict):  # {resolution: image}: one buffer per key
             return {key: self._stack_into(key, [image[key] for image in images])
                     for key in first}
