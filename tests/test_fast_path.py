@@ -162,6 +162,33 @@ def test_nearest_decodes_at_full_size(tmp_path):
             assert ((ours - ref).abs() * torch.tensor(CFG.std).view(3, 1, 1) * 255).max() <= 4
 
 
+@pytest.mark.parametrize("interpolation", ["bilinear", "bicubic"])
+def test_direct_resize_gives_torchvision_pixels(monkeypatch, interpolation):
+    """``resize_uint8`` calls torch's kernel itself where torch resizes uint8 natively: the
+    pixels of torchvision's ``resize`` for crops (strided views), whole decoded images
+    (channels-last views), up- and downscales."""
+    from torchvision.transforms.v2 import functional as F2
+
+    import fgvc.transforms as transforms
+
+    mode = DataConfig(interpolation=interpolation).mode
+    if not transforms._native_uint8_resize(mode):
+        pytest.skip("torch does not resize uint8 natively on this CPU: torchvision's path runs")
+    calls = []
+    real = torch.nn.functional.interpolate
+    monkeypatch.setattr(torch.nn.functional, "interpolate",
+                        lambda *a, **k: calls.append(1) or real(*a, **k))
+    monkeypatch.setattr(transforms, "F2", None)  # torchvision's resize is not what runs
+    rng = np.random.default_rng(0)
+    pixels = torch.from_numpy(rng.integers(0, 256, (90, 120, 3), dtype=np.uint8)).permute(2, 0, 1)
+    for view, (h, w) in ((pixels[:, 5:77, 9:100], (40, 40)), (pixels, (64, 85)),
+                         (pixels[:, 10:30, 20:45], (56, 56)), (pixels, (90, 120))):
+        ours = transforms.resize_uint8(view, h, w, mode)
+        ref = F2.resize(view[None], [h, w], interpolation=mode, antialias=True)[0]
+        assert ours.is_contiguous() and torch.equal(ours, ref), (view.shape, h, w)
+    assert len(calls) == 4
+
+
 def test_decoded_grid_box_moves_the_crop_by_at_most_half_an_output_pixel():
     rng, checked = random.Random(0), 0
     assert decoded_grid_box((7, 13, 101, 203), 1.0, 1.0) == (7, 13, 101, 203)
