@@ -69,13 +69,16 @@ def interleaved(runs: dict[str, Callable[[], float]], repeats: int,
     (or work units per second, the caller says which) and all are kept. ``warmup`` untimed
     rounds come first: the first call pays for imports and cold caches (a library imported
     inside the timed function, files read for the first time), which would count against
-    whichever contender runs first."""
+    whichever contender runs first. Odd rounds run the contenders in reverse order (A B, B A,
+    A B, ...), so neither always runs just after the other (whose exiting workers, freed
+    memory or warmed caches would otherwise always favour or burden the same one)."""
     for _ in range(warmup):
         for run in runs.values():
             run()
     out: dict[str, list[float]] = {name: [] for name in runs}
-    for _ in range(repeats):
-        for name, run in runs.items():
+    for round_ in range(repeats):
+        order = list(runs.items())
+        for name, run in order[::-1] if round_ % 2 else order:
             out[name].append(run())
     return out
 
