@@ -267,6 +267,30 @@ def test_broken_json_names_file_and_line(trees, tmp_path):
         load_dataset("inaturalist2018", root)
 
 
+def test_json_that_orjson_refuses_is_read_by_the_standard_parser(tmp_path, monkeypatch):
+    """``read_json``: orjson parses; a byte-order mark is skipped; NaN and integers beyond 64
+    bits (which orjson refuses) are read as the standard library reads them; text that is not
+    UTF-8 is one line naming the file."""
+    import orjson
+
+    from fgvc.datasets.files import read_json
+
+    calls = []
+    real = orjson.loads
+    monkeypatch.setattr(orjson, "loads", lambda data: calls.append(1) or real(data))
+    plain = tmp_path / "plain.json"
+    plain.write_bytes(b"\xef\xbb\xbf" + json.dumps({"images": [{"id": 1}]}).encode())
+    assert read_json(plain) == {"images": [{"id": 1}]} and calls == [1]
+    odd = tmp_path / "odd.json"
+    odd.write_text('{"a": NaN, "b": 123456789012345678901234567890}')
+    value = read_json(odd)
+    assert np.isnan(value["a"]) and value["b"] == 123456789012345678901234567890
+    latin = tmp_path / "latin.json"
+    latin.write_bytes('{"name": "Bouvreuil pivoin\u00e9"}'.encode("latin-1"))
+    with pytest.raises(DatasetError, match=r"latin\.json: not UTF-8 text"):
+        read_json(latin)
+
+
 def test_json_annotation_without_category(trees, tmp_path):
     root = copy_tree(trees, tmp_path, "inaturalist2019")
     doc = json.loads((root / "train2019.json").read_text())

@@ -238,13 +238,17 @@ def test_birdsnap_test_list_names_unknown_image(tree):
 
 
 @pytest.mark.parametrize("file_name", ["../../etc/passwd", "/etc/passwd", "train_val2019/../../x.jpg",
-                                       "C:\\Windows\\x.jpg"])
-def test_paths_leaving_the_root(tree, file_name):
+                                       "C:\\Windows\\x.jpg", "\\\\server\\share\\x.jpg"])
+@pytest.mark.parametrize("position", [0, 1])
+def test_paths_leaving_the_root(tree, file_name, position):
+    """First in the file or after another (the whole-column search looks for a slash at the
+    start of the joined paths and after each separator)."""
     root, doc = inat_json(tree, "val2019.json")
-    doc["images"][1]["file_name"] = file_name
+    doc["images"][position]["file_name"] = file_name
+    image_id = doc["images"][position]["id"]
     save(root / "val2019.json", doc)
-    with pytest.raises(DatasetError, match=r"val image '2001': path .* leaves the dataset root; fix: "
-                                           r"paths in the metadata must be relative"):
+    with pytest.raises(DatasetError, match=rf"val image '{image_id}': path .* leaves the dataset "
+                                           r"root; fix: paths in the metadata must be relative"):
         load_dataset("inaturalist2019", root, integrity="warn")
 
 

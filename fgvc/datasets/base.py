@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from itertools import repeat
 from pathlib import Path
 
 import numpy as np
@@ -284,23 +283,33 @@ def checked_splits(splits: dict[str, list[RawSample] | RawColumns], file: str
     from fgvc.datasets.integrity import check_splits
 
     columns = [c for c in splits.values() if isinstance(c, RawColumns)]
-    if len(columns) == len(splits):
-        seen: set[str] = set()
-        clean = True
-        for col in columns:
-            paths = set(col.paths)
-            clean = clean and not (
-                any(map(str.__contains__, col.paths, repeat(".."))) or any(map(
-                    str.__contains__, col.paths, repeat(":"))) or any(map(
-                    str.startswith, col.paths, repeat(("/", "\\")))) or len(paths) != len(col.paths)
-                or not paths.isdisjoint(seen) or len(set(col.image_ids)) != len(col.image_ids))
-            seen |= paths
-        if clean:
-            return splits
+    if len(columns) == len(splits) and _clean_columns(columns):
+        return splits
     lists = {s: [RawSample(p, None if c is None else str(c), str(i))
                  for p, c, i in zip(v.paths, v.category_ids, v.image_ids, strict=True)]
              if isinstance(v, RawColumns) else v for s, v in splits.items()}
     return check_splits(lists, file)
+
+
+def _clean_columns(columns: list[RawColumns]) -> bool:
+    """Whether whole-column tests find nothing ``check_splits`` would report. The path tests
+    search all of a split's paths joined by newlines, once each: no '..', no ':' (a drive; the
+    rare legitimate colon merely sends the split to the entry-by-entry checks), and no path
+    starting with a slash (at the start of the text or after a newline; a newline inside a
+    path can only add false alarms)."""
+    seen: set[str] = set()
+    for i, col in enumerate(columns):
+        text = "\n".join(col.paths)
+        if (".." in text or ":" in text or text.startswith(("/", "\\")) or "\n/" in text
+                or ("\\" in text and "\n\\" in text)):  # one-character searches are the fast ones
+            return False
+        paths = set(col.paths)
+        if (len(paths) != len(col.paths) or not paths.isdisjoint(seen)
+                or len(set(col.image_ids)) != len(col.image_ids)):
+            return False
+        if i < len(columns) - 1:
+            seen |= paths
+    return True
 
 
 def build_index(name: str, root: Path, categories: dict[str, str],
@@ -326,7 +335,8 @@ def build_index(name: str, root: Path, categories: dict[str, str],
     stored = sorted(splits, key=lambda s: (s != "train", s != "val"))  # stable otherwise
     columns = {s: c if isinstance(c, RawColumns) else RawColumns.from_samples(c)
                for s, c in splits.items()}
-    for c in {c for col in columns.values() for c in set(col.category_ids)} - label_of.keys():
+    distinct = {split: set(col.category_ids) for split, col in columns.items()}
+    for c in set().union(*distinct.values()) - label_of.keys():
         if str(c) in label_of:  # an integer id from JSON: its text
             label_of[c] = label_of[str(c)]
     labels: list[np.ndarray] = []
@@ -334,8 +344,7 @@ def build_index(name: str, root: Path, categories: dict[str, str],
     start = 0
     for split in stored:
         col = columns[split]
-        split_labels = np.array([label_of.get(c, unknown) for c in col.category_ids],
-                                dtype=np.int32)
+        split_labels = _label_column(col.category_ids, distinct[split], label_of, unknown)
         bad = np.flatnonzero(split_labels == unknown)
         if bad.size:
             problem("unknown_reference", source or name, f"{split} image "
@@ -353,6 +362,23 @@ def build_index(name: str, root: Path, categories: dict[str, str],
         out["trainval"] = out["train"] + out["val"]
     return DatasetIndex(name=name, root=root, classes=[categories[c] for c in order],
                         category_ids=order, splits=out, boxes=dict(boxes or {}))
+
+
+def _label_column(category_ids: list, distinct: set, label_of: dict, unknown: int
+                  ) -> np.ndarray:
+    """``label_of[c]`` (``unknown`` where absent) for every ``c``, as int32. When every id is a
+    Python int (a COCO file's), by a binary search over the known ids instead of a dict lookup
+    per sample (a fifth of the time at millions of samples)."""
+    if distinct and all(type(c) is int for c in distinct):
+        ids = np.array(category_ids)
+        if ids.dtype.kind == "i":  # not an integer beyond int64
+            known = sorted(c for c in distinct if c in label_of)
+            keys = np.array(known, dtype=np.int64)
+            values = np.array([label_of[c] for c in known] + [unknown], dtype=np.int32)
+            position = np.searchsorted(keys, ids)
+            found = keys[np.minimum(position, len(keys) - 1)] == ids if len(keys) else False
+            return np.where(found, values[position], unknown).astype(np.int32)
+    return np.array([label_of.get(c, unknown) for c in category_ids], dtype=np.int32)
 
 
 def _chain(lists: list[list]) -> list:

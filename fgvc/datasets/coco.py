@@ -137,7 +137,7 @@ def _columns(data: Any, images: list, boxes: dict[str, tuple[float, float, float
         if isinstance(bbox, list) and len(bbox) == 4:
             boxes[str(ann["image_id"])] = tuple(float(v) for v in bbox)
     mapping = mapping_for(names)
-    return RawColumns([mapping(n) for n in names], category_ids, ids)
+    return RawColumns(mapping.all(names), category_ids, ids)
 
 
 def load_coco(name: str, root: Path, split_files: dict[str, str],
