@@ -246,6 +246,7 @@ class RawColumns:
     paths: list[str]
     category_ids: list[str | int | None]
     image_ids: list[str | int]
+    ids_unique: bool = False  # already checked by the reader: no need to hash them again
 
     @classmethod
     def from_samples(cls, raw: Iterable[RawSample]) -> RawColumns:
@@ -305,7 +306,7 @@ def _clean_columns(columns: list[RawColumns]) -> bool:
             return False
         paths = set(col.paths)
         if (len(paths) != len(col.paths) or not paths.isdisjoint(seen)
-                or len(set(col.image_ids)) != len(col.image_ids)):
+                or not (col.ids_unique or len(set(col.image_ids)) == len(col.image_ids))):
             return False
         if i < len(columns) - 1:
             seen |= paths
