@@ -11,7 +11,9 @@ interleaved for ``--repeats`` rounds, each in a fresh subprocess: a bare ``json.
 (the target's yardstick); a bare ``orjson.loads`` of its bytes (the parser fgvc uses, so its
 own share shows); the current loader; the previous one (``git archive`` of
 ``BASELINE_COMMIT``). Reported per
-subprocess: CPU time of the call (``time.process_time``), resident memory it leaves after
+subprocess: CPU time of the call (``time.process_time``; the system share, mostly page
+faults of fresh memory, is printed too), its peak resident memory above the start (the parsed
+tree and the parser's own buffers), resident memory it leaves after
 loading (``VmRSS`` after minus before, the parsed JSON freed), and the private memory two forked
 workers gain while reading every sample (``Private_Dirty`` of ``/proc/self/smaps_rollup``, as
 a DataLoader worker would).
@@ -22,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -88,6 +91,7 @@ def child(kind: str, root: str) -> None:
     gc.collect()
     before = status("VmRSS")
     start = time.process_time()
+    usage = resource.getrusage(resource.RUSAGE_SELF)
     if kind == "json":
         with open(Path(root) / "train.json", encoding="utf-8") as f:
             result = json.load(f)
@@ -97,9 +101,11 @@ def child(kind: str, root: str) -> None:
     else:
         result = load_coco("inaturalist2021", Path(root), {"train": "train.json"})
     cpu = time.process_time() - start
+    after = resource.getrusage(resource.RUSAGE_SELF)
     gc.collect()
     kept = status("VmRSS") - before
-    out = {"cpu": cpu, "rss": kept}
+    out = {"cpu": cpu, "rss": kept, "sys": after.ru_stime - usage.ru_stime,
+           "peak": after.ru_maxrss * 1024 - before}
     if kind not in ("json", "orjson"):
         samples = result.split("train")
         out["checksum"] = sum(len(s.path) + s.label + len(s.image_id) for s in samples[::997])
@@ -190,6 +196,12 @@ def main() -> None:
               f"(new {statistics.median([r['rss'] for r in rows['new']]) / args.images:.0f} bytes "
               f"per image, old {statistics.median([r['rss'] for r in rows['old']]) / args.images:.0f})")
         growth = {k: max(g for r in rows[k] for g in r["worker_growth"]) for k in ("new", "old")}
+        for kind in rows:
+            print(f"{kind}: system CPU s (page faults) "
+                  f"{statistics.median([r['sys'] for r in rows[kind]]):.2f} of "
+                  f"{statistics.median([r['cpu'] for r in rows[kind]]):.2f}, peak resident above "
+                  f"the start {statistics.median([r['peak'] for r in rows[kind]]) / 1e9:.2f} GB "
+                  "(medians)")
         print(f"largest private growth of a forked worker reading every sample: new "
               f"{growth['new'] / 2**20:.1f} MiB, old {growth['old'] / 2**20:.1f} MiB")
     finally:
