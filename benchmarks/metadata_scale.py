@@ -7,10 +7,8 @@ copy-on-write sharing).
 
 Writes an iNaturalist-2021-shaped ``train.json`` (every field of the real file: image size,
 licence, rights holder, date, coordinates; annotations; categories with the taxonomy), then,
-interleaved for ``--repeats`` rounds, each in a fresh subprocess: a bare ``json.load`` of it
-(the target's yardstick); a bare ``orjson.loads`` of its bytes (the parser fgvc uses, so its
-own share shows); the current loader; the previous one (``git archive`` of
-``BASELINE_COMMIT``). Reported per
+interleaved for ``--repeats`` rounds, each in a fresh subprocess: a bare ``json.load`` of it;
+the current loader; the previous one (``git archive`` of ``BASELINE_COMMIT``). Reported per
 subprocess: CPU time of the call (``time.process_time``; the system share, mostly page
 faults of fresh memory, is printed too), its peak resident memory above the start (the parsed
 tree and the parser's own buffers), resident memory it leaves after
@@ -84,9 +82,7 @@ def child(kind: str, root: str) -> None:
     import gc
     import time
 
-    if kind == "orjson":
-        import orjson
-    elif kind != "json":
+    if kind != "json":
         from fgvc.datasets.coco import load_coco
     gc.collect()
     before = status("VmRSS")
@@ -95,9 +91,6 @@ def child(kind: str, root: str) -> None:
     if kind == "json":
         with open(Path(root) / "train.json", encoding="utf-8") as f:
             result = json.load(f)
-    elif kind == "orjson":
-        with open(Path(root) / "train.json", "rb") as f:
-            result = orjson.loads(f.read())
     else:
         result = load_coco("inaturalist2021", Path(root), {"train": "train.json"})
     cpu = time.process_time() - start
@@ -106,7 +99,7 @@ def child(kind: str, root: str) -> None:
     kept = status("VmRSS") - before
     out = {"cpu": cpu, "rss": kept, "sys": after.ru_stime - usage.ru_stime,
            "peak": after.ru_maxrss * 1024 - before}
-    if kind not in ("json", "orjson"):
+    if kind != "json":
         samples = result.split("train")
         out["checksum"] = sum(len(s.path) + s.label + len(s.image_id) for s in samples[::997])
         out["first"] = list(samples[0].__dict__.values()) if hasattr(samples[0], "__dict__") \
@@ -173,14 +166,13 @@ def main() -> None:
         size = (data / "train.json").stat().st_size
         print(f"iNaturalist-2021-shaped train.json: {args.images:,} images, {args.classes:,} "
               f"classes, {size / 1e9:.2f} GB; {args.repeats} interleaved repeats")
-        rows: dict[str, list[dict]] = {"json": [], "orjson": [], "new": [], "old": []}
+        rows: dict[str, list[dict]] = {"json": [], "new": [], "old": []}
         for repeat in range(args.repeats):
-            for kind, path in (("json", ROOT), ("orjson", ROOT), ("new", ROOT), ("old", old)):
+            for kind, path in (("json", ROOT), ("new", ROOT), ("old", old)):
                 rows[kind].append(run(kind, data, path))
             j, n, o = (rows[k][-1] for k in ("json", "new", "old"))
             assert n["checksum"] == o["checksum"] and n["first"] == o["first"], "samples differ"
-            print(f"repeat {repeat + 1}: CPU json.load {j['cpu']:.2f} s, orjson.loads "
-                  f"{rows['orjson'][-1]['cpu']:.2f} s, new {n['cpu']:.2f} s, "
+            print(f"repeat {repeat + 1}: CPU json.load {j['cpu']:.2f} s, new {n['cpu']:.2f} s, "
                   f"old {o['cpu']:.2f} s; resident after loading new {n['rss'] / 1e6:.0f} MB, "
                   f"old {o['rss'] / 1e6:.0f} MB; forked workers gained new "
                   f"{[g // 2**20 for g in n['worker_growth']]} MiB, old "
@@ -189,8 +181,6 @@ def main() -> None:
         cpu = {k: [r["cpu"] / j["cpu"] for r, j in zip(rows[k], rows["json"], strict=True)]
                for k in ("new", "old")}
         print(f"CPU time / bare json.load: new {summary(cpu['new'])}, old {summary(cpu['old'])}")
-        own = [n["cpu"] / o["cpu"] for n, o in zip(rows["new"], rows["orjson"], strict=True)]
-        print(f"CPU time / bare orjson.loads (the parser fgvc uses): new {summary(own)}")
         print(f"resident memory after loading, new / old: "
               f"{summary([n['rss'] / o['rss'] for n, o in zip(rows['new'], rows['old'], strict=True)])} "
               f"(new {statistics.median([r['rss'] for r in rows['new']]) / args.images:.0f} bytes "

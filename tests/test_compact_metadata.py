@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fgvc.datasets import base, coco, load_dataset
+from fgvc.datasets import DatasetError, base, coco, load_dataset
 from fgvc.datasets.base import (
     UNLABELLED,
     DatasetIndex,
@@ -132,6 +132,34 @@ def test_coco_fast_path_falls_back_on_irregular_entries(tmp_path):
     index = load_dataset("coco", tmp_path, {"files": {"train": "train.json"}})
     # ids match as text, as they always did, although one side is a number
     assert list(index.split("train")) == [Sample("x.jpg", 1, "1"), Sample("y.jpg", 0, "2")]
+
+
+def test_whole_column_checks_decide_regular_files_and_allow_only_nested_overlaps(tmp_path,
+                                                                                monkeypatch):
+    """A regular iNaturalist 2021 copy passes the whole-column checks without a Python object
+    per entry, also when train_mini lists train's own files (nested splits may overlap); an
+    overlap of other splits goes entry by entry, which reports it."""
+    from fgvc.datasets import integrity
+    from fgvc.datasets.layouts import write_inaturalist2021
+
+    write_inaturalist2021(tmp_path)
+    per_entry = []
+    real = integrity.check_splits
+    monkeypatch.setattr(integrity, "check_splits", lambda *a: per_entry.append(1) or real(*a))
+    regular = load_dataset("inaturalist2021", tmp_path)
+    mini = json.loads((tmp_path / "train_mini.json").read_text())
+    train = json.loads((tmp_path / "train.json").read_text())
+    for image, listed in zip(mini["images"], train["images"], strict=False):
+        image["file_name"] = listed["file_name"]  # train_mini as a subset of train's files
+    (tmp_path / "train_mini.json").write_text(json.dumps(mini))
+    nested = load_dataset("inaturalist2021", tmp_path)
+    assert per_entry == [] and len(nested.split("train_mini")) == len(regular.split("train_mini"))
+    val = json.loads((tmp_path / "val.json").read_text())
+    val["images"][0]["file_name"] = train["images"][0]["file_name"]
+    (tmp_path / "val.json").write_text(json.dumps(val))
+    with pytest.raises(DatasetError, match=r"listed in both train and val"):
+        load_dataset("inaturalist2021", tmp_path)
+    assert per_entry == [1]
 
 
 def table() -> SampleTable:

@@ -283,8 +283,7 @@ def checked_splits(splits: dict[str, list[RawSample] | RawColumns], file: str
     entry, which names the entry and applies ``dataset.integrity``."""
     from fgvc.datasets.integrity import check_splits
 
-    columns = [c for c in splits.values() if isinstance(c, RawColumns)]
-    if len(columns) == len(splits) and _clean_columns(columns):
+    if all(isinstance(c, RawColumns) for c in splits.values()) and _clean_columns(splits):
         return splits
     lists = {s: [RawSample(p, None if c is None else str(c), str(i))
                  for p, c, i in zip(v.paths, v.category_ids, v.image_ids, strict=True)]
@@ -292,24 +291,28 @@ def checked_splits(splits: dict[str, list[RawSample] | RawColumns], file: str
     return check_splits(lists, file)
 
 
-def _clean_columns(columns: list[RawColumns]) -> bool:
+def _clean_columns(columns: dict[str, RawColumns]) -> bool:
     """Whether whole-column tests find nothing ``check_splits`` would report. The path tests
     search all of a split's paths joined by newlines, once each: no '..', no ':' (a drive; the
     rare legitimate colon merely sends the split to the entry-by-entry checks), and no path
     starting with a slash (at the start of the text or after a newline; a newline inside a
-    path can only add false alarms)."""
-    seen: set[str] = set()
-    for i, col in enumerate(columns):
+    path can only add false alarms). Splits overlap only where ``integrity.NESTED_SPLITS``
+    allows it (iNaturalist 2021's train_mini within train)."""
+    from fgvc.datasets.integrity import NESTED_SPLITS
+
+    earlier: dict[str, set[str]] = {}
+    for split, col in columns.items():
         text = "\n".join(col.paths)
         if (".." in text or ":" in text or text.startswith(("/", "\\")) or "\n/" in text
                 or ("\\" in text and "\n\\" in text)):  # one-character searches are the fast ones
             return False
         paths = set(col.paths)
-        if (len(paths) != len(col.paths) or not paths.isdisjoint(seen)
-                or not (col.ids_unique or len(set(col.image_ids)) == len(col.image_ids))):
+        if (len(paths) != len(col.paths)
+                or not (col.ids_unique or len(set(col.image_ids)) == len(col.image_ids))
+                or any(not paths.isdisjoint(seen) for other, seen in earlier.items()
+                       if frozenset({other, split}) not in NESTED_SPLITS)):
             return False
-        if i < len(columns) - 1:
-            seen |= paths
+        earlier[split] = paths
     return True
 
 
