@@ -118,8 +118,9 @@ def as_floats(values: list[str], path: Path, line: int, what: str) -> tuple[floa
 def read_json(path: Path) -> Any:
     """A JSON file, parsed by the standard library. orjson was tried (commit 3a64656) and dropped:
     on a 1 GB iNaturalist-2021-shaped file its parse took less than half the user time, but
-    its own document buffer raised the loader's peak memory from 5.0 to 6.4 GB, and the page
-    faults of that memory (costly on this project's machine) left no consistent CPU gain."""
+    its own document buffer raised the loader's peak memory by 2.5 GB, and the page faults of
+    that memory (costly on this project's machine) left no consistent CPU gain (README,
+    "Dataset metadata")."""
     try:
         with _text(path) as f:
             return json.load(f)
