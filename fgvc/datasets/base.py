@@ -277,8 +277,9 @@ def paused_gc(fn):
 def checked_splits(splits: dict[str, list[RawSample] | RawColumns], file: str
                    ) -> dict[str, list[RawSample] | RawColumns]:
     """``integrity.check_splits``, without a Python object per sample where it can: splits
-    given as columns pass whole-column tests (no path with '..', a leading slash or a drive;
-    no repeated path or id in a split; no path in two splits) and are returned as they are;
+    given as columns pass whole-column tests (``_clean_columns``: no path with '..', a leading
+    slash or a drive; no repeated path or id in a split; no path in two splits that are not
+    nested) and are returned as they are;
     if any test fails, or a split is a list, every split goes through ``check_splits`` entry by
     entry, which names the entry and applies ``dataset.integrity``."""
     from fgvc.datasets.integrity import check_splits
