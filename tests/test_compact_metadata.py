@@ -5,6 +5,7 @@ columnar COCO reader equal to the entry-by-entry one, and the SampleTable sequen
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +22,7 @@ from fgvc.datasets.base import (
     SampleTable,
     with_holdout,
 )
+from fgvc.datasets.columns import StringColumn, all_distinct
 from fgvc.datasets.layouts import WRITERS
 
 
@@ -134,6 +136,22 @@ def test_coco_fast_path_falls_back_on_irregular_entries(tmp_path):
     assert list(index.split("train")) == [Sample("x.jpg", 1, "1"), Sample("y.jpg", 0, "2")]
 
 
+@pytest.mark.parametrize("category", [[1], None, True, 1.0])
+def test_coco_category_of_another_type_is_one_clear_error(tmp_path, category):
+    """A category id that is neither an integer nor text (a list, null, a boolean, a number
+    with a fraction) goes entry by entry, which names it, instead of failing inside numpy or
+    a set."""
+    doc = {"categories": [{"id": 1, "name": "a"}],
+           "images": [{"id": 1, "file_name": "x.jpg"}, {"id": 2, "file_name": "y.jpg"}],
+           "annotations": [{"image_id": 1, "category_id": 1},
+                           {"image_id": 2, "category_id": category}]}
+    (tmp_path / "train.json").write_text(json.dumps(doc))
+    with pytest.raises(DatasetError, match=rf"train image '2': category "
+                                           rf"'{re.escape(str(category))}' is not among the "
+                                           r"dataset's 1 categories"):
+        load_dataset("coco", tmp_path, {"files": {"train": "train.json"}})
+
+
 def test_whole_column_checks_decide_regular_files_and_allow_only_nested_overlaps(tmp_path,
                                                                                 monkeypatch):
     """A regular iNaturalist 2021 copy passes the whole-column checks without a Python object
@@ -160,6 +178,84 @@ def test_whole_column_checks_decide_regular_files_and_allow_only_nested_overlaps
     with pytest.raises(DatasetError, match=r"listed in both train and val"):
         load_dataset("inaturalist2021", tmp_path)
     assert per_entry == [1]
+
+
+def test_hash_collisions_are_confirmed_on_the_paths(tmp_path, monkeypatch):
+    """Repeats and cross-split overlaps are found among the paths' hashes; a hash shared by two
+    different paths must not send a regular dataset to the entry-by-entry checks (nor pass a
+    real repeat). With every hash equal, each finding is decided on the paths themselves."""
+    from fgvc.datasets import integrity
+    from fgvc.datasets.layouts import write_inaturalist2021
+
+    write_inaturalist2021(tmp_path)
+    expected = load_dataset("inaturalist2021", tmp_path)
+    per_entry = []
+    real = integrity.check_splits
+    monkeypatch.setattr(integrity, "check_splits", lambda *a: per_entry.append(1) or real(*a))
+    monkeypatch.setattr(base, "hash", lambda value: 7, raising=False)
+    colliding = load_dataset("inaturalist2021", tmp_path)
+    assert per_entry == [] and colliding.splits.keys() == expected.splits.keys()
+    for split in expected.splits:
+        assert list(colliding.split(split)) == list(expected.split(split)), split
+    val = json.loads((tmp_path / "val.json").read_text())
+    val["images"][1]["file_name"] = val["images"][0]["file_name"]
+    (tmp_path / "val.json").write_text(json.dumps(val))
+    with pytest.raises(DatasetError, match=r"is listed twice in val"):
+        load_dataset("inaturalist2021", tmp_path)
+    assert per_entry == [1]
+
+
+@pytest.mark.parametrize("category_ids", [
+    [1, 7, 7, -3, 5, 1],  # integers close together: one table lookup
+    [1, 7, 10**12, -3],  # spread far apart: binary search
+    [2**70, 1],  # beyond int64
+    ["1", "x", 7, "07", None],  # text, mixed
+    [None, None], [],
+])
+def test_label_column_matches_a_lookup_per_sample(category_ids):
+    from fgvc.datasets.base import _label_column
+
+    label_of = {"1": 0, "7": 1, "07": 2, "-3": 3, "x": 4, None: UNLABELLED}
+    expected = [label_of.get(c if c is None or type(c) is str else str(c), -9)
+                for c in category_ids]
+    got = _label_column(category_ids, label_of, -9)
+    assert got.dtype == np.int32 and got.tolist() == expected
+
+
+def test_all_distinct_ids():
+    assert all_distinct(np.array([], np.int64)) and all_distinct(np.array([5], np.int64))
+    assert all_distinct(np.array([1, 2, 9], np.int64))
+    assert all_distinct(np.array([9, 1, 2], np.int64))
+    assert not all_distinct(np.array([1, 2, 2], np.int64))
+    assert not all_distinct(np.array([2, 1, 2], np.int64))
+
+
+def test_string_column_keeps_any_text_and_concatenates():
+    ascii_part = ["", "a", "x\ny", "\n", "/abs", ""]
+    utf8_part = ["", "a", "\n", "x\ny", "\n\n", "/abs", "é", "train/é.jpg", "\\srv", "."]
+    for values in (ascii_part, utf8_part, [], [""], ["", ""]):
+        column = StringColumn.build(values)
+        assert len(column) == len(values) and list(column) == values
+        assert [column[i] for i in range(len(values))] == values
+    parts = [ascii_part, [], utf8_part, ascii_part, [""]]
+    joined = StringColumn.concat([StringColumn.build(p) for p in parts])
+    assert list(joined) == [v for p in parts for v in p]
+    assert list(StringColumn.concat([])) == [] and list(StringColumn.concat(
+        [StringColumn.build([]), StringColumn.build([])])) == []
+    one = StringColumn.build(ascii_part)
+    assert StringColumn.concat([one, StringColumn.build([])]) is one  # nothing copied
+
+
+def test_path_tests_see_each_path_start_in_the_joined_buffer(tmp_path):
+    """A newline inside a path never hides an escape, and a path ending in '.' before one
+    starting with '.' is not read as '..' (the buffer separates them)."""
+    from fgvc.datasets.base import _plain_relative
+
+    assert _plain_relative(StringColumn.build(["a.", ".b", "c/d.jpg"]).buffer)
+    assert _plain_relative(StringColumn.build(["é.", ".b"]).buffer)
+    for bad in (["a", "/etc/passwd"], ["/x"], ["a", "b/../c"], ["a", "C:x"], ["a", "\\srv"],
+                ["é", "/x"], ["é", ".."]):
+        assert not _plain_relative(StringColumn.build(bad).buffer), bad
 
 
 def table() -> SampleTable:

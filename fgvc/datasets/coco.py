@@ -26,6 +26,7 @@ from fgvc.datasets.base import (
     build_index,
     paused_gc,
 )
+from fgvc.datasets.columns import all_distinct, int64_ids
 from fgvc.datasets.files import path_mapping, read_json, require_file
 from fgvc.datasets.integrity import problem
 from fgvc.datasets.registry import register
@@ -121,24 +122,31 @@ def _columns(data: Any, images: list, boxes: dict[str, tuple[float, float, float
         category_ids = list(map(itemgetter("category_id"), annotations))
     except (KeyError, TypeError):
         return None
-    unique = set(ids)
-    if set(map(type, names)) - {str} or len(set(map(type, ids))) > 1 or len(unique) != len(ids):
+    ints = int64_ids(ids)  # COCO's integer ids: one array, checked by sorting, not a set
+    distinct = all_distinct(ints) if ints is not None else (
+        len(set(map(type, ids))) == 1 and len(set(ids)) == len(ids))
+    if set(map(type, names)) - {str} or not distinct:
         return None
     if not annotations:
         category_ids = [None] * len(ids)
     elif annotated != ids:  # iNaturalist lists them in the images' order: no lookup needed
         labels = dict(zip(annotated, category_ids, strict=True))
-        if len(labels) != len(annotated) or not labels.keys() <= unique:
+        if len(labels) != len(annotated) or not labels.keys() <= set(ids):
             return None
         category_ids = [labels.get(i) for i in ids]
-    if annotations and None in category_ids:
-        return None
+    if annotations:
+        numbers = int64_ids(category_ids)
+        if numbers is not None:
+            category_ids = numbers
+        elif not set(map(type, category_ids)) <= {int, str}:
+            return None  # an image without annotation, a null, a list, ...: entry by entry
     for ann in [a for a in annotations if "bbox" in a]:
         bbox = ann["bbox"]
         if isinstance(bbox, list) and len(bbox) == 4:
             boxes[str(ann["image_id"])] = tuple(float(v) for v in bbox)
     mapping = mapping_for(names)
-    return RawColumns(mapping.all(names), category_ids, ids, ids_unique=True)
+    return RawColumns(mapping.all(names), category_ids, ids if ints is None else ints,
+                      ids_unique=True)
 
 
 def load_coco(name: str, root: Path, split_files: dict[str, str],
