@@ -10,11 +10,12 @@ licence, rights holder, date, coordinates; annotations; categories with the taxo
 interleaved for ``--repeats`` rounds, each in a fresh subprocess: a bare ``json.load`` of it;
 the current loader; the previous one (``git archive`` of ``BASELINE_COMMIT``). Reported per
 subprocess: CPU time of the call (``time.process_time``; the system share, mostly page
-faults of fresh memory, is printed too), its peak resident memory above the start (the parsed
-tree and the parser's own buffers), resident memory it leaves after
-loading (``VmRSS`` after minus before, the parsed JSON freed), and the private memory two forked
-workers gain while reading every sample (``Private_Dirty`` of ``/proc/self/smaps_rollup``, as
-a DataLoader worker would).
+faults of fresh memory, is printed too, and the ratio of user time alone: on a virtual machine
+the kernel's cost per page fault varies several-fold between runs of the same parse), its peak
+resident memory above the start (the parsed tree and the parser's own buffers), resident memory
+it leaves after loading (``VmRSS`` after minus before, the parsed JSON freed), and the private
+memory two forked workers gain while reading every sample (``Private_Dirty`` of
+``/proc/self/smaps_rollup``, as a DataLoader worker would).
 """
 
 from __future__ import annotations
@@ -98,6 +99,7 @@ def child(kind: str, root: str) -> None:
     gc.collect()
     kept = status("VmRSS") - before
     out = {"cpu": cpu, "rss": kept, "sys": after.ru_stime - usage.ru_stime,
+           "user": after.ru_utime - usage.ru_utime,
            "peak": after.ru_maxrss * 1024 - before}
     if kind != "json":
         samples = result.split("train")
@@ -181,6 +183,10 @@ def main() -> None:
         cpu = {k: [r["cpu"] / j["cpu"] for r, j in zip(rows[k], rows["json"], strict=True)]
                for k in ("new", "old")}
         print(f"CPU time / bare json.load: new {summary(cpu['new'])}, old {summary(cpu['old'])}")
+        user = {k: [r["user"] / j["user"] for r, j in zip(rows[k], rows["json"], strict=True)]
+                for k in ("new", "old")}
+        print(f"user CPU time only (the kernel's page-fault share left out) / bare json.load: "
+              f"new {summary(user['new'])}, old {summary(user['old'])}")
         print(f"resident memory after loading, new / old: "
               f"{summary([n['rss'] / o['rss'] for n, o in zip(rows['new'], rows['old'], strict=True)])} "
               f"(new {statistics.median([r['rss'] for r in rows['new']]) / args.images:.0f} bytes "
