@@ -4,6 +4,7 @@ copy-on-write sharing).
 
     python benchmarks/metadata_scale.py                       # 2.7 M images, 10,000 classes
     python benchmarks/metadata_scale.py --images 540000       # a fifth of it
+    python benchmarks/metadata_scale.py --profile             # where the loader's time goes
 
 Writes an iNaturalist-2021-shaped ``train.json`` (every field of the real file: image size,
 licence, rights holder, date, coordinates; annotations; categories with the taxonomy), then,
@@ -110,6 +111,19 @@ def child(kind: str, root: str) -> None:
     print(json.dumps(out))
 
 
+def profile(root: Path, top: int = 16) -> None:
+    """cProfile of one ``load_coco`` in this process: the functions with the most own time.
+    Freeing the parsed tree shows as the own time of the function whose frame held it."""
+    import cProfile
+    import pstats
+
+    from fgvc.datasets.coco import load_coco
+
+    profiler = cProfile.Profile()
+    profiler.runcall(load_coco, "inaturalist2021", root, {"train": "train.json"})
+    pstats.Stats(profiler).sort_stats("tottime").print_stats(top)
+
+
 def forked_growth(samples, workers: int = 2) -> list[int]:
     """Private memory each forked worker gains while reading every sample once."""
     growth = []
@@ -149,6 +163,9 @@ def main() -> None:
     parser.add_argument("--classes", type=int, default=10_000)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--keep", help="reuse/keep the generated file in this folder")
+    parser.add_argument("--profile", action="store_true",
+                        help="instead of the comparison: where the current loader's time goes "
+                             "(cProfile, one run, the functions with the most own time)")
     parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -165,6 +182,9 @@ def main() -> None:
         archive = subprocess.run(["git", "-C", str(ROOT), "archive", BASELINE_COMMIT, "fgvc"],
                                  check=True, capture_output=True).stdout
         subprocess.run(["tar", "-x", "-C", str(old)], input=archive, check=True)
+        if args.profile:
+            profile(data)
+            return
         size = (data / "train.json").stat().st_size
         print(f"iNaturalist-2021-shaped train.json: {args.images:,} images, {args.classes:,} "
               f"classes, {size / 1e9:.2f} GB; {args.repeats} interleaved repeats")
