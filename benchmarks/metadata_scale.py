@@ -16,7 +16,10 @@ the kernel's cost per page fault varies several-fold between runs of the same pa
 resident memory above the start (the parsed tree and the parser's own buffers), resident memory
 it leaves after loading (``VmRSS`` after minus before, the parsed JSON freed), and the private
 memory two forked workers gain while reading every sample (``Private_Dirty`` of
-``/proc/self/smaps_rollup``, as a DataLoader worker would).
+``/proc/self/smaps_rollup``, as a DataLoader worker would). One bare ``json.load`` runs first
+and is not counted: on this project's virtual machine the first gigabytes a fresh run maps cost
+two to three times the page-fault time of the later ones (the first repeat's ``json.load`` took
+22 s to 37 s of CPU in three runs of 2026-12-03, the others 9 s to 15 s).
 """
 
 from __future__ import annotations
@@ -189,6 +192,7 @@ def main() -> None:
         print(f"iNaturalist-2021-shaped train.json: {args.images:,} images, {args.classes:,} "
               f"classes, {size / 1e9:.2f} GB; {args.repeats} interleaved repeats")
         rows: dict[str, list[dict]] = {"json": [], "new": [], "old": []}
+        run("json", data, ROOT)  # warm-up, not counted: see the module's docstring
         for repeat in range(args.repeats):
             for kind, path in (("json", ROOT), ("new", ROOT), ("old", old)):
                 rows[kind].append(run(kind, data, path))
