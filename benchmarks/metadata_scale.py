@@ -17,9 +17,9 @@ resident memory above the start (the parsed tree and the parser's own buffers), 
 it leaves after loading (``VmRSS`` after minus before, the parsed JSON freed), and the private
 memory two forked workers gain while reading every sample (``Private_Dirty`` of
 ``/proc/self/smaps_rollup``, as a DataLoader worker would). One bare ``json.load`` runs first
-and is not counted: on this project's virtual machine the first gigabytes a fresh run maps cost
-two to three times the page-fault time of the later ones (the first repeat's ``json.load`` took
-22 s to 37 s of CPU in three runs of 2026-12-03, the others 9 s to 15 s).
+and is not counted: on this project's virtual machine the first large process of a run paid
+two to four times the CPU of the later ones (without the warm-up, the first repeat's
+``json.load`` took 22 s to 37 s of CPU in three runs of 2026-12-03, the others 9 s to 15 s).
 """
 
 from __future__ import annotations
