@@ -19,7 +19,7 @@ memory two forked workers gain while reading every sample (``Private_Dirty`` of
 ``/proc/self/smaps_rollup``, as a DataLoader worker would). One bare ``json.load`` runs first
 and is not counted: on this project's virtual machine the first large process of a run paid
 two to four times the CPU of the later ones (without the warm-up, the first repeat's
-``json.load`` took 22 s to 37 s of CPU in three runs of 2026-12-03, the others 9 s to 15 s).
+``json.load`` took 22 s to 37 s of CPU in three runs of 2026-12-03, the others 8.5 s to 14.5 s).
 """
 
 from __future__ import annotations
