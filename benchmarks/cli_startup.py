@@ -23,6 +23,7 @@ COMMANDS = {
     "fgvc run --help": ["-m", "fgvc", "run", "--help"],
     "fgvc datasets list": ["-m", "fgvc", "datasets", "list"],
     "fgvc resolution --train 224": ["-m", "fgvc", "resolution", "--train", "224"],
+    "fgvc models list": ["-m", "fgvc", "models", "list"],
     "python -c 'import torch' (peer)": ["-c", "import torch"],
     "python -c pass (interpreter)": ["-c", "pass"],
 }

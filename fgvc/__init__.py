@@ -19,3 +19,8 @@ def __getattr__(name: str) -> Any:
 
         return getattr(api, name)
     raise AttributeError(f"module 'fgvc' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    """The public API (imported lazily, so absent from the module's globals) and the rest."""
+    return sorted({*globals(), *__all__})

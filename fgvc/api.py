@@ -1,10 +1,11 @@
 """The Python API for notebooks: run a recipe, load a finished run, predict with it.
 
     import fgvc
-    run = fgvc.run("recipes/quickstart.yaml", stages__train__epochs=4)  # '__' stands for '.'
+    run = fgvc.run("quickstart", stages__train__epochs=4)  # '__' stands for '.'
     run.metrics["evaluation"]["after_adaptation"]["80"]["top1"]
     preds = fgvc.predict(run.run_dir, ["a.jpg", "b.jpg"], crops="ten_crop")
-    preds.top_k(3)
+    preds.top_k(3, scores=True, names=True)   # [[("class name", 0.91), ...], ...]
+    fgvc.predict("runs/quickstart", "photos/")  # a folder (walked) or a glob: "photos/*.jpg"
 
 The same code paths as the ``fgvc`` command: a run made here is an ordinary run folder.
 """
@@ -12,7 +13,7 @@ The same code paths as the ``fgvc`` command: a run made here is an ordinary run 
 from __future__ import annotations
 
 import dataclasses
-import json
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,7 +54,9 @@ def _recipe_of(recipe_or_path: str | Path | dict | Recipe, overrides: dict[str, 
     elif isinstance(recipe_or_path, dict):
         data, source, path = dict(recipe_or_path), "recipe (dict)", None
     else:
-        path = Path(recipe_or_path)
+        from fgvc.recipes.library import resolve_recipe
+
+        path = resolve_recipe(recipe_or_path)  # a file, or a shipped name such as "quickstart"
         if not overrides:
             return load_recipe(path), path
         load_recipe(path)  # a missing or invalid file fails here, with load_recipe's message
@@ -77,12 +80,35 @@ class Run:
     resolution: int
     class_ids: list[str]
     metrics: dict[str, Any] = field(default_factory=dict)
+    # The dataset's class names in ``class_ids`` order, from the run's summary.json; a run
+    # written before summaries carried them has its category ids here instead.
+    class_names: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not self.class_names:
+            self.class_names = saved_class_names(self.metrics.get("summary") or {},
+                                                 self.class_ids)
+
+
+def saved_class_names(summary: dict, class_ids: list[str]) -> list[str]:
+    """The names a run saved (``summary.json``'s ``class_names``) when they belong to these
+    category ids, else the ids themselves (runs written before names were saved)."""
+    names, ids = summary.get("class_names"), summary.get("category_ids")
+    if (isinstance(names, list) and len(names) == len(class_ids)
+            and (ids is None or [str(c) for c in ids] == class_ids)):
+        return [str(n) for n in names]
+    return list(class_ids)
 
 
 def run(recipe_or_path: str | Path | dict | Recipe, *, resume: bool = False, force: bool = False,
         **overrides: Any) -> Run | Path:
-    """Run a recipe (a YAML path, plain data or a Recipe) with keyword overrides, as
-    ``fgvc run`` does; returns the loaded :class:`Run` (an ensemble recipe: its folder)."""
+    """Run a recipe (a YAML path, a shipped name, plain data or a Recipe) with keyword overrides, as
+    ``fgvc run`` does; returns the loaded :class:`Run` (an ensemble recipe: its folder).
+
+    The console shows the run's progress lines as the command's does, unless the caller
+    configured logging (then it shows what that configuration lets through); the run's
+    log.txt has them all either way (fgvc/logs.py)."""
+    started = time.perf_counter()  # the report's run time is this call's wall time
     recipe, path = _recipe_of(recipe_or_path, overrides)
     if isinstance(recipe, EnsembleRecipe):
         from fgvc.workflows.ensemble_run import run_ensemble
@@ -90,11 +116,7 @@ def run(recipe_or_path: str | Path | dict | Recipe, *, resume: bool = False, for
         return run_ensemble(recipe, path, force=force)
     from fgvc.workflows.pipeline import run_recipe
 
-    return load_run(run_recipe(recipe, resume=resume, force=force))
-
-
-def _read_json(path: Path) -> Any:
-    return json.loads(path.read_text()) if path.exists() else None
+    return load_run(run_recipe(recipe, resume=resume, force=force, started=started))
 
 
 def load_run(run_dir: str | Path, crops: str = "center") -> Run:
@@ -102,91 +124,134 @@ def load_run(run_dir: str | Path, crops: str = "center") -> Run:
     from fgvc.engine.checkpoint import load_checkpoint
     from fgvc.inference.tta import MultiCrop
     from fgvc.models import create_model, data_config
+    from fgvc.runfolder import RunFolder
 
-    run_dir = Path(run_dir)
-    saved = run_dir / "recipe.yaml"
-    if not saved.is_file():
-        raise FileNotFoundError(f"{run_dir} is not a fgvc run folder (no recipe.yaml)")
-    recipe = parse_recipe(yaml.safe_load(saved.read_text()), str(saved))
-    weights = run_dir / "checkpoints" / f"{recipe.stages[-1].name}.pt"
-    if not weights.is_file():
-        raise FileNotFoundError(f"{weights} not found: the run has not finished its last stage "
-                                "(fgvc run --resume finishes it)")
-    state = load_checkpoint(weights)
+    folder = RunFolder.open(run_dir)
+    run_dir = folder.path
+    recipe = folder.read_recipe()
+    state = load_checkpoint(folder.final_weights(recipe))
     class_ids = [str(c) for c in state["category_ids"]]
     cfg = dataclasses.replace(recipe.model, pretrained="none", weights=None)
     model = create_model(cfg, len(class_ids))
     model.load_state_dict(state["model"])
     model.eval()
     data_cfg = data_config(model, recipe.model)
-    metrics_path = run_dir / "metrics.jsonl"
-    epochs = ([json.loads(line) for line in metrics_path.read_text().splitlines() if line.strip()]
-              if metrics_path.exists() else [])
-    metrics = {"evaluation": _read_json(run_dir / "evaluation.json") or {},
-               "summary": _read_json(run_dir / "summary.json") or {}, "epochs": epochs}
+    metrics = {"evaluation": folder.read_evaluation(), "summary": folder.read_summary(),
+               "epochs": folder.metric_rows()}
     resolution = recipe.final_resolution
     return Run(run_dir, recipe, model, MultiCrop(resolution, data_cfg, crops), data_cfg,
                resolution, class_ids, metrics)
 
 
-def predict(run_or_dir: Run | str | Path, images_or_split: str | Sequence[Any], *,
+def predict(run_or_dir: Run | str | Path, images_or_split: str | Path | Sequence[Any], *,
             resolutions: Sequence[int] | None = None, crops: str = "center",
-            average: str = "probs", batch_size: int = 32, device: str = "auto") -> Predictions:
+            average: str = "probs", batch_size: int = 32, device: str = "auto",
+            num_workers: int | None = None) -> Predictions:
     """Class probabilities from a finished run.
 
-    ``images_or_split``: a split name of the run's dataset (``"test"``), or image files (paths)
-    and/or PIL images. Probabilities are averaged over ``resolutions`` (default: the run's final
-    one) and combined over ``crops`` (``center``, ``center_flip``, ``ten_crop``).
+    ``images_or_split``: a split name of the run's dataset (``"test"``: a bare word that names
+    no file or folder), or images: a file, a folder (walked for image files, sorted), a glob
+    (``"photos/*.jpg"``), or a list of those and/or PIL images. Probabilities are averaged over
+    ``resolutions`` (default: the run's final one) and combined over ``crops`` (``center``,
+    ``center_flip``, ``ten_crop``). ``num_workers`` decode files in parallel (default: up to 4
+    when there is more than one batch of files).
+
+    Image files that cannot be decoded are left out, as ``fgvc predict --images`` leaves them
+    out: one warning names them, ``meta["unreadable"]`` lists them, and the ids (the paths) say
+    which images the rows are; no readable image at all is an error. The result knows the
+    run's class names: ``top_k(k, scores=True, names=True)``.
     """
 
     from fgvc.engine.device import pick_device, set_precision
-    from fgvc.inference.predictions import Predictions
-    from fgvc.inference.tta import MultiCrop
+    from fgvc.inference.image_files import expand_inputs, looks_like_glob
 
     loaded = run_or_dir if isinstance(run_or_dir, Run) else load_run(run_or_dir)
     torch_device = pick_device(device)
     set_precision(loaded.recipe.precision, torch_device)
-    model = loaded.model.to(torch_device)
+    loaded.model.to(torch_device)
     resolutions = list(resolutions or [loaded.resolution])
-    if isinstance(images_or_split, str) and not Path(images_or_split).is_file():
+    if (isinstance(images_or_split, str) and not Path(images_or_split).exists()
+            and not looks_like_glob(images_or_split) and "/" not in images_or_split):
         return _predict_split(loaded, images_or_split, resolutions, crops, average, batch_size,
                               torch_device)
-    items = [images_or_split] if isinstance(images_or_split, (str, Path)) else list(images_or_split)
-    if not items:
-        raise ValueError("predict: no image given")
-    ids = [str(item) if isinstance(item, (str, Path)) else f"image{i}" for i, item in enumerate(items)]
-    total = None
-    for res in resolutions:
-        probs = _predict_images(model, items, MultiCrop(res, loaded.data_config, crops), average,
-                                batch_size, torch_device)
-        total = probs if total is None else total + probs
-    return Predictions(ids=ids, class_ids=loaded.class_ids, probs=total / len(resolutions),
-                       meta={"run": loaded.run_dir.name, "resolutions": resolutions,
-                             "crops": crops, "average": average})
+    items = expand_inputs([images_or_split] if isinstance(images_or_split, (str, Path))
+                          else images_or_split)
+    return _predict_images(loaded, items, resolutions, crops, average, batch_size, num_workers,
+                           torch_device)
 
 
-def _predict_images(model, items: list, transform, average: str, batch_size: int, device):
+class _Batches:
+    """A DataLoader of ``collate_items`` batches as ``forward_batches`` takes them, noting the
+    unreadable items in ``unreadable`` (position -> reason) on the way."""
+
+    def __init__(self, loader: Any, unreadable: dict[int, str]) -> None:
+        self.loader, self.unreadable = loader, unreadable
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self):
+        for images, labels, indices, n_bad, bad in self.loader:
+            self.unreadable.update(bad)
+            yield images, labels, indices, n_bad
+
+
+def _predict_images(loaded: Run, items: list, resolutions: list[int], crops: str, average: str,
+                    batch_size: int, num_workers: int | None, device) -> Predictions:
+    """Files and PIL images through the run's model at each resolution (test transform: resize
+    to K / crop_pct, the crops); the unreadable files are left out and named once."""
+    import logging
+    import os
+
     import numpy as np
     import torch
-    from PIL import Image
+    from torch.utils.data import DataLoader
 
-    from fgvc.datasets.decode import open_rgb
+    from fgvc.datasets.decode import decode_options
     from fgvc.engine.loop import forward_batches
+    from fgvc.inference.image_files import (
+        ImageFilesError,
+        ImageItems,
+        Unreadable,
+        collate_items,
+        describe_unreadable,
+        unreadable_message,
+    )
+    from fgvc.inference.predictions import Predictions
+    from fgvc.inference.tta import MultiCrop
 
-    def batches():
-        for start in range(0, len(items), batch_size):
-            chunk = items[start:start + batch_size]
-            images = [open_rgb(Path(x).parent, Path(x).name) if isinstance(x, (str, Path))
-                      else x.convert("RGB")
-                      for x in chunk]
-            if not all(isinstance(im, Image.Image) for im in images):
-                raise TypeError("predict: images must be file paths or PIL images")
-            indices = torch.arange(start, start + len(chunk))
-            yield torch.stack([transform(im) for im in images]), indices * 0, indices, 0
-
-    parts = [p.numpy() for p, _, _ in forward_batches(model, batches(), device, average=average,
-                                                       channels_last=False, desc="predict")]
-    return np.concatenate(parts).astype(np.float32)
+    if num_workers is None:
+        files_only = all(isinstance(item, Path) for item in items)
+        num_workers = min(4, os.cpu_count() or 1) if files_only and len(items) > batch_size else 0
+    decode = decode_options(loaded.recipe.dataset)
+    unreadable: dict[int, str] = {}
+    total, rows = None, None
+    for res in resolutions:
+        dataset = ImageItems(items, MultiCrop(res, loaded.data_config, crops), decode)
+        loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers,
+                            collate_fn=collate_items)
+        parts = list(forward_batches(loaded.model, _Batches(loader, unreadable), device,
+                                     average=average, channels_last=False,
+                                     desc=f"predict images @{res} px"))
+        if not parts:
+            break
+        order = torch.cat([i for _, _, i in parts]).numpy()
+        probs = torch.cat([p for p, _, _ in parts]).numpy().astype(np.float32)
+        if rows is not None and not np.array_equal(order, rows):
+            raise RuntimeError("predict: the readable images differ between resolutions")
+        rows, total = order, probs if total is None else total + probs
+    ids = [str(item) if isinstance(item, Path) else f"image{i}" for i, item in enumerate(items)]
+    failed = [Unreadable(ids[i], reason) for i, reason in sorted(unreadable.items())]
+    if total is None:
+        raise ImageFilesError(f"none of the {len(items)} image(s) could be read: "
+                              f"{describe_unreadable(failed)}")
+    if failed:
+        logging.getLogger(__name__).warning(unreadable_message(failed, len(items)))
+    return Predictions(ids=[ids[i] for i in rows], class_ids=list(loaded.class_ids),
+                       probs=total / len(resolutions), class_names=list(loaded.class_names),
+                       meta={"run": loaded.run_dir.name, "resolutions": resolutions,
+                             "crops": crops, "average": average, "images": len(items),
+                             "unreadable": [dataclasses.asdict(f) for f in failed]})
 
 
 def _predict_split(loaded: Run, split: str, resolutions: list[int], crops: str, average: str,

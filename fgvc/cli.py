@@ -31,7 +31,9 @@ classifier and the last batch-norm to a higher test resolution, and report accur
 test resolution, per class, and on the test split.
 
 Start here:
-  fgvc run recipes/quickstart.yaml      train + adapt + evaluate on the embedded dataset (CPU, ~3 min)
+  fgvc run quickstart                   train + adapt + evaluate on the embedded dataset (CPU, < 5 min)
+  fgvc recipes list                     the shipped recipes; `recipes show NAME` prints one to copy
+  fgvc init --dataset cub200 --root DIR  a commented recipe for your data on disk
   fgvc validate RECIPE                  check a recipe and print what it would do; runs nothing
   fgvc datasets list                    the datasets fgvc reads; `datasets info NAME` for what is on disk
   fgvc resolution --train 224           which test resolution matches a train resolution
@@ -40,7 +42,7 @@ Start here:
 EPILOG = """\
 A run writes runs/<name>/: report.md (with PNG figures), metrics.jsonl, TensorBoard events
 (tensorboard --logdir runs), checkpoints, predictions and a submission CSV.
-`fgvc COMMAND --help` explains each command. Documentation: README.md.
+`fgvc COMMAND --help` explains each command; `fgvc datasets card NAME` describes a dataset.
 """
 
 
@@ -75,18 +77,28 @@ class Parser(argparse.ArgumentParser):
         super().error(message)
 
 
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number of pixels, got {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive number of pixels, got {value}")
-    return value
+def _positive(unit: str):
+    """An argparse type for a whole number >= 1 of ``unit`` (pixels, images...)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number{unit}, got {text!r}") from None
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"must be a positive number{unit}, got {value}")
+        return value
+
+    return parse
+
+
+positive_int = _positive(" of pixels")
+positive_count = _positive("")
 
 
 def _add_recipe_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("recipe", help="path to a recipe YAML, e.g. recipes/quickstart.yaml")
+    parser.add_argument("recipe", help="a recipe file or a shipped recipe name (`fgvc recipes list`), "
+                                       "e.g. quickstart")
     parser.add_argument("--set", dest="overrides", action="append", default=[],
                         metavar="KEY=VALUE",
                         help="override a recipe field, e.g. --set stages.train.epochs=3 "
@@ -115,13 +127,40 @@ def build_parser() -> argparse.ArgumentParser:
 
     resume = sub.add_parser("resume", help="continue a stopped run from its own recipe.yaml")
     resume.add_argument("run_dir", help="the run folder, e.g. runs/quickstart")
+    resume.add_argument("--set", dest="overrides", action="append", default=[],
+                        metavar="KEY=VALUE",
+                        help="change a field of the run's recipe (repeatable); each changed "
+                             "field must also be named in --allow-changes")
+    resume.add_argument("--allow-changes", nargs="+", default=[], metavar="FIELD",
+                        help="accept these fields differing from the run's recipe.yaml (e.g. "
+                             "stages.train.epochs); recorded in recipe_changes.jsonl")
 
-    validate = sub.add_parser("validate", help="check a recipe and print its plan; runs nothing")
+    report = sub.add_parser("report", help="rebuild a finished run's report.md and its "
+                                           "figures from what the run saved")
+    report.add_argument("run_dir", help="the run folder, e.g. runs/quickstart")
+
+    validate = sub.add_parser("validate", help="check a recipe and what it needs on disk, print "
+                                               "its plan; runs nothing; exit 0 only when `fgvc "
+                                               "run` would start")
     _add_recipe_args(validate)
+    validate.add_argument("--no-data", action="store_true",
+                          help="check the recipe alone: do not look for the dataset or weights")
 
-    predict = sub.add_parser("predict", help="predict again with a finished run's weights "
-                                             "(other crops, resolutions or split)")
+    predict = sub.add_parser(
+        "predict", help="predict again with a finished run's weights (other crops, resolutions "
+                        "or split), or predict your own images (--images)",
+        epilog="your own images: fgvc predict runs/quickstart --images photos/ --top-k 5 "
+               "--out preds.csv\nwrites path,label_1,score_1,...,label_5,score_5 (class names, "
+               "probabilities, best first)\nat the run's adapted resolution with its test "
+               "transform; files that cannot be read are left out and named.")
     predict.add_argument("run_dir", help="the run folder, e.g. runs/quickstart")
+    predict.add_argument("--images", nargs="+", metavar="FILE|DIR|GLOB",
+                         help="predict these images instead of a split: files, folders (walked "
+                              "recursively for .jpg .jpeg .png .webp .bmp .gif .tif .tiff, any "
+                              "case, sorted; hidden files skipped) or quoted globs; writes a CSV")
+    predict.add_argument("--top-k", type=positive_count,
+                         help="with --images: classes per image in the CSV, best first; more "
+                              "than the run's classes gives all of them (default: 5)")
     predict.add_argument("--split", help="split to predict (default: the recipe's)")
     predict.add_argument("--resolutions", type=positive_int, nargs="+",
                          help="test resolution(s), probabilities averaged (default: the recipe's)")
@@ -131,16 +170,20 @@ def build_parser() -> argparse.ArgumentParser:
                          help="how the crops of an image are combined (default: the recipe's)")
     predict.add_argument("--keep-top-k", type=positive_int,
                          help="store only each image's k best classes (default: all classes)")
-    predict.add_argument("--out", help="predictions directory (default: in the run folder)")
+    predict.add_argument("--out", help="predictions directory (default: in the run folder); "
+                                       "with --images the CSV file, '-' for standard output "
+                                       "(default: RUN/predictions-images.csv)")
     predict.add_argument("--submission", help="also write a submission CSV here")
     predict.add_argument("--format", default="generic", choices=list(FORMATS), metavar="FORMAT",
                          help="submission format")
-    predict.add_argument("--force", action="store_true", help="overwrite existing outputs")
+    predict.add_argument("--force", action="store_true",
+                         help="overwrite existing outputs (otherwise an existing one is refused)")
 
     ensemble = sub.add_parser("ensemble", help="average saved predictions (crops, resolutions, "
                                                "models) into one file and optionally a submission")
     ensemble.add_argument("predictions", nargs="+",
-                          help="predictions directories (or .npz files of earlier runs)")
+                          help="predictions directories, run folders (their predictions/) or "
+                               ".npz files of earlier runs")
     ensemble.add_argument("--weights", type=float, nargs="+",
                           help="one weight per member (default: equal weights)")
     ensemble.add_argument("--combine", choices=["probs", "log_probs"], default="probs",
@@ -163,6 +206,20 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--final", action="store_true",
                        help="after choosing K_test, retrain on the whole training split "
                             "(no hold-out) and report that network")
+
+    init = sub.add_parser("init", help="write a commented recipe for a dataset on disk (splits, "
+                                       "resolutions, batch size, weights chosen from what is "
+                                       "there)")
+    init.add_argument("--dataset", required=True, help="dataset name, see `fgvc datasets list`")
+    init.add_argument("--root", help="dataset root (default: datasets/<name>)")
+    init.add_argument("--arch", default="resnet50", help="any timm name, e.g. convnext_base")
+    init.add_argument("--out", help="recipe file to write (default: <dataset>.yaml)")
+    init.add_argument("--force", action="store_true", help="overwrite an existing --out file")
+    init.add_argument("--resolution", type=positive_int,
+                      help="train resolution K_train (default: the network's own size); the "
+                           "adapt resolution follows it")
+    init.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                      help="adapter option, as dataset.options in a recipe")
 
     resolution = sub.add_parser("resolution", help="the paper's object-size arithmetic: which "
                                                    "test resolution matches a train resolution")
@@ -199,14 +256,29 @@ def build_parser() -> argparse.ArgumentParser:
 
     models = sub.add_parser("models", help="the supported architectures")
     msub = models.add_subparsers(dest="models_command", required=True)
-    m_list = msub.add_parser("list", help="architectures with size, resolution, normalisation, groups")
+    m_list = msub.add_parser("list", help="one line per architecture: family, size, resolution, "
+                                          "normalisation (instant: no model is built)")
     m_list.add_argument("--json", action="store_true", help="machine-readable records")
     m_list.add_argument("names", nargs="*", help="only these architectures (any timm name works)")
+    m_show = msub.add_parser("show", help="one architecture in full: parameters, data settings "
+                                          "and the modules of every adaptation group")
+    m_show.add_argument("--json", action="store_true", help="machine-readable records")
+    m_show.add_argument("names", nargs="+", metavar="ARCH", help="any timm name, e.g. resnet50")
 
-    datasets = sub.add_parser("datasets", help="list, inspect, export and verify datasets")
+    recipes = sub.add_parser("recipes", help="the recipes that ship with fgvc: list them, print one")
+    rsub = recipes.add_subparsers(dest="recipes_command", required=True)
+    rsub.add_parser("list", help="every shipped recipe's name and what it does")
+    r_show = rsub.add_parser("show", help="print a shipped recipe's YAML, to read or copy")
+    r_show.add_argument("name", help="a shipped recipe name, e.g. quickstart or table3/cub200")
+    r_show.add_argument("--out", help="write a copy to this file instead of printing it")
+    r_show.add_argument("--force", action="store_true", help="overwrite an existing --out file")
+
+    datasets = sub.add_parser("datasets", help="list, describe, inspect, export and verify datasets")
     dsub = datasets.add_subparsers(dest="datasets_command", required=True)
     ds_list = dsub.add_parser("list", help="the datasets fgvc reads, with their official sizes")
     ds_list.add_argument("--json", action="store_true", help="machine-readable output")
+    ds_card = dsub.add_parser("card", help="a dataset's card: where to get it, its layout, licence")
+    ds_card.add_argument("name", help="dataset name, see `fgvc datasets list`")
     for name, helptext in (("info", "what is on disk: counts per split, classes, missing files"),
                            ("export", "one split as CSV id,path,label,category_id"),
                            ("verify", "open every image; exit 1 if any is missing or unreadable")):
@@ -232,6 +304,7 @@ def build_parser() -> argparse.ArgumentParser:
 def cmd_run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from fgvc.progress import process_started
     from fgvc.recipes.recipe import EnsembleRecipe
     from fgvc.workflows.ensemble_run import run_ensemble
     from fgvc.workflows.pipeline import run_recipe
@@ -243,27 +316,49 @@ def cmd_run(args: argparse.Namespace) -> int:
         run_dir = run_ensemble(recipe, Path(args.recipe), force=args.force)
     else:
         run_dir = run_recipe(recipe, resume=args.resume, force=args.force,
-                             allow_changes=args.allow_changes)
+                             allow_changes=args.allow_changes, started=process_started())
     return _print_report(run_dir)
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
-    from pathlib import Path
 
+    from fgvc.progress import process_started
+    from fgvc.recipes.recipe import apply_overrides, parse_recipe
+    from fgvc.runfolder import RunFolder
     from fgvc.workflows.pipeline import run_recipe
     from fgvc.workflows.resume import load_run_recipe
 
-    run_dir = Path(args.run_dir)
-    run_recipe(load_run_recipe(run_dir), resume=True, run_dir=run_dir)
-    return _print_report(run_dir)
+    folder = RunFolder.open(args.run_dir)
+    if args.overrides:
+        data = apply_overrides(folder.read_recipe_data(), args.overrides,
+                               str(folder.recipe_path))
+        recipe = parse_recipe(data, str(folder.recipe_path))
+    else:
+        recipe = load_run_recipe(folder.path)
+    if folder.finished and not args.overrides:
+        print(f"{folder.path} is finished: nothing to do ({folder.report_path}; `fgvc report "
+              f"{folder.path}` rebuilds the report, `fgvc predict {folder.path}` predicts again)")
+        return 0
+    run_recipe(recipe, resume=True, run_dir=folder.path, allow_changes=args.allow_changes,
+               started=process_started())
+    return _print_report(folder.path)
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from fgvc.workflows.report_run import rebuild_report
+
+    print(f"report rebuilt: {rebuild_report(args.run_dir)}")
+    return 0
 
 
 def _print_report(run_dir) -> int:
     from fgvc.engine.distributed import current
+    from fgvc.runfolder import RunFolder
 
     if current().is_main:
-        print(f"done: {run_dir / 'report.md'}")
-        print((run_dir / "report.md").read_text())
+        report = RunFolder(run_dir).report_path
+        print(f"done: {report}")
+        print(report.read_text())
     return 0
 
 
@@ -279,9 +374,9 @@ def cmd_validate(args: argparse.Namespace) -> int:
         print(describe_ensemble(recipe, Path(args.recipe)))
         return 0
     problems: list[str] = []
-    text = describe_plan(recipe, problems)
-    print(f"{args.recipe}: " + ("valid" if not problems else "valid as a recipe, but the dataset "
-                                "on disk lacks what it names (see problems below)"))
+    text = describe_plan(recipe, problems, read_data=not args.no_data)
+    print(f"{args.recipe}: " + ("valid" if not problems else "valid as a recipe, but what is on "
+                                "disk lacks what it names (see problems below)"))
     print(text)
     return 1 if problems else 0
 
@@ -332,6 +427,14 @@ def cmd_datasets(args: argparse.Namespace) -> int:
             variants = f" (reads: {', '.join(row['variants'])})" if row["variants"] else ""
             print(f"{row['name']:<16} {classes!s:>6} classes  {splits:<40} {row['title']}{variants}")
         return 0
+    if args.datasets_command == "card":
+        from fgvc.datasets.cards import CARDS, render_card
+
+        if args.name not in CARDS:
+            raise ValueError(f"no dataset card {args.name!r}{did_you_mean(args.name, CARDS)}; "
+                             "`fgvc datasets list` shows the datasets")
+        print(render_card(args.name), end="")
+        return 0
     index = _load_for_cli(args)
     if args.datasets_command == "info":
         found = inspect.info(index)
@@ -360,23 +463,43 @@ def cmd_datasets(args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
+def cmd_recipes(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from fgvc.recipes.library import shipped_recipe, shipped_recipes
+
+    if args.recipes_command == "list":
+        found = shipped_recipes()
+        width = max(map(len, found))
+        for recipe in found.values():
+            print(f"{recipe.name:<{width}}  {recipe.description}")
+        return 0
+    recipe = shipped_recipe(args.name)
+    text = recipe.path.read_text(encoding="utf-8")
+    if not args.out:
+        print(text, end="")
+        return 0
+    out = Path(args.out)
+    if out.exists() and not args.force:
+        raise ValueError(f"--out {out}: already exists (--force overwrites it)")
+    out.write_text(text, encoding="utf-8")
+    print(f"{recipe.name} -> {out} (run it with `fgvc run {out}`)")
+    return 0
+
+
 def cmd_models(args: argparse.Namespace) -> int:
     import json
 
-    from fgvc.models.catalog import catalog
+    from fgvc.models import catalog
 
-    rows = catalog(args.names or None)
-    if args.json:
-        print(json.dumps(rows, indent=2))
+    if args.models_command == "show":
+        rows = [catalog.describe(name) for name in args.names]
+        print(json.dumps(rows, indent=2) if args.json
+              else "\n".join(catalog.format_details(r) for r in rows), end="\n" if args.json else "")
         return 0
-    for row in rows:
-        mean = "/".join(f"{m:.3f}" for m in row["mean"])
-        std = "/".join(f"{s:.3f}" for s in row["std"])
-        print(f"{row['name']:<38} {row['params'] / 1e6:>7.1f}M  {row['default_resolution']:>4}px  "
-              f"mean {mean} std {std} {row['interpolation']}")
-        for group, paths in row["groups"].items():
-            shown = ", ".join(paths) if isinstance(paths, list) else paths
-            print(f"    {group:<11} {shown}")
+    rows = catalog.listing(args.names or None)
+    print(json.dumps(rows, indent=2) if args.json else catalog.format_listing(rows),
+          end="\n" if args.json else "")
     return 0
 
 
@@ -386,6 +509,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from fgvc.inference.submission import check_writable, write_submission
     from fgvc.workflows.pipeline import predict_run
 
+    if args.images:
+        return _predict_images(args)
+    if args.top_k is not None:
+        raise ValueError("--top-k: applies to --images (a split's predictions keep every class; "
+                         "--keep-top-k stores fewer)")
     overrides = [f"predict.{key}={value}" for key, value in
                  (("split", args.split), ("crops", args.crops), ("average", args.average),
                   ("resolutions", args.resolutions), ("keep_top_k", args.keep_top_k))
@@ -399,6 +527,25 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if args.submission:
         write_submission(preds, Path(args.submission), args.format, force=args.force)
         print(f"submission ({args.format}) -> {args.submission}")
+    return 0
+
+
+def _predict_images(args: argparse.Namespace) -> int:
+    from fgvc.workflows.predict_images import DEFAULT_TOP_K, describe, predict_image_files
+
+    given = [flag for flag, value in (("--split", args.split), ("--keep-top-k", args.keep_top_k),
+                                      ("--submission", args.submission)) if value is not None]
+    if given:
+        raise ValueError(f"--images: cannot be combined with {', '.join(given)} (those are for "
+                         "a split's predictions)")
+    result = predict_image_files(args.run_dir, args.images, out=args.out,
+                                 top_k=args.top_k or DEFAULT_TOP_K, force=args.force,
+                                 resolutions=args.resolutions, crops=args.crops,
+                                 average=args.average)
+    if args.top_k and result.top_k < result.asked_top_k:
+        print(f"note: --top-k {result.asked_top_k}: the run has {result.num_classes} classes; "
+              f"each row lists all {result.top_k}", file=sys.stderr)
+    print(describe(result), file=sys.stderr if result.out == "-" else sys.stdout)
     return 0
 
 
@@ -457,6 +604,18 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     if current().is_main:
         (out / "result.md").write_text(text)
         print(text, end="")
+    return 0
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    from fgvc.datasets.inspect import default_root
+    from fgvc.recipes.recipe import apply_overrides
+    from fgvc.workflows.init_recipe import init_recipe
+
+    result = init_recipe(args.dataset, args.root or str(default_root(args.dataset)), args.out,
+                         args.arch, args.force, apply_overrides({}, args.option), args.resolution)
+    print(f"wrote {result.summary}")
+    print("next:\n" + "\n".join(f"  {command}" for command in result.next_commands))
     return 0
 
 
@@ -526,20 +685,18 @@ def cmd_activations(args: argparse.Namespace) -> int:
 COMMANDS = {
     "run": cmd_run, "validate": cmd_validate, "predict": cmd_predict, "ensemble": cmd_ensemble,
     "submit": cmd_submit, "datasets": cmd_datasets, "models": cmd_models, "resume": cmd_resume,
+    "report": cmd_report,
     "sweep": cmd_sweep, "resolution": cmd_resolution, "table3": cmd_table3,
-    "activations": cmd_activations,
+    "activations": cmd_activations, "recipes": cmd_recipes, "init": cmd_init,
 }
 
 
 def _setup_logging(verbose: bool) -> None:
-    # Under torchrun only the main process talks; the others report warnings and errors.
-    level = logging.DEBUG if verbose else logging.INFO
-    if int(os.environ.get("RANK", "0")) > 0:
-        level = logging.WARNING
-    logging.basicConfig(level=level, format="%(levelname)s %(message)s", stream=sys.stderr)
-    # Third-party chatter (matplotlib's font cache, PIL's plugin loading) is not for the user.
-    for name in ("matplotlib", "PIL"):
-        logging.getLogger(name).setLevel(logging.ERROR)
+    """The console's logging, the same as ``fgvc.run()`` gives a caller without any
+    (fgvc/logs.py; a run adds its log.txt there)."""
+    from fgvc.logs import setup_console
+
+    setup_console(verbose)
 
 
 def _quiet_broken_pipe() -> int:

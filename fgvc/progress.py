@@ -5,6 +5,11 @@ invisible there or fills the log with carriage returns. So when standard error i
 terminal every loop logs one line at each 10 % step and at least every 30 s: done/total,
 images/s, the loss where there is one, elapsed time and the loop's ETA. tqdm has no such
 "log lines" mode, hence this small wrapper. ``FGVC_PROGRESS=bar|log|off`` overrides the choice.
+
+The images/s of a line is the pace after the loop's first item: the first batch carries the
+loop's start-up (loader workers, kernel selection, a cache's first fill), which is not the
+throughput the loop achieves. Also here: the run's clock (:func:`process_started`) and ETA
+(:func:`run_eta`), which prices the work left in the whole run, not only its training.
 """
 
 from __future__ import annotations
@@ -16,6 +21,8 @@ import sys
 import threading
 import time
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 log = logging.getLogger("fgvc.progress")
@@ -70,6 +77,9 @@ class Progress:
         self.postfix: dict[str, Any] = {}
         self.start = time.perf_counter()
         self._last_log = self.start
+        # (time, images) when the first item ended, and when the latest ended: the pace
+        self._first: tuple[float, int] | None = None
+        self._latest: tuple[float, int] | None = None
         self._next_fraction = LOG_EVERY_FRACTION
         self._bar = None
         self._lock = threading.Lock()
@@ -112,10 +122,14 @@ class Progress:
         self.done += n
         if not self._counted_images:
             self.images += n
+        now = time.perf_counter()
+        self._latest = (now, self.images)
+        if self._first is None:
+            self._first = self._latest
         if self._bar is not None:
             self._bar.update(n)
         elif self.mode == "log":
-            self._maybe_log()
+            self._maybe_log(now)
 
     def close(self) -> None:
         if self._stop is not None:
@@ -129,6 +143,14 @@ class Progress:
     def elapsed(self) -> float:
         return time.perf_counter() - self.start
 
+    def images_per_second(self, now: float | None = None) -> float:
+        """Images per second between the end of the first item and the end of the latest;
+        before a second item ends, over the time since the start (the only figure there is)."""
+        now = time.perf_counter() if now is None else now
+        if self._first is not None and self._latest is not None and self._latest[0] > self._first[0]:
+            return (self._latest[1] - self._first[1]) / (self._latest[0] - self._first[0])
+        return self.images / max(now - self.start, 1e-9)
+
     def eta(self, elapsed: float | None = None) -> float:
         if not self.total or not self.done:
             return float("nan")
@@ -141,7 +163,7 @@ class Progress:
             head = f"{self.done}/{self.total} {self.unit} ({100.0 * self.done / self.total:.0f}%)"
         else:
             head = f"{self.done} {self.unit}"
-        parts = [head, f"{self.images / max(elapsed, 1e-9):.1f} img/s"]
+        parts = [head, f"{self.images_per_second(self.start + elapsed):.1f} img/s"]
         parts += [f"{k} {v}" for k, v in self.postfix.items()]
         parts.append(f"elapsed {format_duration(elapsed)}")
         if self.total:
@@ -165,12 +187,11 @@ class Progress:
                     self._last_log = now
                     log.info("%s", self.line(now))
 
-    def _maybe_log(self) -> None:
+    def _maybe_log(self, now: float) -> None:
         with self._lock:
-            self._maybe_log_locked()
+            self._maybe_log_locked(now)
 
-    def _maybe_log_locked(self) -> None:
-        now = time.perf_counter()
+    def _maybe_log_locked(self, now: float) -> None:
         due = now - self._last_log >= LOG_EVERY_SECONDS
         if self.total:
             fraction = self.done / self.total
@@ -188,16 +209,37 @@ def progress(iterable: Iterable | None = None, desc: str = "", **kwargs: Any) ->
     return Progress(iterable, desc=desc, **kwargs)
 
 
-def run_eta(stage_epochs: list[tuple[int, int]], epoch_seconds: float, current: int,
-            epochs_done: int) -> float:
-    """Seconds left in the whole run's training, from the epochs measured so far.
+def process_started() -> float:
+    """When this process started, as a ``time.perf_counter()`` value: the start of an ``fgvc``
+    command's wall time, interpreter start-up and imports included. Linux reads it from
+    ``/proc/self/stat``; elsewhere (or if that fails) it is the time ``fgvc`` was imported."""
+    try:
+        fields = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()
+        started = int(fields[19]) / os.sysconf("SC_CLK_TCK")  # seconds after boot
+        age = time.clock_gettime(time.CLOCK_BOOTTIME) - started
+    except (OSError, ValueError, IndexError, AttributeError):
+        return _IMPORTED
+    return time.perf_counter() - max(age, 0.0)
 
-    ``stage_epochs``: (epochs, resolution) of every stage in order; ``current`` is the index of
-    the running stage. A later stage's epoch is assumed to cost this one's scaled by the pixel
-    count (resolution squared), the cost model of a convolutional network.
-    """
-    epochs, resolution = stage_epochs[current]
-    left = (epochs - epochs_done) * epoch_seconds
-    for later_epochs, later_res in stage_epochs[current + 1:]:
-        left += later_epochs * epoch_seconds * (later_res / resolution) ** 2
-    return left
+
+_IMPORTED = time.perf_counter()
+
+
+@dataclass(frozen=True)
+class Work:
+    """A part of a run still to do: ``images`` network inputs (crops counted) at ``resolution``,
+    forward and backward (``training``) or forward only."""
+
+    images: int
+    resolution: int
+    training: bool = False
+
+
+def run_eta(work: Iterable[Work], train_seconds: float, forward_seconds: float,
+            resolution: int) -> float:
+    """Seconds left in the run: every part of ``work`` priced at the seconds per image measured
+    at ``resolution`` (``train_seconds`` for a training pass, ``forward_seconds`` for a forward
+    pass), scaled by its pixel count (resolution squared), the cost model of a convolutional
+    network. Loader start-up and the report are not priced: an estimate, not a promise."""
+    return sum(w.images * (train_seconds if w.training else forward_seconds)
+               * (w.resolution / resolution) ** 2 for w in work)

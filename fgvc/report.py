@@ -9,7 +9,7 @@ their own sections with :func:`section` and an ``order`` number that places them
 
     @section(45)
     def my_section(ctx: ReportContext) -> list[str] | None:
-        found = ctx.scored("eval_predictions", ctx.recipe.evaluate.split)
+        found = ctx.scored(RunFolder.EVAL_PREDICTIONS, ctx.recipe.evaluate.split)
         ...
 
 ``ctx.scored`` gives a predictions file of the run folder with its metrics against the split's
@@ -19,7 +19,6 @@ module registering a section must be imported before the report is written.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -31,6 +30,7 @@ from fgvc.analysis import science_report
 from fgvc.engine.atomic import atomic_save, atomic_write
 from fgvc.engine.best import describe_selection
 from fgvc.recipes.recipe import Recipe
+from fgvc.runfolder import RunFolder
 
 log = logging.getLogger(__name__)
 
@@ -57,13 +57,12 @@ class ReportContext:
 
     @cached_property
     def evaluation(self) -> dict[str, dict[str, dict]]:
-        path = self.run_dir / "evaluation.json"
-        return json.loads(path.read_text()) if path.exists() else {}
+        return RunFolder(self.run_dir).read_evaluation()
 
     @cached_property
     def epochs(self):
         """metrics.jsonl as a table (pandas), one row per epoch; None when there is none."""
-        path = self.run_dir / "metrics.jsonl"
+        path = RunFolder(self.run_dir).metrics_path
         if not path.exists() or not path.read_text().strip():
             return None
         import pandas as pd
@@ -170,6 +169,27 @@ def title(ctx: ReportContext) -> list[str]:
     return lines
 
 
+# --- 15: precision ---------------------------------------------------------------------------
+@section(15)
+def precision(ctx: ReportContext) -> list[str] | None:
+    """What the recipe's ``precision`` became on this device (summary.json, engine/device.py),
+    with the warning an emulated bf16 earns: a slow run says why in its report."""
+    used = ctx.summary.get("precision")
+    if not used:
+        return None
+    native = used.get("native_bf16")
+    why = ""
+    if used["requested"] == "auto" or used["used"] == "bf16":
+        why = (" (bf16 runs natively here)" if native else
+               " (bf16 is emulated here: no AMX or AVX512-BF16 unit)" if used["used"] == "bf16"
+               else " (bf16 would be emulated here: no AMX or AVX512-BF16 unit)")
+    lines = [f"Precision: `{used['requested']}` -> **{used['used']}** on "
+             f"{ctx.summary.get('device', '?')}{why}.", ""]
+    if used.get("warning"):
+        lines += [f"> **Warning.** {used['warning']}.", ""]
+    return lines
+
+
 # --- 20: stages and time ---------------------------------------------------------------------
 def _stage_seconds(ctx: ReportContext) -> dict[str, float]:
     table = ctx.epochs
@@ -198,8 +218,15 @@ def stages(ctx: ReportContext) -> list[str]:
     if "predict_seconds" in ctx.summary:
         lines.append(f"- prediction: {seconds_text(ctx.summary['predict_seconds'])}")
     if "seconds" in ctx.summary:
-        lines.append(f"- whole run (this invocation): {seconds_text(ctx.summary['seconds'])}")
+        lines.append(whole_run_line(ctx.summary["seconds"]))
     return lines + [""]
+
+
+WHOLE_RUN = "- whole run (this invocation): "
+
+
+def whole_run_line(seconds: float) -> str:
+    return WHOLE_RUN + seconds_text(seconds)
 
 
 # --- 30: training curves ---------------------------------------------------------------------
@@ -349,7 +376,7 @@ def plot_confusion(metrics, path: Path) -> None:
 @section(50)
 def per_class(ctx: ReportContext) -> list[str] | None:
     split = ctx.recipe.evaluate.split
-    found = ctx.scored("eval_predictions", split)
+    found = ctx.scored(RunFolder.EVAL_PREDICTIONS, split)
     if found is None:
         return None
     preds, metrics = found
@@ -378,7 +405,7 @@ def test_split(ctx: ReportContext) -> list[str] | None:
     if ctx.recipe.predict is None:
         return None
     split = ctx.recipe.predict.split
-    found = ctx.scored("predictions", split)
+    found = ctx.scored(RunFolder.PREDICTIONS, split)
     if found is None:
         return None
     preds, metrics = found
@@ -410,15 +437,23 @@ def outputs(ctx: ReportContext) -> list[str]:
 
 
 def write_report(run_dir: Path, recipe: Recipe, summary: dict, index: Any = None,
-                 tracker: Any = None) -> Path:
-    """Build every registered section into ``report.md``; figures go to the trackers too."""
+                 tracker: Any = None, clock: Callable[[], float] | None = None) -> Path:
+    """Build every registered section into ``report.md``; figures go to the trackers too.
+
+    ``clock``: the invocation's seconds so far, read once every section is built (metrics and
+    figures, seconds of a run's end) and stored in ``summary["seconds"]``, so that the
+    report's whole-run time includes writing the report."""
     ctx = ReportContext(run_dir, recipe, summary, index)
     text: list[str] = []
     for _order, _name, builder in SECTIONS:
         lines = builder(ctx)
         if lines:
             text += lines
-    path = run_dir / "report.md"
+    if clock is not None:
+        summary["seconds"] = clock()
+        text = [whole_run_line(summary["seconds"]) if line.startswith(WHOLE_RUN) else line
+                for line in text]
+    path = RunFolder(run_dir).report_path
     atomic_write(path, "\n".join(text))
     if tracker:
         for name in ctx.figures:

@@ -171,7 +171,7 @@ def test_datasets_info_never_generates(tmp_path, capsys):
     root = tmp_path / "synthetic"
     assert main(["datasets", "info", "synthetic", "--root", str(root)]) == 2
     err = capsys.readouterr().err
-    assert "no generated synthetic dataset" in err and "fgvc run recipes/quickstart.yaml" in err
+    assert "no generated synthetic dataset" in err and "fgvc run quickstart" in err
     assert not root.exists()
 
 

@@ -185,7 +185,7 @@ def test_missing_root_names_file_layout_and_card(tmp_path):
         load_dataset("cub200", tmp_path / "nowhere")
     message = str(info.value)
     assert "images.txt" in message and "expected layout" in message
-    assert "datasets/cub200.md" in message
+    assert "fgvc datasets card cub200" in message
 
 
 @pytest.mark.parametrize("name,file_name", [
@@ -202,14 +202,14 @@ def test_missing_metadata_file(trees, tmp_path, name, file_name):
     shutil.copytree(trees[name], root)
     target = root / file_name
     shutil.rmtree(target) if target.is_dir() else target.unlink()
-    with pytest.raises(DatasetError, match=f"missing .*{Path(file_name).name}.*datasets/{name}.md"):
+    with pytest.raises(DatasetError, match=f"missing .*{Path(file_name).name}.*fgvc datasets card {name}`"):
         load_dataset(name, root)
 
 
 def test_stanford_cars_missing_devkit_file(tmp_path):
     write_stanford_cars(tmp_path)
     (tmp_path / "devkit" / "cars_meta.mat").unlink()
-    with pytest.raises(DatasetError, match=r"missing .*cars_meta\.mat.*datasets/stanford_cars\.md"):
+    with pytest.raises(DatasetError, match=r"missing .*cars_meta\.mat.*fgvc datasets card stanford_cars`"):
         load_dataset("stanford_cars", tmp_path)
 
 

@@ -169,7 +169,7 @@ def test_missing_data_is_a_clean_error_that_leaves_nothing_behind(tiny_recipe_di
     tiny_recipe_dict["dataset"] = {"name": "cub200", "root": str(tmp_path / "no_cub")}
     assert main(["run", write_recipe(tmp_path, tiny_recipe_dict)]) == 2
     err = capsys.readouterr().err
-    assert "missing" in err and "images.txt" in err and "datasets/cub200.md" in err
+    assert "missing" in err and "images.txt" in err and "fgvc datasets card cub200" in err
     assert "Traceback" not in err
     assert not (tmp_path / "runs").exists()
 

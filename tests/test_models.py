@@ -14,8 +14,8 @@ import torch
 import torch.nn as nn
 
 from fgvc.models import GroupError, WeightsError, create_model, data_config, resolve_groups
+from fgvc.models.catalog import SUPPORTED
 from fgvc.models.mpncov import covariance, newton_schulz_sqrt, upper_triangle
-from fgvc.models.zoo import SUPPORTED
 from fgvc.recipes.recipe import ModelConfig
 
 # Every network runs small (Cadene's fixed pooling is made adaptive on load); Inception's
@@ -247,10 +247,10 @@ def test_covariance_matches_numpy():
     np.testing.assert_allclose(covariance(x)[0].numpy(), np.cov(flat, bias=True), atol=1e-12)
 
 
-def test_models_list_json(capsys):
+def test_models_show_json(capsys):
     from fgvc.cli import main
 
-    assert main(["models", "list", "--json", "resnet50", "mpncov_resnet101"]) == 0
+    assert main(["models", "show", "--json", "resnet50", "mpncov_resnet101"]) == 0
     rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
     assert rows["resnet50"]["params"] == 25_557_032
     assert rows["resnet50"]["default_resolution"] == 224

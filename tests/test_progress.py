@@ -8,7 +8,7 @@ import re
 import pytest
 
 from fgvc import progress as progress_module
-from fgvc.progress import Progress, format_duration, progress, run_eta
+from fgvc.progress import Progress, Work, format_duration, progress, run_eta
 
 LINE = re.compile(r"^(?P<desc>.+): (?P<done>\d+)/(?P<total>\d+) (?P<unit>\w+) \(\d+%\), "
                   r"[\d.]+ img/s, .*elapsed \d+:\d\d, ETA \d+:\d\d$")
@@ -95,10 +95,26 @@ def test_train_epoch_logs_loss_and_eta(caplog, monkeypatch):
     assert steps == [(s, 0.1) for s in range(1, 11)]
 
 
-def test_run_eta_scales_later_stages_by_pixels():
-    # 2 of 4 train epochs done at 10 s each, then 2 adapt epochs at twice the side (4x pixels)
-    assert run_eta([(4, 64), (2, 128)], 10.0, 0, 2) == pytest.approx(2 * 10 + 2 * 40)
-    assert run_eta([(4, 64), (2, 128)], 10.0, 1, 1) == pytest.approx(10)
+def test_run_eta_scales_later_passes_by_pixels():
+    # 2 train epochs of 100 images at 64 px (0.1 s each), then 2 adapt epochs at twice the side
+    # (4x pixels), then a forward pass of 50 images at 128 px (0.02 s per image at 64 px)
+    work = [Work(200, 64, True), Work(200, 128, True), Work(50, 128)]
+    assert run_eta(work, 0.1, 0.02, 64) == pytest.approx(200 * 0.1 + 200 * 0.4 + 50 * 0.08)
+
+
+def test_images_per_second_leaves_out_the_first_items_start_up(caplog, monkeypatch):
+    """The first batch carries the loader's and kernels' start-up: the pace is measured after
+    it, so a slow first batch does not pull the figure below what the loop achieves."""
+    monkeypatch.setattr(Progress, "_start_watchdog", lambda self: None)
+    times = iter([0.0, 10.0, 11.0, 12.0, 13.0, 14.0, 14.0])  # start, 5 batch ends, last line
+    monkeypatch.setattr(progress_module.time, "perf_counter", lambda: next(times))
+    caplog.set_level(logging.INFO)
+    bar = Progress(total=5, desc="slow start", unit="batch", mode="log")
+    for _ in range(5):
+        bar.count_images(8)
+        bar.update()
+    assert bar.images_per_second(14.0) == pytest.approx(4 * 8 / 4.0)  # not 40 / 14
+    assert "8.0 img/s" in _lines(caplog)[-1]
 
 
 def test_format_duration():

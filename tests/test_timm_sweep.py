@@ -39,8 +39,8 @@ def check_names(names: list[str]) -> list[tuple[str, str, str]]:
 def test_every_timm_name_validates_or_fails_in_one_line():
     import timm
 
-    import fgvc.models  # noqa: F401  (registers fgvc's own architectures: swept too)
-    from fgvc.models.zoo import MODERN, SUPPORTED
+    import fgvc.models.factory  # noqa: F401  (registers fgvc's own architectures: swept too)
+    from fgvc.models.catalog import MODERN, SUPPORTED
 
     names = timm.list_models()
     workers = min(2, os.cpu_count() or 1)

@@ -152,7 +152,6 @@ def record_run(run_dir: Path, resolutions: list[int] | None = None, split: str |
     import dataclasses
 
     import torch
-    import yaml
 
     from fgvc.engine.adapt_methods import load_model_state
     from fgvc.engine.checkpoint import load_checkpoint
@@ -161,13 +160,11 @@ def record_run(run_dir: Path, resolutions: list[int] | None = None, split: str |
     from fgvc.engine.stage import RunContext
     from fgvc.models import create_model, data_config
     from fgvc.progress import progress
-    from fgvc.recipes.recipe import parse_recipe
+    from fgvc.runfolder import RunFolder
     from fgvc.workflows.pipeline import load_recipe_dataset
 
-    saved = run_dir / "recipe.yaml"
-    if not saved.is_file():
-        raise FileNotFoundError(f"{run_dir} is not a fgvc run folder (no recipe.yaml)")
-    recipe = parse_recipe(yaml.safe_load(saved.read_text()), str(saved))
+    folder = RunFolder.open(run_dir)
+    recipe = folder.read_recipe()
     split = split or recipe.evaluate.split
     resolutions = resolutions or recipe.eval_resolutions
     index = load_recipe_dataset(recipe)
@@ -176,14 +173,13 @@ def record_run(run_dir: Path, resolutions: list[int] | None = None, split: str |
                          f"(it has: {', '.join(index.splits)})")
     device = pick_device(recipe.device)
     set_precision(recipe.precision, device)
-    checkpoints = run_dir / "checkpoints"
-    phases = {"after_adaptation": checkpoints / "adapt.pt"}
+    phases = {"after_adaptation": folder.checkpoint("adapt")}
     if recipe.stage("train") is not None:
-        phases["before_adaptation"] = checkpoints / "train.pt"
+        phases["before_adaptation"] = folder.checkpoint("train")
     elif recipe.stage("adapt") is not None:
         phases["before_adaptation"] = None  # the recipe's own starting weights
     if recipe.stage("adapt") is None:
-        phases = {"before_adaptation": checkpoints / "train.pt"}
+        phases = {"before_adaptation": folder.checkpoint("train")}
     out = out or run_dir / "activations.json"
     out.unlink(missing_ok=True)
     for phase, weights in sorted(phases.items(), reverse=True):

@@ -70,7 +70,8 @@ def method_lines(run_dir: Path, recipe) -> list[str]:
 
 def markdown_lines(run_dir: Path, recipe) -> list[str]:
     """Every section, for ``fgvc.report``; empty when the run has nothing to show."""
-    path = run_dir / "evaluation.json"
-    evaluation = json.loads(path.read_text()) if path.exists() else {}
+    from fgvc.runfolder import RunFolder
+
+    evaluation = RunFolder(run_dir).read_evaluation()
     return (confidence_lines(evaluation) + method_lines(run_dir, recipe)
             + activations.markdown_lines(run_dir))

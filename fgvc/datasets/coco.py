@@ -27,7 +27,7 @@ from fgvc.datasets.base import (
     paused_gc,
 )
 from fgvc.datasets.columns import all_distinct, int64_ids
-from fgvc.datasets.files import path_mapping, read_json, require_file
+from fgvc.datasets.files import card_hint, path_mapping, read_json, require_file
 from fgvc.datasets.integrity import problem
 from fgvc.datasets.registry import register
 
@@ -199,7 +199,7 @@ def _inaturalist_adapter(year: int, files: dict[str, str], classes: int, summary
             labelled = [f for s, f in split_files.items() if s != "test"]
             raise DatasetError(f"{name}: none of {', '.join(labelled)} under {root}, nor "
                                f"torchvision's {' / '.join(inat_folders.VERSIONS[year])} folder(s) "
-                               f"(expected layout: {CARDS_LAYOUTS[year]}); see datasets/{name}.md")
+                               f"(expected layout: {CARDS_LAYOUTS[year]}); {card_hint(name)}")
         if not any((root / f).is_file() for s, f in split_files.items() if s != "test"):
             raise DatasetError(f"{name}: no labelled split under {root}: expected "
                                f"{' or '.join(f for s, f in split_files.items() if s != 'test')}")
@@ -260,7 +260,7 @@ def load_herbarium(root: Path, options: dict[str, Any]) -> DatasetIndex:
     expected = "; or ".join(f"{', '.join(files.values())} ({edition})"
                             for edition, files, _ in HERBARIUM_LAYOUTS)
     raise DatasetError(f"herbarium2020: no metadata under {root} (expected {expected}); "
-                       "see datasets/herbarium2020.md")
+                       f"{card_hint('herbarium2020')}")
 
 
 @register("coco", "any COCO-style classification JSON; options.files maps split -> JSON path",

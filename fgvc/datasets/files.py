@@ -18,11 +18,9 @@ from fgvc.datasets.base import DatasetError
 
 VOTE_SAMPLE = 32  # images checked on disk per candidate mapping
 
-CARDS_DIR = "datasets"
-
-
 def card_hint(name: str) -> str:
-    return f"see {CARDS_DIR}/{name}.md for where to get it and the expected layout"
+    """Where the user reads about a dataset: the card command works wherever fgvc is installed."""
+    return f"`fgvc datasets card {name}` says where to get it and the expected layout"
 
 
 def require_file(path: Path, dataset: str, layout: str) -> Path:

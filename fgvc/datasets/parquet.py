@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from fgvc.datasets.base import DatasetError, DatasetIndex, RawSample, build_index
-from fgvc.datasets.files import path_mapping, read_json
+from fgvc.datasets.files import card_hint, path_mapping, read_json
 from fgvc.datasets.integrity import check_label_range
 from fgvc.datasets.registry import register
 
@@ -165,7 +165,7 @@ def discover(root: Path, files: dict[str, Any] | None) -> dict[str, list[Path]]:
     if not found:
         raise DatasetError(f"parquet: no .parquet or .arrow file under {root} (expected e.g. "
                            "data/train-00000-of-00001.parquet, or options.files: {train: ...}); "
-                           "see datasets/parquet.md")
+                           f"{card_hint('parquet')}")
     return found
 
 

@@ -285,7 +285,7 @@ def stored_options(root: Path) -> dict[str, Any]:
     meta_path = root / "meta.json"
     if not meta_path.is_file():
         raise DatasetError(
-            f"no generated synthetic dataset at {root} yet: `fgvc run recipes/quickstart.yaml` "
+            f"no generated synthetic dataset at {root} yet: `fgvc run quickstart` "
             "generates it on first use (under the recipe's dataset.root, datasets/synthetic)")
     return dict(json.loads(meta_path.read_text()).get("options", {}))
 

@@ -94,14 +94,17 @@ def _fsync_dir(folder: Path) -> None:
 @contextmanager
 def atomic_open(path: str | Path, mode: str = "w", *, fsync: bool = False,
                 newline: str | None = None,
-                before_replace: Callable[[], None] | None = None) -> Iterator[IO]:
+                before_replace: Callable[[], None] | None = None,
+                exclusive: bool = False) -> Iterator[IO]:
     """Open a temporary sibling of ``path`` for writing; on success it replaces ``path``.
 
     ``mode`` is "w" (text) or "wb" (binary); ``fsync`` makes the data durable before the
     rename; ``before_replace()`` runs once the new content is complete, just before the
-    rename (to move the old file aside). On any failure (or an interrupt) the temporary file
-    is removed and ``path`` is left as it was; an ``OSError`` (or a writer's error caused by
-    one) becomes ``WriteError``.
+    rename (to move the old file aside); ``exclusive`` never replaces an existing ``path``: the
+    new file is linked in only where none exists at that moment (``FileExistsError`` otherwise),
+    so two writers that both checked beforehand cannot overwrite each other. On any failure (or
+    an interrupt) the temporary file is removed and ``path`` is left as it was; an ``OSError``
+    (or a writer's error caused by one) becomes ``WriteError``.
     """
     path = Path(path)
     tmp = temp_path(path)
@@ -123,9 +126,15 @@ def atomic_open(path: str | Path, mode: str = "w", *, fsync: bool = False,
             raw.close()
         if before_replace is not None:
             before_replace()
-        os.replace(tmp, path)
+        if exclusive:
+            os.link(tmp, path)  # atomic, and fails where path exists
+            tmp.unlink()
+        else:
+            os.replace(tmp, path)
     except BaseException as err:
         tmp.unlink(missing_ok=True)
+        if isinstance(err, FileExistsError) and exclusive:
+            raise
         real = recorder.error or (err if isinstance(err, OSError) else None)
         if real is not None:
             raise WriteError(f"cannot write {path}: {cause(real)}") from None

@@ -36,6 +36,9 @@ class EpochResult:
     seconds: float
     last_lr: float
     next_step: int
+    # The pace after the first batch (progress.Progress), summed over processes: the first
+    # batch carries the epoch's start-up, which ``images / seconds`` would spread over it.
+    images_per_second: float = 0.0
 
 
 @dataclass
@@ -161,10 +164,13 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim
     total_loss, correct = _read_sums(sums, seen, bar, lr_fn, lr)
     if track is not None and seen > last_seen:
         track(step, (total_loss - last_loss) / (seen - last_seen), lr)
-    total_loss, correct, seen, bad = all_reduce_sum([total_loss, correct, seen, bad])
+    seconds = time.perf_counter() - start
+    total_loss, correct, seen, bad, pace = all_reduce_sum(
+        [total_loss, correct, seen, bad, bar.images_per_second()])
     return EpochResult(
         loss=total_loss / max(seen, 1), top1=100.0 * correct / max(seen, 1), images=int(seen),
-        bad_images=int(bad), seconds=time.perf_counter() - start, last_lr=lr, next_step=step)
+        bad_images=int(bad), seconds=seconds, last_lr=lr, next_step=step,
+        images_per_second=pace)
 
 
 def _gradient_sync(model: nn.Module, sync: bool) -> contextlib.AbstractContextManager:
@@ -187,6 +193,17 @@ def _read_sums(sums: torch.Tensor, seen: int, bar, lr_fn: Callable[[int], float]
         bar.set_postfix(loss=f"{total_loss / seen:.3f}",
                         **({"lr": f"{lr:.2e}"} if lr is not None else {}))
     return total_loss, int(correct)
+
+
+def network_inputs(images, n_images: int) -> int:
+    """How many images a batch sends through the network: every crop and every resolution
+    (view) counted, so an evaluation's img/s is comparable with training's and not a fraction
+    of it for a pass of 10 crops or several resolutions at once."""
+    if isinstance(images, dict):
+        return sum(network_inputs(view, n_images) for view in images.values())
+    if isinstance(images, torch.Tensor) and images.ndim == 5:
+        return n_images * images.shape[1]
+    return n_images
 
 
 def _forward_probs(model: Callable, images, device: torch.device, average: Average,
@@ -217,7 +234,7 @@ def forward_batches(model: nn.Module, loader: DataLoader, device: torch.device, 
     prepare = getattr(loader, "device_transform", None)
     bar = progress(loader, desc=desc, unit="batch")
     for images, labels, indices, n_bad in bar:
-        bar.count_images(len(labels))
+        bar.count_images(network_inputs(images, len(labels)))
         if bad_counter is not None:
             bad_counter[0] += n_bad
         if len(labels) == 0:
@@ -282,7 +299,7 @@ def evaluate(model: nn.Module, loader: DataLoader, device: torch.device, *,
     bar = progress(loader, desc=desc, unit="batch")
     for images, labels, indices, n_bad in bar:
         bad += n_bad
-        bar.count_images(len(labels))
+        bar.count_images(network_inputs(images, len(labels)))
         if len(labels) == 0:
             continue
         batches = images if views is not None else {None: images}

@@ -3,7 +3,6 @@ epoch, and resumption from the last one."""
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import signal
@@ -18,7 +17,6 @@ from torch.utils.data import DataLoader
 
 from fgvc.datasets.base import DatasetIndex
 from fgvc.datasets.decode import decode_options
-from fgvc.engine.atomic import RunFileError, atomic_write
 from fgvc.engine.best import BestEpoch
 from fgvc.engine.checkpoint import (
     checkpoint_exists,
@@ -39,7 +37,13 @@ from fgvc.engine.freeze import (
     prepare_batchnorm,
     set_train_mode,
 )
-from fgvc.engine.loop import EpochProgress, NonFiniteLoss, evaluate, train_one_epoch
+from fgvc.engine.loop import (
+    EpochProgress,
+    EpochResult,
+    NonFiniteLoss,
+    evaluate,
+    train_one_epoch,
+)
 from fgvc.engine.losses import Objective, class_weights
 from fgvc.engine.mixing import build_mixup
 from fgvc.engine.optim import build_optimizer, lr_at
@@ -51,12 +55,14 @@ from fgvc.engine.preemption import (
     set_rng_state,
     training,
 )
+from fgvc.engine.remaining import work_left
 from fgvc.engine.resumable import ResumableState
 from fgvc.engine.seeding import epoch_seed, seed_everything
 from fgvc.inference.tta import CropMode, MultiCrop
 from fgvc.progress import format_duration, run_eta
 from fgvc.recipes.recipe import Recipe, StageConfig
 from fgvc.recipes.training import adapt_warnings
+from fgvc.runfolder import RunFolder
 from fgvc.tracking import Tracker
 from fgvc.transforms import DataConfig, DeviceNormalize, loader_transform
 
@@ -80,16 +86,23 @@ class RunContext:
     tracker: Tracker = field(default_factory=Tracker)
     # Activations entering the adapted part, kept from the evaluation before adaptation.
     kept: KeptActivations | None = None
+    # Seconds per image and resolution of the latest validation of the whole network: the run
+    # ETA prices the forward passes left (evaluations, predictions) with it.
+    forward_rate: tuple[float, int] | None = None
     # The training loader serving every epoch of the stage running now (its workers persist).
     _stage_loader: tuple[StageConfig, DataLoader] | None = field(default=None, init=False,
                                                                  repr=False)
 
     @property
+    def folder(self) -> RunFolder:
+        return RunFolder(self.run_dir)
+
+    @property
     def checkpoint_dir(self) -> Path:
-        return self.run_dir / "checkpoints"
+        return self.folder.checkpoint_dir
 
     def final_checkpoint(self, stage: StageConfig) -> Path:
-        return self.checkpoint_dir / f"{stage.name}.pt"
+        return self.folder.checkpoint(stage.name)
 
     @property
     def final_weights(self) -> Path | None:
@@ -98,21 +111,16 @@ class RunContext:
         return path if path.exists() else None
 
     def last_checkpoint(self, stage: StageConfig) -> Path:
-        return self.checkpoint_dir / f"{stage.name}_last.pt"
+        return self.folder.checkpoint(stage.name, "last")
 
     def best_checkpoint(self, stage: StageConfig) -> Path:
-        return self.checkpoint_dir / f"{stage.name}_best.pt"
+        return self.folder.checkpoint(stage.name, "best")
 
     def _metric_rows(self) -> list[dict]:
-        path = self.run_dir / "metrics.jsonl"
-        if not path.exists():
-            return []
-        return [read_json_line(path, n, line)
-                for n, line in enumerate(path.read_text().splitlines(), 1) if line.strip()]
+        return self.folder.metric_rows()
 
     def _write_metrics(self, rows: list[dict]) -> None:
-        """The whole file, atomically: a kill never leaves a torn line."""
-        atomic_write(self.run_dir / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
+        self.folder.write_metrics(rows)
 
     def log_metrics(self, row: dict) -> None:
         if not current().is_main:
@@ -277,16 +285,20 @@ def run_stage(ctx: RunContext, stage: StageConfig) -> dict | None:
         validate = (epoch + 1) % stage.validate_every == 0 or epoch + 1 == stage.epochs
         with training():  # a signal now stops the run after this epoch's checkpoint
             # The last epoch's pass keeps per-image hits: the run's evaluation may reuse it.
+            val_start = time.perf_counter()
             val = evaluate(cache.tail if cache else evaluator, val_loader, ctx.device,
                            channels_last=channels_last, desc=f"val @{stage.resolution}",
                            with_hits=epoch + 1 == stage.epochs) if validate else {}
+            if val and cache is None:
+                ctx.forward_rate = ((time.perf_counter() - val_start) / max(val["images"], 1),
+                                    stage.resolution)
         epoch_times.append(time.perf_counter() - epoch_start)
         row = {
             "stage": stage.name, "epoch": epoch + 1, "resolution": stage.resolution,
             "lr": result.last_lr, "train_loss": result.loss, "train_top1": result.top1,
             "val_loss": val.get("loss"), "val_top1": val.get("top1"), "val_top5": val.get("top5"),
             "bad_images": result.bad_images + val.get("bad_images", 0), "seconds": result.seconds,
-            "images_per_second": result.images / max(result.seconds, 1e-9),
+            "images_per_second": result.images_per_second,
             "epoch_seconds": epoch_times[-1],
         }
         if ema is not None and validate:
@@ -304,10 +316,9 @@ def run_stage(ctx: RunContext, stage: StageConfig) -> dict | None:
                     "epoch": epoch + 1, metric: row[metric]})
             row["best_epoch"] = best.epoch
         ctx.log_metrics(row)
-        left = run_eta([(s.epochs, s.resolution) for s in recipe.stages], sum(epoch_times) /
-                       len(epoch_times), recipe.stages.index(stage), epoch + 1)
+        left = _run_eta(ctx, stage, epoch + 1, result, cache is not None)
         log.info("%s epoch %d/%d: loss %.3f, train top-1 %.1f%%, %s, "
-                 "%.0f img/s%s, epoch %s, run ETA (training) %s", stage.name, epoch + 1,
+                 "%.0f img/s%s, epoch %s, run ETA %s", stage.name, epoch + 1,
                  stage.epochs, result.loss, result.top1,
                  f"val top-1 {val['top1']:.1f}% top-5 {val['top5']:.1f}%" if val
                  else "no validation this epoch", row["images_per_second"],
@@ -340,6 +351,20 @@ def run_stage(ctx: RunContext, stage: StageConfig) -> dict | None:
     return selected
 
 
+def _run_eta(ctx: RunContext, stage: StageConfig, epochs_done: int, result: EpochResult,
+             on_cache: bool) -> float:
+    """Seconds left in the whole run (engine/remaining.py lists the passes), priced at this
+    epoch's training pace and the latest whole-network validation's (before any: a third of
+    the training pace, forward against forward and backward)."""
+    train = result.seconds / max(result.images, 1)
+    forward = train / 3
+    if ctx.forward_rate is not None:
+        seconds, resolution = ctx.forward_rate
+        forward = seconds * (stage.resolution / resolution) ** 2
+    return run_eta(work_left(ctx, stage, epochs_done, result.images, on_cache), train, forward,
+                   stage.resolution)
+
+
 def _select_final_weights(ctx: RunContext, stage: StageConfig, source: nn.Module,
                           best: BestEpoch | None) -> dict:
     """Load the weights the recipe names into ``ctx.model``: the best epoch's (its file, kept
@@ -350,7 +375,7 @@ def _select_final_weights(ctx: RunContext, stage: StageConfig, source: nn.Module
     if best is not None and best.epoch is not None:
         barrier()  # the main process wrote the best epoch's file
         if current().is_main:
-            save_checkpoint(ctx.checkpoint_dir / f"{stage.name}_last_epoch.pt",
+            save_checkpoint(ctx.folder.checkpoint(stage.name, "last_epoch"),
                             {"model": source.state_dict(), "epoch": stage.epochs})
         selected.update(epoch=best.epoch, metric=best.metric, value=best.value)
         ctx.model.load_state_dict(load_checkpoint(ctx.best_checkpoint(stage))["model"])
@@ -411,15 +436,6 @@ class MidEpochSaver:
         if signum:
             raise Preempted(signum, self.ctx.run_dir,
                             f"{self.stage.name} epoch {epoch + 1}, step {done.step}")
-
-
-def read_json_line(path: Path, number: int, line: str) -> dict:
-    """One row of a JSON-lines run file; a torn or corrupt row is named in the error."""
-    try:
-        return json.loads(line)
-    except ValueError:
-        raise RunFileError(f"{path}, line {number} is corrupt: {line[:60]!r}; delete that line "
-                           "and resume") from None
 
 
 def wrap_for_training(model: nn.Module, device: torch.device) -> nn.Module:

@@ -118,10 +118,25 @@ def _combined_blocks(streams: list[Iterator[np.ndarray]], weights: np.ndarray, h
 
 
 def load_members(paths: Sequence[str | Path]) -> list[tuple[str, Predictions]]:
+    """Each path's predictions, named by the path: a predictions directory, a legacy ``.npz``,
+    or a run folder (its ``predictions/``)."""
     members = []
     for path in paths:
         path = Path(path)
         if not path.exists():
             raise EnsembleError(f"predictions not found: {path}")
-        members.append((str(path), Predictions.load(path)))
+        members.append((str(path), Predictions.load(_predictions_of(path))))
     return members
+
+
+def _predictions_of(path: Path) -> Path:
+    """``path`` itself, or the predictions directory of the run folder at ``path``."""
+    from fgvc.runfolder import RunFolder
+
+    folder = RunFolder(path)
+    if not folder.recipe_path.is_file():
+        return path
+    if not folder.predictions_dir.exists():
+        raise EnsembleError(f"{path} is a run folder without predictions (no "
+                            f"{folder.predictions_dir.name}/): run `fgvc predict {path}` first")
+    return folder.predictions_dir

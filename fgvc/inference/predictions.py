@@ -79,6 +79,9 @@ class Predictions:
     top_indices: np.ndarray | None = None
     top_scores: np.ndarray | None = None
     source: Path | None = None  # the file or directory it was read from, for messages
+    # Class names in column order, where the producer knew them (``fgvc.predict``); not
+    # saved: the files keep the category ids, which submissions need.
+    class_names: list[str] | None = None
 
     def __post_init__(self) -> None:
         if (self.probs is None) == (self.top_indices is None):
@@ -93,6 +96,8 @@ class Predictions:
                     or self.top_scores.shape != shape):
                 raise ValueError(f"top-k arrays of shape {shape} do not match {n} ids x "
                                  f"{c} classes")
+        if self.class_names is not None and len(self.class_names) != c:
+            raise ValueError(f"{len(self.class_names)} class names do not match {c} classes")
 
     @property
     def kept_top_k(self) -> int | None:
@@ -128,17 +133,34 @@ class Predictions:
             indices[start:start + step], scores[start:start + step] = idx, val
         return indices, scores
 
-    def top_k(self, k: int) -> list[list[str]]:
-        """Best-first category ids of every image."""
-        indices, _ = self.top_k_arrays(k)
-        classes = np.asarray(self.class_ids)
-        return classes[indices].tolist()
+    def top_k(self, k: int, scores: bool = False, names: bool = False
+              ) -> list[list[str]] | list[list[tuple[str, float]]]:
+        """Best-first category ids of every image (``k`` beyond the class count gives every
+        class). ``names``: class names instead of ids, for people (submissions need the ids);
+        ``scores``: ``(label, probability)`` pairs instead of labels alone (probabilities to
+        float16 precision, as they are stored)."""
+        indices, values = self.top_k_arrays(k)
+        labels = np.asarray(self.labels(names))[indices].tolist()
+        if not scores:
+            return labels
+        return [list(zip(row, map(float, row_scores), strict=True))
+                for row, row_scores in zip(labels, values.astype(np.float32), strict=True)]
+
+    def labels(self, names: bool = False) -> list[str]:
+        """The columns' category ids, or their class names (``names``)."""
+        if not names:
+            return list(self.class_ids)
+        if self.class_names is None:
+            raise PredictionsError(f"{self._name()} carries no class names (saved predictions "
+                                   "keep category ids only; fgvc.predict gives names)")
+        return list(self.class_names)
 
     def keep_top_k(self, k: int) -> Predictions:
         """The same predictions storing only each image's ``k`` best classes."""
         indices, scores = self.top_k_arrays(k)
         return Predictions(list(self.ids), list(self.class_ids), None,
-                           {**self.meta, "keep_top_k": int(indices.shape[1])}, indices, scores)
+                           {**self.meta, "keep_top_k": int(indices.shape[1])}, indices, scores,
+                           class_names=self.class_names)
 
     def save(self, path: Path) -> Path:
         """Write the directory layout atomically; returns ``path``."""

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from fgvc.engine.atomic import atomic_open, temp_path
+
 if TYPE_CHECKING:  # numpy stays out of `fgvc --help` and `fgvc submit`
     from fgvc.inference.predictions import Predictions
 
@@ -51,19 +53,22 @@ def write_submission(preds: Predictions, path: Path, fmt: str = "generic",
         raise SubmissionError(f"unknown submission format {fmt!r} (known: {', '.join(FORMATS)})")
     spec = FORMATS[fmt]
     check_writable(path, force)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(spec.header)
-        for image_id, best in zip(preds.ids, preds.top_k(top_k or spec.top_k), strict=True):
-            writer.writerow([image_id, " ".join(best)])
+
+    def validate() -> None:  # the complete file, before it replaces anything
+        validate_csv(temp_path(path), fmt, expected_ids or preds.ids, preds.class_ids, top_k)
+
     try:
-        validate_csv(tmp, fmt, expected_ids or preds.ids, preds.class_ids, top_k)
-    except SubmissionError:
-        tmp.unlink()
-        raise
-    tmp.replace(path)
+        # A temporary file of this process's own; without ``force`` the CSV is linked in only
+        # if no other run wrote one since the check above.
+        with atomic_open(path, "w", newline="", before_replace=validate,
+                         exclusive=not force) as f:
+            writer = csv.writer(f)
+            writer.writerow(spec.header)
+            for image_id, best in zip(preds.ids, preds.top_k(top_k or spec.top_k), strict=True):
+                writer.writerow([image_id, " ".join(best)])
+    except FileExistsError:
+        raise SubmissionError(f"{path} was written by another process meanwhile; pass --force "
+                              "to overwrite it") from None
     return path
 
 

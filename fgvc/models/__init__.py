@@ -1,8 +1,31 @@
-"""The model zoo: a factory, weight loading and the adaptation groups of each architecture."""
+"""The model zoo: a factory, weight loading and the adaptation groups of each architecture.
 
-from fgvc.models.factory import create_model, data_config, is_known_arch
-from fgvc.models.groups import GroupError, resolve_groups
-from fgvc.models.weights import WeightsError, load_weights
+Imported on first use (module ``__getattr__``), so ``fgvc.models.catalog`` (``fgvc models
+list``) reads its table without importing torch or timm.
+"""
 
-__all__ = ["GroupError", "WeightsError", "create_model", "data_config", "is_known_arch",
-           "load_weights", "resolve_groups"]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_HOMES = {
+    "GroupError": "fgvc.models.groups",
+    "WeightsError": "fgvc.models.weights",
+    "create_model": "fgvc.models.factory",
+    "data_config": "fgvc.models.factory",
+    "is_known_arch": "fgvc.models.factory",
+    "load_weights": "fgvc.models.weights",
+    "resolve_groups": "fgvc.models.groups",
+}
+__all__ = sorted(_HOMES)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _HOMES:
+        return getattr(importlib.import_module(_HOMES[name]), name)
+    raise AttributeError(f"module 'fgvc.models' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

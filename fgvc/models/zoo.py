@@ -29,24 +29,6 @@ CADENE_TO_TIMM = {
     "resnet152": "resnet152",
 }
 
-# The architectures `fgvc models list` shows: the paper's networks and their usual peers.
-SUPPORTED = [
-    "resnet50", "resnet101", "resnet152",
-    "legacy_seresnext101_32x4d", "legacy_senet154", "inception_resnet_v2", "pnasnet5large",
-    "resnext101_32x8d", "resnext101_32x16d", "resnext101_32x32d", "resnext101_32x48d",
-    *[f"efficientnet_b{i}" for i in range(8)],
-    "mpncov_resnet50", "mpncov_resnet101", "mpncov_resnet152",
-    "pretrainedmodels:senet154", "pretrainedmodels:se_resnext101_32x4d",
-    "pretrainedmodels:inceptionresnetv2", "pretrainedmodels:pnasnet5large",
-    "pretrainedmodels:resnet50",
-]
-# Modern backbones `fgvc models list` also shows, one or two per family (any timm name works).
-MODERN = [
-    "vit_base_patch16_224", "deit_base_patch16_224", "vit_base_patch14_dinov2",
-    "eva02_base_patch14_448", "swin_base_patch4_window12_384", "convnext_base",
-    "efficientnet_b3", "regnety_160",
-]
-
 
 @register_model
 def resnext101_32x48d(pretrained: bool = False, **kwargs) -> ResNet:

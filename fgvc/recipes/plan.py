@@ -48,44 +48,56 @@ def _weights_text(recipe: Recipe) -> str:
     return "random initialisation (pretrained: none)"
 
 
-def _dataset_text(recipe: Recipe, known: int | None) -> tuple[str, list[str]]:
-    """What validate can say about the data without decoding an image, and the split problems
-    of the recipe's sections (a predict or submission split the dataset lacks, ...)."""
+def _dataset_text(recipe: Recipe, known: int | None, read_data: bool = True
+                  ) -> tuple[str, list[str]]:
+    """What validate can say about the data without decoding an image, and what on disk would
+    stop the run: a missing root, metadata that cannot be read, a split the recipe names that
+    the dataset lacks (fgvc/recipes/splits.py, the checks ``fgvc run`` makes)."""
     ds = recipe.dataset
     root = resolved(ds.root)
     classes = f"{known} classes" if known else "classes counted at run time; counts below assume 1000"
+    if not read_data:
+        return f"dataset {ds.name} at {root} ({classes}): not checked (--no-data)", []
     if ds.name == "synthetic" and not (root / "meta.json").is_file():
         return f"dataset synthetic at {root} ({classes}): will be generated there on first run", []
     if not root.exists():
-        return f"dataset {ds.name} at {root} ({classes}): NOT FOUND on disk", []
+        return (f"dataset {ds.name} at {root} ({classes}): NOT FOUND on disk",
+                [f"dataset.root: {root} does not exist; put the {ds.name} data there or set "
+                 f"dataset.root (`fgvc datasets card {ds.name}` says where to get it and the "
+                 "layout; `fgvc validate --no-data` checks the recipe alone)"])
+    from fgvc.recipes.splits import split_problems
     from fgvc.workflows.pipeline import load_recipe_dataset
 
     try:
         index = load_recipe_dataset(recipe)
         splits = {k: (len(v), index.is_labelled(k)) for k, v in index.splits.items()}
     except Exception as err:  # noqa: BLE001 - shown, not raised: validate reports, run refuses
-        return f"dataset {ds.name} at {root} ({classes}): cannot be read: {err}", []
-    problems = []
-    needed = [("dataset.train_split", ds.train_split), ("dataset.val_split", ds.val_split),
-              ("evaluate.split", recipe.evaluate.split)]
-    if recipe.predict is not None:
-        needed.append(("predict.split" + (" (and so the submission)" if recipe.submission else ""),
-                       recipe.predict.split))
-    for field_name, split in needed:
-        if split not in splits:
-            problems.append(f"{field_name}: dataset {ds.name!r} has no split {split!r} "
-                            f"(it has: {', '.join(splits)})")
+        return (f"dataset {ds.name} at {root} ({classes}): cannot be read",
+                [f"dataset.root: {str(err).strip() or repr(err)}"])
     shown = ", ".join(f"{k} {n:,}{'' if labelled else ' (unlabelled)'}"
                       for k, (n, labelled) in splits.items())
-    return f"dataset {ds.name} at {root} ({classes}): splits {shown}", problems
+    return (f"dataset {ds.name} at {root} ({classes}): splits {shown}",
+            split_problems(recipe, index))
 
 
-def describe_plan(recipe: Recipe, problems: list[str] | None = None) -> str:
-    """The plan as text; ``problems`` (when given) receives what would stop the run."""
+def _weights_problems(recipe: Recipe) -> list[str]:
+    if recipe.model.weights and not resolved(recipe.model.weights).is_file():
+        return [f"model.weights: {resolved(recipe.model.weights)} not found (a checkpoint file: "
+                ".pth, .pt or .safetensors)"]
+    return []
+
+
+def describe_plan(recipe: Recipe, problems: list[str] | None = None,
+                  read_data: bool = True) -> str:
+    """The plan as text; ``problems`` (when given) receives what would stop the run.
+    ``read_data=False`` (``validate --no-data``) judges the recipe alone: nothing on disk is
+    read, so a missing dataset or weights file is no problem."""
     known = registry.get(recipe.dataset.name).num_classes(recipe.dataset.options)
     num_classes = known or 1000
     model = _meta_model(recipe, num_classes)
-    data_line, found = _dataset_text(recipe, known)
+    data_line, found = _dataset_text(recipe, known, read_data)
+    if read_data:
+        found += _weights_problems(recipe)
     if problems is not None:
         problems.extend(found)
     lines = [
@@ -144,7 +156,10 @@ def describe_plan(recipe: Recipe, problems: list[str] | None = None) -> str:
                        f"-> {resolved(recipe.submission_path)}")
     lines.append("outputs:")
     lines += [f"  {o}" for o in outputs]
-    lines += [f"warning: {w}" for w in resolution_warnings(recipe)]
+    lines += [f"warning: {w}" for w in resolution_warnings(recipe, output_stride(model))]
+    if recipe.accepted_warnings:
+        lines.append(f"accepted warnings (recipe field accepted_warnings): "
+                     f"{', '.join(recipe.accepted_warnings)}")
     if found:
         lines.append("problems (the run will refuse to start):")
         lines += [f"  - {p}" for p in found]
@@ -184,10 +199,31 @@ def adapt_method_lines(recipe: Recipe, stage) -> list[str]:
     return out
 
 
-def resolution_warnings(recipe: Recipe) -> list[str]:
-    """Resolutions that are not multiples of 32: allowed, but the paper (appendix B) measured
-    accuracy drops there, at the borders of the last feature map."""
+def output_stride(model: torch.nn.Module) -> int:
+    """The input pixels per cell of the network's last feature map (or token grid): 32 for
+    ResNets and ConvNeXts, the patch size for ViTs (8, 14, 16); 32 where timm does not say."""
+    info = getattr(model, "feature_info", None)
+    try:
+        return int(info[-1]["reduction"]) if info else 32
+    except (KeyError, TypeError, IndexError, ValueError):
+        return 32
+
+
+# A size off the grid is flagged only when a size on it lies this close (relative): rounding to
+# it then costs little apparent object size. Further away (small images: the quickstart's 80 px,
+# 20 % from 64 and 96) rounding would move objects' apparent size by more than FixRes's own
+# resolution step, and the quickstart's measured 80 px beats both neighbours (README).
+GRID_NEAR = 0.10
+
+
+def resolution_warnings(recipe: Recipe, grid: int = 32) -> list[str]:
+    """Resolutions off the network's grid (``grid``: its output stride, ``output_stride``)
+    with a size on it within ``GRID_NEAR``: allowed, but the paper (appendix B) measured
+    accuracy drops between multiples of 32 for its CNNs, where the last feature map covers
+    the image unevenly."""
     found: dict[str, int] = {}
+    if "off_grid" in recipe.accepted_warnings:
+        return []
     for i, stage in enumerate(recipe.stages):
         found[f"stages[{i}].resolution"] = stage.resolution
         if stage.reference_resolution:
@@ -198,9 +234,14 @@ def resolution_warnings(recipe: Recipe) -> list[str]:
             found[f"{section}.resolutions[{i}]"] = r
     for i, r in enumerate(recipe.sweep_resolutions or []):
         found[f"sweep_resolutions[{i}]"] = r
-    return [f"{where} = {r} is not a multiple of 32; the paper (appendix B) saw accuracy drop "
-            "between multiples of 32 (allowed, not refused)"
-            for where, r in found.items() if r % 32]
+    out = []
+    for where, r in found.items():
+        nearest = max(grid, grid * round(r / grid))
+        if r % grid and abs(nearest - r) <= GRID_NEAR * r:
+            out.append(f"{where} = {r} is not a multiple of {grid} (the network's output "
+                       f"stride), {nearest} is: the paper (appendix B) saw accuracy drop between "
+                       "multiples of 32 (allowed, not refused)")
+    return out
 
 
 def describe_ensemble(recipe: EnsembleRecipe, source: Path | None = None) -> str:

@@ -234,10 +234,14 @@ class ModelConfig:
     compile: bool = False  # torch.compile of the train and eval forward; eager where unsupported
 
     def check(self) -> list[tuple[str, str]]:
-        from fgvc.models.factory import arch_problem
+        from fgvc.models.catalog import is_listed  # a catalogued name is checked without timm
 
         out = []
-        problem = arch_problem(self.arch)
+        problem = None
+        if not is_listed(self.arch):
+            from fgvc.models.factory import arch_problem
+
+            problem = arch_problem(self.arch)
         if problem is not None:
             if problem.startswith("unknown model"):
                 from fgvc.models.factory import known_arch_names
@@ -424,6 +428,9 @@ class Recipe(RunOutputs):
     sweep_resolutions: list[int] | None = None
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    # Warnings of `fgvc validate` this recipe knowingly departs from (e.g. the paper's own
+    # 707 px, off the 32 px grid): not printed again, and the plan says they were accepted.
+    accepted_warnings: list[Literal["off_grid"]] = field(default_factory=list)
 
     def check(self) -> list[tuple[str, str]]:
         out = []
@@ -456,6 +463,10 @@ class Recipe(RunOutputs):
         return out + check_frechet_reference(self)
 
     def stage(self, name: str) -> StageConfig | None:
+        """The stage called ``name`` (``train`` or ``adapt``), or None when the recipe has none."""
+        if name not in STAGE_ORDER:
+            raise ValueError(f"unknown stage {name!r}{did_you_mean(name, STAGE_ORDER)} (stages: "
+                             f"{', '.join(STAGE_ORDER)})")
         return next((s for s in self.stages if s is not None and s.name == name), None)
 
     @property
@@ -529,10 +540,11 @@ def parse_recipe(data: Any, source: str | None = None) -> Recipe | EnsembleRecip
 
 
 def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe | EnsembleRecipe:
-    """Read a YAML recipe, apply ``a.b.c=value`` overrides, validate."""
-    path = Path(path)
-    if not path.is_file():
-        raise SchemaError([f"recipe file not found: {path}"])
+    """Read a YAML recipe (a file, or a shipped name such as ``quickstart``), apply
+    ``a.b.c=value`` overrides, validate."""
+    from fgvc.recipes.library import resolve_recipe
+
+    path = resolve_recipe(path)
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as err:
@@ -574,7 +586,9 @@ def _set_path(node: Any, parts: list[str], value: Any) -> str | None:
         if isinstance(node, list):
             index = _list_index(node, part)
             if index is None:
-                return f"{where}: no item {part!r} in a list of {len(node)}"
+                names = [item.get("name") for item in node if isinstance(item, dict)]
+                return (f"{where}: no item {part!r} in a list of {len(node)}"
+                        f"{did_you_mean(part, [n for n in names if isinstance(n, str)])}")
             if last:
                 node[index] = value
                 return None

@@ -3,11 +3,8 @@ write the submission and a short report."""
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
-
-import yaml
 
 from fgvc.engine.atomic import atomic_write
 from fgvc.engine.distributed import current
@@ -15,6 +12,7 @@ from fgvc.inference.ensemble import combine, load_members
 from fgvc.inference.predictions import Predictions, find_predictions
 from fgvc.inference.submission import check_writable, write_submission
 from fgvc.recipes.recipe import EnsembleMember, EnsembleRecipe, Recipe, load_recipe
+from fgvc.runfolder import RunFolder
 
 log = logging.getLogger(__name__)
 
@@ -46,12 +44,12 @@ def member_predictions(recipe: EnsembleRecipe, member: EnsembleMember, source: P
     member_recipe = load_member(recipe, member, source)
     run_dir = member_recipe.run_dir
     found = find_predictions(run_dir)
-    if (run_dir / "summary.json").exists() and found is not None:
+    if RunFolder(run_dir).summary_path.exists() and found is not None:
         log.info("member %s: reusing %s", member_recipe.name, found)
         return found
     log.info("member %s: running %s", member_recipe.name, member.recipe)
     run_dir = run_recipe(member_recipe, resume=run_dir.exists())
-    return run_dir / "predictions"
+    return RunFolder(run_dir).predictions_dir
 
 
 def run_ensemble(recipe: EnsembleRecipe, source: Path | None = None, *,
@@ -64,11 +62,11 @@ def run_ensemble(recipe: EnsembleRecipe, source: Path | None = None, *,
     if not current().is_main:  # under torchrun the members ran sharded; one process combines
         return recipe.run_dir
     members = load_members(paths)
-    run_dir = recipe.run_dir
-    run_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write(run_dir / "recipe.yaml", yaml.safe_dump(recipe.to_dict(), sort_keys=False))
+    folder = RunFolder(recipe.run_dir)
+    folder.path.mkdir(parents=True, exist_ok=True)
+    folder.write_recipe(recipe)
     preds: Predictions = combine(members, [m.weight for m in recipe.members], recipe.combine,
-                                 out=run_dir / "predictions")
+                                 out=folder.predictions_dir)
     lines = [f"# Ensemble `{recipe.name}`", "", f"{len(members)} member(s), combined by "
              f"{recipe.combine}, over {len(preds.ids)} images and {len(preds.class_ids)} classes.",
              "", "| member | weight | model | resolutions | crops |", "|---|---|---|---|---|"]
@@ -81,6 +79,6 @@ def run_ensemble(recipe: EnsembleRecipe, source: Path | None = None, *,
                          recipe.submission.top_k, force=True)
         lines += ["", f"Submission: `{submission_path}` ({recipe.submission.format})."]
         log.info("submission written to %s", submission_path)
-    atomic_write(run_dir / "report.md", "\n".join(lines) + "\n")
-    atomic_write(run_dir / "summary.json", json.dumps({"members": [str(p) for p in paths]}) + "\n")
-    return run_dir
+    atomic_write(folder.report_path, "\n".join(lines) + "\n")
+    folder.write_summary({"members": [str(p) for p in paths]})
+    return folder.path

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import glob
-import json
 import logging
 import re
 import shutil
@@ -25,9 +24,14 @@ from fgvc.analysis.statistics import add_adaptation_tests, summarise_accuracy
 from fgvc.datasets import DatasetIndex, load_dataset
 from fgvc.datasets.base import with_holdout
 from fgvc.engine.adapt_methods import load_model_state
-from fgvc.engine.atomic import atomic_write, read_json, remove_stale_temps
+from fgvc.engine.atomic import remove_stale_temps
 from fgvc.engine.checkpoint import load_checkpoint
-from fgvc.engine.device import channels_last_on, pick_device, set_precision
+from fgvc.engine.device import (
+    channels_last_on,
+    pick_device,
+    precision_record,
+    set_precision,
+)
 from fgvc.engine.distributed import (
     DistEnv,
     barrier,
@@ -44,12 +48,14 @@ from fgvc.engine.preemption import handle_signals
 from fgvc.engine.seeding import seed_everything
 from fgvc.engine.stage import RunContext, run_stage
 from fgvc.inference.predictions import Predictions, check_output_path
-from fgvc.inference.submission import check_writable, write_submission
+from fgvc.inference.submission import SubmissionError, check_writable, write_submission
+from fgvc.logs import open_run_file, run_logged
 from fgvc.models import create_model, data_config
 from fgvc.recipes.recipe import InferenceConfig, Recipe
 from fgvc.report import write_report
+from fgvc.runfolder import RunFolder
 from fgvc.tracking import open_tracker
-from fgvc.workflows.resume import check_resume, dump_recipe, record_changes
+from fgvc.workflows.resume import check_resume, record_changes
 from fgvc.workflows.runlock import FolderLock
 
 log = logging.getLogger(__name__)
@@ -57,7 +63,9 @@ log = logging.getLogger(__name__)
 
 def choose_run_dir(recipe: Recipe, resume: bool, force: bool) -> Path:
     """``runs/<name>``; an existing one is resumed (--resume), replaced (--force) or kept, in
-    which case this run goes to ``runs/<name>-2``, ``-3``, ... so no earlier work is lost."""
+    which case this run goes to ``runs/<name>-2``, ``-3``, ... so no earlier work is lost. A
+    number whose submission CSV (named after the run folder) outlived its run folder counts as
+    taken too: a new run never overwrites an earlier run's output."""
     base = recipe.run_dir
     numbered = {}
     for path in base.parent.glob(f"{glob.escape(base.name)}-*"):
@@ -74,30 +82,29 @@ def choose_run_dir(recipe: Recipe, resume: bool, force: bool) -> Path:
         with FolderLock(base) if base.is_dir() else ExitStack():  # never under a live run
             shutil.rmtree(base, ignore_errors=True)
         return base
-    if not taken:
-        return base
-    return base.with_name(f"{base.name}-{max(numbered, default=1) + 1}")
+    number = max(numbered, default=1) + 1 if taken else 1
+    while _taken(recipe, base if number == 1 else base.with_name(f"{base.name}-{number}")):
+        number += 1
+    return base if number == 1 else base.with_name(f"{base.name}-{number}")
 
 
-class _RunLogHandler(logging.FileHandler):
-    """``log.txt``; when the disk is full a lost log line is not worth a logging traceback
-    burying the one-line error that names the file that could not be written."""
-
-    def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802 - logging's name
-        pass
+def _taken(recipe: Recipe, run_dir: Path) -> bool:
+    """The folder exists, or the submission a run there would write is left from another."""
+    submission = _submission_path(recipe, run_dir)
+    derived = recipe.submission is not None and recipe.submission.path is None
+    return run_dir.exists() or (derived and submission is not None and submission.exists())
 
 
 def setup_file_logging(run_dir: Path) -> logging.Handler:
-    handler = _RunLogHandler(run_dir / "log.txt")
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    logging.getLogger().addHandler(handler)
-    return handler
+    """``log.txt`` of the run under way (``run_recipe`` is ``@run_logged``, fgvc/logs.py),
+    beginning with the records logged before the folder existed; closed when the run ends."""
+    return open_run_file(RunFolder(run_dir).log_path)
 
 
 def evaluate_resolutions(ctx: RunContext, phase: str) -> dict[str, dict]:
     """Accuracy at every evaluation resolution, stored in evaluation.json under ``phase``."""
-    path = ctx.run_dir / "evaluation.json"
-    stored = read_json(path) if path.exists() else {}
+    folder = RunFolder(ctx.run_dir)
+    stored = folder.read_evaluation()
     if broadcast_object(phase in stored):  # every process takes the same branch
         return stored[phase]
     cfg = ctx.recipe.evaluate
@@ -143,7 +150,7 @@ def evaluate_resolutions(ctx: RunContext, phase: str) -> dict[str, dict]:
     stored[phase] = results
     add_adaptation_tests(stored)
     if current().is_main:
-        atomic_write(path, json.dumps(stored, indent=2) + "\n")
+        folder.write_evaluation(stored)
     ctx.tracker.evaluation(phase, results)
     return results
 
@@ -182,33 +189,41 @@ def predict_split(ctx: RunContext, cfg: InferenceConfig | None = None,
     return preds.keep_top_k(keep) if keep else preds
 
 
+@run_logged
 def run_recipe(recipe: Recipe, *, resume: bool = False, force: bool = False,
-               allow_changes: list[str] | None = None, run_dir: Path | None = None) -> Path:
+               allow_changes: list[str] | None = None, run_dir: Path | None = None,
+               started: float | None = None) -> Path:
     """Run every step of ``recipe``; returns the run folder.
 
     ``resume`` continues the latest run of the recipe (or ``run_dir``), refusing a recipe that
     differs from the run's own except in the ``allow_changes`` fields. Under torchrun every
     process runs this; the main one chooses and locks the folder and writes every file, the
-    others train and evaluate their shards.
+    others train and evaluate their shards. ``started``: the ``time.perf_counter()`` at which
+    the invocation began (the CLI: the process's start), so that the run time in summary.json
+    and the report is the invocation's wall time, imports included; default: now.
     """
-    start = time.perf_counter()
+    start = time.perf_counter() if started is None else started
     device, env = _device_and_processes(recipe)
     planned = broadcast_object(
         _plan_outputs(recipe, resume, force, allow_changes or [], run_dir) if env.is_main
         else None)
+    if planned[3]:
+        log.info("%s is finished: nothing to do (`fgvc report %s` rebuilds its report, "
+                 "`fgvc predict %s` predicts again)", planned[0], planned[0], planned[0])
+        return planned[0]
     # Data and splits are checked before the run folder exists: a typo in a path leaves
     # nothing behind. The main process reads (or generates) the data first.
     index = main_first(lambda: load_recipe_dataset(recipe))
     _check_splits(recipe, index)
-    handler = None
     held = ExitStack()  # the folder's lock and the signal handlers, released in this order
     tracker = None
     try:
         if env.is_main:
             run_dir = _claim_run_dir(recipe, planned[0], planned[2] is not None, held)
-            handler = setup_file_logging(run_dir)
+            setup_file_logging(run_dir)
             record_changes(run_dir, planned[2] or {})
-            atomic_write(run_dir / "recipe.yaml", dump_recipe(recipe))
+            _discard_outdated_work(RunFolder(run_dir), recipe, planned[2] or {})
+            RunFolder(run_dir).write_recipe(recipe)
             log.info("run folder %s%s", run_dir,
                      f" ({env.world_size} processes)" if env.enabled else "")
         run_dir = broadcast_object(run_dir if env.is_main else None)
@@ -249,18 +264,30 @@ def run_recipe(recipe: Recipe, *, resume: bool = False, force: bool = False,
         preds = predict_split(ctx) if recipe.predict is not None else None
         predict_seconds = time.perf_counter() - began
         if env.is_main:
-            eval_preds.save(run_dir / "eval_predictions")
+            eval_preds.save(RunFolder(run_dir).eval_predictions_dir)
             _write_outputs(ctx, preds, submission_path, start, trainable, selected,
-                           predict_seconds if preds is not None else None)
+                           predict_seconds if preds is not None else None,
+                           overwrite_submission=force or planned[2] is not None)
         barrier()
         return run_dir
     finally:
         if tracker is not None:
             tracker.close()
-        if handler is not None:
-            logging.getLogger().removeHandler(handler)
-            handler.close()
         held.close()
+
+
+def _discard_outdated_work(folder: RunFolder, recipe: Recipe, changes: dict) -> None:
+    """Resuming with changed fields: stored evaluations are recomputed when the evaluation
+    changed; a finished stage is kept as it is, and a change to it says that it does not apply."""
+    if any(key.startswith("evaluate.") for key in changes) and folder.evaluation_path.exists():
+        folder.evaluation_path.unlink()
+        log.info("evaluate changed: the evaluations are computed again")
+    for stage in recipe.stages:
+        changed = [k for k in changes if k.startswith(f"stages.{stage.name}.")]
+        if changed and folder.checkpoint(stage.name).exists():
+            log.warning("%s: stage %r is finished (%s), so the change does not apply to it; a "
+                        "new run (without --resume) trains with it", ", ".join(changed),
+                        stage.name, folder.checkpoint(stage.name))
 
 
 def _claim_run_dir(recipe: Recipe, run_dir: Path, resuming: bool, held: ExitStack) -> Path:
@@ -291,20 +318,22 @@ def _device_and_processes(recipe: Recipe) -> tuple[torch.device, DistEnv]:
 
 
 def _plan_outputs(recipe: Recipe, resume: bool, force: bool, allow_changes: list[str],
-                  run_dir: Path | None) -> tuple[Path, Path | None, dict | None]:
-    """The run folder, the submission path, and (resuming an earlier run) the recipe changes
-    allowed. Before any work: an existing submission is refused unless forced, and a resumed
-    run whose recipe differs from its own is refused unless the changes are allowed."""
+                  run_dir: Path | None) -> tuple[Path, Path | None, dict | None, bool]:
+    """The run folder, the submission path, (resuming an earlier run) the recipe changes
+    allowed, and whether that run is finished with nothing changed, so nothing is left to do.
+    Before any work: an existing submission is refused unless forced, and a resumed run whose
+    recipe differs from its own is refused unless the changes are allowed."""
     run_dir = run_dir or choose_run_dir(recipe, resume, force)
     resuming = resume and run_dir.is_dir()
     changes = None
     if resuming:
         changes = (check_resume(run_dir, recipe, allow_changes)
-                   if (run_dir / "recipe.yaml").is_file() else {})
+                   if RunFolder(run_dir).recipe_path.is_file() else {})
     submission_path = _submission_path(recipe, run_dir)
     if submission_path is not None and not resuming:
         check_writable(submission_path, force)
-    return run_dir, submission_path, changes
+    finished = resuming and not changes and RunFolder(run_dir).finished
+    return run_dir, submission_path, changes, finished
 
 
 def _submission_path(recipe: Recipe, run_dir: Path) -> Path | None:
@@ -315,35 +344,78 @@ def _submission_path(recipe: Recipe, run_dir: Path) -> Path | None:
     return submission_path
 
 
+
+def _write_run_submission(ctx: RunContext, preds: Predictions, path: Path,
+                          overwrite: bool) -> Path:
+    """The submission CSV; where another run wrote the same file since this one checked it,
+    this run's CSV goes into its own folder instead, with a warning (no output is lost or
+    overwritten)."""
+    recipe = ctx.recipe
+    expected = [s.image_id for s in ctx.index.split(recipe.predict.split)]
+    try:
+        write_submission(preds, path, recipe.submission.format, recipe.submission.top_k,
+                         expected_ids=expected, force=overwrite)
+    except SubmissionError:
+        if overwrite or not path.exists():
+            raise
+        kept = RunFolder(ctx.run_dir).file(path.name)
+        log.warning("%s was written by another run while this one ran; this run's submission "
+                    "goes to %s instead", path, kept)
+        path = write_submission(preds, kept, recipe.submission.format, recipe.submission.top_k,
+                                expected_ids=expected, force=True)
+    log.info("submission written to %s", path)
+    return path
+
 def _write_outputs(ctx: RunContext, preds: Predictions | None, submission_path: Path | None,
                    start: float, trainable: dict[str, str],
                    selected: dict[str, dict | None],
-                   predict_seconds: float | None = None) -> None:
+                   predict_seconds: float | None = None,
+                   overwrite_submission: bool = True) -> None:
     recipe, index, run_dir = ctx.recipe, ctx.index, ctx.run_dir
+    folder = RunFolder(run_dir)
     summary = {
         "num_classes": index.num_classes,
         "split_sizes": {k: len(v) for k, v in index.splits.items()},
         "parameters": count_parameters(ctx.model), "device": str(ctx.device),
         "processes": current().world_size, "trainable": trainable,
+        "precision": precision_record(ctx.device),
         "weights_used": selected,
     }
     if preds is not None:
-        preds.save(run_dir / "predictions")
-        summary["predictions"] = str(run_dir / "predictions")
+        preds.save(folder.predictions_dir)
+        summary["predictions"] = str(folder.predictions_dir)
         if submission_path is not None:
-            expected = [s.image_id for s in index.split(recipe.predict.split)]
-            write_submission(preds, submission_path, recipe.submission.format,
-                             recipe.submission.top_k, expected_ids=expected, force=True)
-            summary["submission"] = str(submission_path)
-            log.info("submission written to %s", submission_path)
+            summary["submission"] = str(_write_run_submission(ctx, preds, submission_path,
+                                                              overwrite_submission))
     if predict_seconds is not None:
         summary["predict_seconds"] = predict_seconds
-    summary["seconds"] = time.perf_counter() - start
-    atomic_write(run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
-    if recipe.stage("adapt") is not None:
+    if recipe.stage("adapt") is not None:  # forward passes of the run: inside its time
         activations.record_after_run(run_dir)
-    report = write_report(run_dir, recipe, summary, index, ctx.tracker)
+    summary["seconds"] = time.perf_counter() - start  # until the report is built, below
+    summary["top1"] = final_top1(recipe, folder.read_evaluation())
+    # Last, being long: what `fgvc predict --images` and fgvc.load_run name the classes by.
+    summary["category_ids"] = list(index.category_ids)
+    summary["class_names"] = list(index.classes)
+    folder.write_summary(summary)
+    report = write_report(run_dir, recipe, summary, index, ctx.tracker,
+                          clock=lambda: time.perf_counter() - start)
+    folder.write_summary(summary)  # the run time as the report has it
     log.info("report: %s", report)
+
+
+def final_top1(recipe: Recipe, evaluation: dict) -> dict | None:
+    """The run's headline: top-1 (%) at the test resolution it adapted to, with its 95 %
+    Wilson interval, from ``evaluation.json``; ``None`` when that resolution was not evaluated
+    (``evaluate.resolutions`` leaves it out)."""
+    phase = "after_adaptation" if recipe.stage("adapt") is not None else "before_adaptation"
+    entry = evaluation.get(phase, {}).get(str(recipe.final_resolution))
+    if not entry or "top1" not in entry:
+        log.info("summary: no top-1 at the final resolution %d px (evaluate.resolutions does "
+                 "not include it)", recipe.final_resolution)
+        return None
+    return {"resolution": recipe.final_resolution, "value": round(float(entry["top1"]), 3),
+            "ci95": entry.get("top1_ci95"), "split": recipe.evaluate.split,
+            "images": entry.get("images"), "phase": phase}
 
 
 def load_recipe_dataset(recipe: Recipe) -> DatasetIndex:
@@ -356,25 +428,13 @@ def load_recipe_dataset(recipe: Recipe) -> DatasetIndex:
 
 
 def _check_splits(recipe: Recipe, index: DatasetIndex) -> None:
-    """Fail before any training if a split the recipe needs is absent or unlabelled."""
-    for field_name, split in (("dataset.train_split", recipe.dataset.train_split),
-                              ("dataset.val_split", recipe.dataset.val_split),
-                              ("evaluate.split", recipe.evaluate.split)):
-        if split not in index.splits:
-            raise ValueError(f"{field_name}: dataset {index.name!r} has no split {split!r} "
-                             f"(it has: {', '.join(index.splits)})")
-        if not index.is_labelled(split):
-            raise ValueError(f"{field_name}: split {split!r} of {index.name!r} has no labels")
-    for i, stage in enumerate(recipe.stages):
-        if stage.data_split is not None and stage.data_split not in index.splits:
-            raise ValueError(f"stages[{i}].data_split: dataset {index.name!r} has no split "
-                             f"{stage.data_split!r} (it has: {', '.join(index.splits)})")
-        if stage.data_split and stage.method == "finetune" and not index.is_labelled(stage.data_split):
-            raise ValueError(f"stages[{i}].data_split: split {stage.data_split!r} has no labels; "
-                             "fine-tuning needs them (method bn_stats or frechet does not)")
-    if recipe.predict is not None and recipe.predict.split not in index.splits:
-        raise ValueError(f"predict.split: dataset {index.name!r} has no split "
-                         f"{recipe.predict.split!r} (it has: {', '.join(index.splits)})")
+    """Fail before any training if a split the recipe needs is absent or unlabelled; the
+    message names the field that fixes it (fgvc/recipes/splits.py, shared with validate)."""
+    from fgvc.recipes.splits import split_problems
+
+    problems = split_problems(recipe, index)
+    if problems:
+        raise ValueError(problems[0])
 
 
 def _describe_trainable(model: torch.nn.Module, trainable: str | list[str]) -> str:
@@ -389,18 +449,12 @@ def predict_run(run_dir: Path, overrides: list[str], out: Path | None = None,
     """Predict again with a finished run's weights, e.g. with other crops or resolutions
     (``overrides`` such as ``predict.crops=ten_crop``); returns where the file went."""
     from fgvc.recipes.recipe import apply_overrides, parse_recipe
-    from fgvc.recipes.schema import read_yaml
 
-    saved = run_dir / "recipe.yaml"
-    if not saved.is_file():
-        raise FileNotFoundError(f"{run_dir} is not a fgvc run folder (no recipe.yaml)")
-    data = apply_overrides(read_yaml(saved.read_text(), str(saved)), overrides, str(saved))
+    folder = RunFolder.open(run_dir)
+    data = apply_overrides(folder.read_recipe_data(), overrides, str(folder.recipe_path))
     data["predict"] = data.get("predict") or {}
-    recipe = parse_recipe(data, str(saved))
-    weights = run_dir / "checkpoints" / f"{recipe.stages[-1].name}.pt"
-    if not weights.is_file():
-        raise FileNotFoundError(f"{weights} not found: the run has not finished its last stage "
-                                "(fgvc run --resume finishes it)")
+    recipe = parse_recipe(data, str(folder.recipe_path))
+    weights = folder.final_weights(recipe)
     cfg = recipe.predict
     resolutions = cfg.resolutions or [recipe.final_resolution]
     out = out or run_dir / f"predictions-{cfg.split}-{cfg.crops}-{'-'.join(map(str, resolutions))}"

@@ -10,14 +10,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from fgvc.engine.atomic import RunFileError, atomic_write
-from fgvc.recipes.recipe import Recipe, parse_recipe
-from fgvc.recipes.schema import SchemaError, read_yaml
+from fgvc.engine.atomic import atomic_write
+from fgvc.recipes.recipe import Recipe
+from fgvc.runfolder import RunFolder
 
 log = logging.getLogger(__name__)
-CHANGES_FILE = "recipe_changes.jsonl"
 
 
 class RecipeChangedError(ValueError):
@@ -26,16 +23,7 @@ class RecipeChangedError(ValueError):
 
 def load_run_recipe(run_dir: Path) -> Recipe:
     """The recipe a run was started with; a missing or corrupt file is named."""
-    path = run_dir / "recipe.yaml"
-    if not path.is_file():
-        raise FileNotFoundError(f"{run_dir} is not a fgvc run folder (no recipe.yaml)")
-    try:
-        recipe = parse_recipe(read_yaml(path.read_text(encoding="utf-8"), str(path)), str(path))
-    except (SchemaError, UnicodeDecodeError) as err:
-        raise RunFileError(f"{path} is corrupt or no longer valid: {err}") from None
-    if not isinstance(recipe, Recipe):
-        raise RunFileError(f"{path} is not a run recipe")
-    return recipe
+    return RunFolder(run_dir).read_recipe()
 
 
 def flatten(data: Any, prefix: str = "") -> dict[str, Any]:
@@ -91,7 +79,7 @@ def check_resume(run_dir: Path, recipe: Recipe, allow: list[str]) -> dict[str, t
                  for k, (old, new) in refused.items()]
         raise RecipeChangedError(
             f"--resume: the recipe differs from the one {run_dir} was started with "
-            f"({run_dir / 'recipe.yaml'}):\n" + "\n".join(lines) +
+            f"({RunFolder(run_dir).recipe_path}):\n" + "\n".join(lines) +
             f"\n  resume with the stored recipe (`fgvc resume {run_dir}`), or name the changes: "
             f"--allow-changes {' '.join(refused)}")
     return found
@@ -108,12 +96,8 @@ def record_changes(run_dir: Path, changes: dict[str, tuple[Any, Any]]) -> None:
     for key, (old, new) in changes.items():
         log.warning("resuming with a changed recipe: %s %s -> %s (--allow-changes)", key,
                     _show(old), _show(new))
-    path = run_dir / CHANGES_FILE
+    path = RunFolder(run_dir).changes_path
     before = path.read_text(encoding="utf-8") if path.is_file() else ""
     row = {"time": time.strftime("%Y-%m-%d %H:%M:%S"),
            "changes": {k: {"run": old, "now": new} for k, (old, new) in changes.items()}}
     atomic_write(path, before + json.dumps(row) + "\n")
-
-
-def dump_recipe(recipe: Recipe) -> str:
-    return yaml.safe_dump(recipe.to_dict(), sort_keys=False)

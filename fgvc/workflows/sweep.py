@@ -23,6 +23,7 @@ from fgvc.engine.atomic import atomic_write
 from fgvc.engine.distributed import barrier, current
 from fgvc.recipes.recipe import Recipe, parse_recipe
 from fgvc.recipes.schema import to_plain
+from fgvc.runfolder import RunFolder
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +66,7 @@ def _evaluation(recipe: Recipe) -> dict[str, dict[str, dict]]:
     from fgvc.workflows.pipeline import run_recipe
 
     run_dir = run_recipe(recipe, resume=recipe.run_dir.exists())
-    return json.loads((run_dir / "evaluation.json").read_text())
+    return RunFolder(run_dir).read_evaluation()
 
 
 def run_protocol(recipe: Recipe, out_dir: Path, final: bool = False) -> ProtocolResult:
@@ -93,7 +94,7 @@ def run_protocol(recipe: Recipe, out_dir: Path, final: bool = False) -> Protocol
 
     def adapted_at(resolution: int, name: str, split: str, resolutions: list[int],
                    weights_from: str = "train", **changes: Any) -> dict:
-        weights = str(out_dir / weights_from / "checkpoints" / "train.pt")
+        weights = str(RunFolder(out_dir / weights_from).checkpoint("train"))
         model = {**to_plain(recipe.model), "pretrained": "none", "weights": weights}
         stage = {**to_plain(adapt), "resolution": resolution,
                  "reference_resolution": adapt.reference_resolution or train.resolution}

@@ -1,8 +1,9 @@
 """``fgvc table3``: the paper's transfer-learning table (Table 3) as a resumable script.
 
-Per row (one recipe in ``recipes/table3/``): train the whole network at K_train; choose K_test
-by adapting at every candidate resolution and keeping the best on validation data (or take the
-recipe's adapt resolution when it has no sweep); adapt at K_test; report single-centre-crop
+Per row (one shipped recipe, ``table3/<dataset>``; ``fgvc recipes show table3/cub200`` prints
+one): train the whole network at K_train; choose K_test by adapting at every candidate
+resolution and keeping the best on validation data (or take the recipe's adapt resolution when
+it has no sweep); adapt at K_test; report single-centre-crop
 top-1 on the evaluation split at K_train (the baseline), at K_test without adaptation, and
 after adaptation, beside the paper's figures.
 
@@ -24,7 +25,6 @@ from fgvc.report import STAND_IN_BANNER, STAND_IN_MARKER
 from fgvc.workflows.sweep import HowSure, run_protocol
 
 log = logging.getLogger(__name__)
-RECIPES_DIR = Path("recipes/table3")
 
 
 @dataclass(frozen=True)
@@ -106,8 +106,13 @@ def run_row(dataset: str, recipe: Recipe, row_dir: Path, final: bool = False) ->
 
 
 def row_recipe(dataset: str, root: Path | None, overrides: list[str],
-               recipes_dir: Path = RECIPES_DIR) -> Recipe:
-    path = recipes_dir / f"{dataset}.yaml"
+               recipes_dir: Path | None = None) -> Recipe:
+    """The row's recipe: ``recipes_dir/<dataset>.yaml``, by default the shipped ``table3/<dataset>``
+    (so ``fgvc table3`` runs from any directory, not only in the repository)."""
+    from fgvc.recipes.library import shipped_recipe
+
+    path = (recipes_dir / f"{dataset}.yaml" if recipes_dir is not None
+            else shipped_recipe(f"table3/{dataset}").path)
     sets = list(overrides) + ([f"dataset.root={root}"] if root else [])
     recipe = load_recipe(path, sets)
     if not isinstance(recipe, Recipe) or recipe.stage("train") is None or recipe.stage("adapt") is None:
@@ -132,7 +137,7 @@ def smoke_data(dataset: str, out: Path) -> Path:
 
 def run_table(datasets: list[str], out: Path, roots: dict[str, Path] | None = None,
               smoke: bool = False, overrides: list[str] | None = None,
-              recipes_dir: Path = RECIPES_DIR, final: bool = False) -> list[RowResult]:
+              recipes_dir: Path | None = None, final: bool = False) -> list[RowResult]:
     unknown = [d for d in datasets if d not in PAPER]
     if unknown:
         raise ValueError(f"--datasets: unknown row(s) {', '.join(unknown)} "
