@@ -18,7 +18,7 @@ import timm
 import torch
 import torch.nn.functional as F
 
-from fgvc.engine.loop import train_one_epoch
+from fgvc.engine.loop import EpochOptions, train_one_epoch
 from fgvc.engine.optim import build_optimizer
 from fgvc.recipes.recipe import OptimizerConfig
 from fgvc.transforms import DataConfig, DeviceNormalize
@@ -45,8 +45,7 @@ class Batches(list):
 def fgvc_round(args, batches: Batches, net, optimizer) -> float:
     sync(args)
     start = time.perf_counter()
-    train_one_epoch(net, batches, optimizer, lr_fn=lambda s: 0.01, step=0,
-                    device=torch.device(args.device))
+    train_one_epoch(net, batches, optimizer, EpochOptions(lambda s: 0.01, torch.device(args.device)))
     sync(args)
     return len(batches) * args.batch / (time.perf_counter() - start)
 

@@ -21,8 +21,9 @@ import torch
 from _common import interleaved, timed  # benchmarks/_common.py
 
 from fgvc.datasets import load_dataset
+from fgvc.engine.context import RunContext
 from fgvc.engine.loop import evaluate
-from fgvc.engine.stage import RunContext, run_stage
+from fgvc.engine.stage import run_stage
 from fgvc.models import create_model, data_config
 from fgvc.recipes.recipe import parse_recipe
 

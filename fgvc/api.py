@@ -256,8 +256,9 @@ def _predict_images(loaded: Run, items: list, resolutions: list[int], crops: str
 
 def _predict_split(loaded: Run, split: str, resolutions: list[int], crops: str, average: str,
                    batch_size: int, device) -> Predictions:
-    from fgvc.engine.stage import RunContext
-    from fgvc.workflows.pipeline import load_recipe_dataset, predict_split
+    from fgvc.engine.context import RunContext
+    from fgvc.recipes.splits import load_recipe_dataset
+    from fgvc.workflows.pipeline import predict_split
 
     recipe = loaded.recipe
     cfg = dataclasses.replace(recipe.predict or recipe.evaluate, split=split,

@@ -15,14 +15,14 @@ import sys
 from fgvc import __version__
 from fgvc.datasets.base import DatasetError
 from fgvc.engine.preemption import Preempted
-from fgvc.errors import EnsembleError, GroupError, WeightsError
+from fgvc.errors import EnsembleError, FgvcError, GroupError, WeightsError
 from fgvc.inference.submission import FORMATS, SubmissionError
 from fgvc.recipes.recipe import load_recipe
 from fgvc.recipes.schema import SchemaError
 from fgvc.suggest import did_you_mean
 
-USER_ERRORS = (SchemaError, DatasetError, GroupError, WeightsError, SubmissionError, EnsembleError,
-               FileNotFoundError, ValueError, RuntimeError)
+USER_ERRORS = (FgvcError, SchemaError, DatasetError, GroupError, WeightsError, SubmissionError,
+               EnsembleError, FileNotFoundError, ValueError, RuntimeError)
 
 
 DESCRIPTION = """\
@@ -490,15 +490,15 @@ def cmd_recipes(args: argparse.Namespace) -> int:
 def cmd_models(args: argparse.Namespace) -> int:
     import json
 
-    from fgvc.models import catalog
+    from fgvc.models import show
 
     if args.models_command == "show":
-        rows = [catalog.describe(name) for name in args.names]
+        rows = [show.describe(name) for name in args.names]
         print(json.dumps(rows, indent=2) if args.json
-              else "\n".join(catalog.format_details(r) for r in rows), end="\n" if args.json else "")
+              else "\n".join(show.format_details(r) for r in rows), end="\n" if args.json else "")
         return 0
-    rows = catalog.listing(args.names or None)
-    print(json.dumps(rows, indent=2) if args.json else catalog.format_listing(rows),
+    rows = show.listing(args.names or None)
+    print(json.dumps(rows, indent=2) if args.json else show.format_listing(rows),
           end="\n" if args.json else "")
     return 0
 
@@ -666,7 +666,7 @@ def cmd_activations(args: argparse.Namespace) -> int:
     import json
     from pathlib import Path
 
-    from fgvc.analysis.activations import record_run
+    from fgvc.workflows.activations import record_run
 
     if args.max_images <= 0:
         raise ValueError(f"--max-images: must be >= 1, got {args.max_images}")

@@ -27,8 +27,8 @@ from pathlib import Path
 from typing import Any
 
 from fgvc.analysis import science_report
-from fgvc.engine.atomic import atomic_save, atomic_write
 from fgvc.engine.best import describe_selection
+from fgvc.io.atomic import atomic_save, atomic_write
 from fgvc.recipes.recipe import Recipe
 from fgvc.runfolder import RunFolder
 
@@ -90,7 +90,7 @@ class ReportContext:
         from fgvc.analysis.metrics import answer_key, compute_metrics, labels_for
         from fgvc.inference.predictions import Predictions
 
-        path = self.run_dir / predictions
+        path = RunFolder(self.run_dir).file(predictions)
         if self.index is None or not path.exists():
             return None
         answers = answer_key(self.index, split)
@@ -105,7 +105,7 @@ class ReportContext:
     def figure(self, name: str) -> Path:
         """Where a section saves its PNG (beside report.md); recorded for the trackers."""
         self.figures.append(name)
-        return self.run_dir / name
+        return RunFolder(self.run_dir).file(name)
 
 
 Section = Callable[[ReportContext], list[str] | None]
@@ -383,7 +383,7 @@ def per_class(ctx: ReportContext) -> list[str] | None:
     import pandas as pd
 
     table = pd.DataFrame(metrics.per_class).sort_values(["accuracy", "name"], kind="stable")
-    table.to_csv(ctx.run_dir / "per_class_accuracy.csv", index=False, float_format="%.2f")
+    table.to_csv(RunFolder(ctx.run_dir).per_class_path, index=False, float_format="%.2f")
     plot_confusion(metrics, ctx.figure("confusion.png"))
     res = preds.meta.get("resolutions", ["?"])
     worst = [[r.name, r.category_id, r.images, f"{r.accuracy:.1f}"] for r in table.head(10).itertuples()]
@@ -426,7 +426,7 @@ def error_bars_and_activations(ctx: ReportContext) -> list[str] | None:
 # --- 90: outputs -----------------------------------------------------------------------------
 @section(90)
 def outputs(ctx: ReportContext) -> list[str]:
-    tensorboard = ctx.run_dir / "tensorboard"
+    tensorboard = RunFolder(ctx.run_dir).tensorboard_dir
     return ["## Outputs",
             f"- predictions: `{ctx.summary.get('predictions', '-')}`",
             f"- submission: `{ctx.summary.get('submission', '-')}`",
@@ -457,5 +457,5 @@ def write_report(run_dir: Path, recipe: Recipe, summary: dict, index: Any = None
     atomic_write(path, "\n".join(text))
     if tracker:
         for name in ctx.figures:
-            tracker.image(Path(name).stem, run_dir / name)
+            tracker.image(Path(name).stem, RunFolder(run_dir).file(name))
     return path

@@ -3,11 +3,13 @@ wrote back.
 
 ``runs/<name>/`` holds ``recipe.yaml`` (the resolved recipe), ``metrics.jsonl`` (one row per
 epoch), ``evaluation.json`` (accuracy per phase and resolution), ``summary.json``,
-``report.md`` with its PNG figures, ``log.txt``, ``checkpoints/``, ``predictions/`` and
-``eval_predictions/``. Every other module asks a :class:`RunFolder` for these paths instead of
+``report.md`` with its PNG figures and ``per_class_accuracy.csv``, ``log.txt``,
+``recipe_changes.jsonl``, ``checkpoints/``, ``predictions/``, ``eval_predictions/``,
+``activations.json``, ``<stage>_<method>.json`` of a label-free adaptation, ``tensorboard/``
+and ``.lock``. Every other module asks a :class:`RunFolder` for these paths instead of
 spelling them, so a change of layout is a change here.
 
-Only light imports at module level: the recipe parser and the atomic writer; the checkpoint
+Only light imports at module level: the recipe parser, the atomic writer and the lock; the checkpoint
 reader (torch) is imported where a checkpoint is read.
 """
 
@@ -17,17 +19,19 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from fgvc.engine.atomic import RunFileError, atomic_write, read_json
+from fgvc.errors import FgvcError
+from fgvc.io.atomic import RunFileError, atomic_write, read_json
+from fgvc.io.lock import FolderLock
 
 if TYPE_CHECKING:
     from fgvc.recipes.recipe import Recipe
 
 
-class NotARunFolderError(FileNotFoundError):
+class NotARunFolderError(FgvcError, FileNotFoundError):
     """A path given as a run folder holds no ``recipe.yaml``."""
 
 
-class RunNotFinishedError(FileNotFoundError):
+class RunNotFinishedError(FgvcError, FileNotFoundError):
     """A run folder whose last stage has no final checkpoint yet."""
 
 
@@ -44,6 +48,14 @@ class RunFolder:
     CHECKPOINTS = "checkpoints"
     PREDICTIONS = "predictions"
     EVAL_PREDICTIONS = "eval_predictions"
+    LEGACY_PREDICTIONS = "predictions.npz"  # written by earlier versions, still read
+    IMAGE_PREDICTIONS = "predictions-images.csv"  # `fgvc predict RUN --images` by default
+    PER_CLASS = "per_class_accuracy.csv"
+    ACTIVATIONS = "activations.json"
+    ACTIVATIONS_FIGURE = "activations_cdf.png"
+    TENSORBOARD = "tensorboard"
+    KEPT_ACTIVATIONS = "kept_activations"  # scratch: a frozen prefix's outputs kept on disk
+    ADAPT_CACHE = "adapt_cache"  # scratch: features cached for an adapt stage
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
@@ -110,12 +122,58 @@ class RunFolder:
     def eval_predictions_dir(self) -> Path:
         return self.path / self.EVAL_PREDICTIONS
 
+    @property
+    def legacy_predictions_path(self) -> Path:
+        return self.path / self.LEGACY_PREDICTIONS
+
+    @property
+    def image_predictions_path(self) -> Path:
+        return self.path / self.IMAGE_PREDICTIONS
+
+    @property
+    def per_class_path(self) -> Path:
+        return self.path / self.PER_CLASS
+
+    @property
+    def activations_path(self) -> Path:
+        return self.path / self.ACTIVATIONS
+
+    @property
+    def activations_figure_path(self) -> Path:
+        return self.path / self.ACTIVATIONS_FIGURE
+
+    @property
+    def tensorboard_dir(self) -> Path:
+        return self.path / self.TENSORBOARD
+
+    @property
+    def kept_activations_dir(self) -> Path:
+        return self.path / self.KEPT_ACTIVATIONS
+
+    @property
+    def adapt_cache_dir(self) -> Path:
+        return self.path / self.ADAPT_CACHE
+
+    def predictions_for(self, split: str, crops: str, resolutions: list[int]) -> Path:
+        """Where ``fgvc predict RUN`` writes by default: one folder per split, crops and
+        resolutions, beside the run's own ``predictions/``."""
+        return self.path / f"predictions-{split}-{crops}-{'-'.join(map(str, resolutions))}"
+
+    def adaptation_record(self, stage: str, method: str) -> Path:
+        """What a label-free adaptation method did (``adapt_bn_stats.json``...)."""
+        return self.path / f"{stage}_{method}.json"
+
     def checkpoint(self, stage: str, kind: str = "final") -> Path:
         """``final`` (the stage's result), ``last`` (its latest checkpoint, for resuming),
         ``best`` (its best validated epoch) or ``last_epoch`` (the weights of its last epoch
         when the best epoch was kept instead)."""
         suffix = {"final": "", "last": "_last", "best": "_best", "last_epoch": "_last_epoch"}[kind]
         return self.checkpoint_dir / f"{stage}{suffix}.pt"
+
+    def lock(self) -> FolderLock:
+        """One writer per run folder: ``with folder.lock():`` refuses when another live process
+        holds it (see :class:`fgvc.io.lock.FolderLock`)."""
+        return FolderLock(self.path)
 
     # -- the recipe ----------------------------------------------------------------------------
     def read_recipe(self) -> Recipe:

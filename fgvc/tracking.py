@@ -165,13 +165,17 @@ class Tracker:
         self.backends = []
 
 
-def open_tracker(tracking: Any, run_name: str, run_dir: Path, config: dict) -> Tracker:
+def open_tracker(tracking: Any, run_name: str, run_dir: Path, config: dict, *,
+                 tensorboard_dir: Path | None = None) -> Tracker:
     """The back-ends ``tracking`` (a recipe's TrackingConfig) asks for; each one that cannot
-    start is one warning line naming what is missing."""
+    start is one warning line naming what is missing. ``tensorboard_dir`` (the run folder's,
+    fgvc/runfolder.py) is where TensorBoard's event files go; needed when it is asked for."""
     backends: list[Backend] = []
     if tracking.tensorboard:
+        if tensorboard_dir is None:
+            raise ValueError("open_tracker: tracking.tensorboard needs a tensorboard_dir")
         try:
-            backends.append(TensorBoardBackend(run_dir / "tensorboard"))
+            backends.append(TensorBoardBackend(tensorboard_dir))
         except ImportError:
             log.warning("tracking.tensorboard: the tensorboard package is not installed "
                         "(pip install tensorboard); no event files for this run")
@@ -199,5 +203,5 @@ def open_tracker(tracking: Any, run_name: str, run_dir: Path, config: dict) -> T
             log.warning("tracking.mlflow: could not start (%s); continuing without mlflow",
                         str(err).splitlines()[0] if str(err) else type(err).__name__)
     if any(isinstance(b, TensorBoardBackend) for b in backends):
-        log.info("TensorBoard: tensorboard --logdir %s", run_dir / "tensorboard")
+        log.info("TensorBoard: tensorboard --logdir %s", tensorboard_dir)
     return Tracker(backends)

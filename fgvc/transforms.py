@@ -25,6 +25,8 @@ from torchvision.transforms.v2 import functional as F2
 # an import there costs every worker of every pass (~14 ms: libjpeg-turbo's binding, the Parquet
 # reference parser).
 from fgvc.datasets.fast_decode import DEFAULT_OPTIONS, EncodedImage
+from fgvc.norms import IMAGENET_MEAN, IMAGENET_STD
+from fgvc.torch_compat import native_uint8_resize_on_cpu, resized_output_size
 
 Augment = Literal["train", "test", "test2", "train_resize_crop"]
 _INTERPOLATION = {
@@ -38,8 +40,8 @@ _INTERPOLATION = {
 class DataConfig:
     """How a model expects its input: taken from its pretrained configuration."""
 
-    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
-    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
     interpolation: str = "bilinear"
     crop_pct: float = 224 / 256
     input_range: float = 1.0  # 255 for networks trained on 0-255 pixels (Cadene's bninception)
@@ -195,7 +197,7 @@ class DeviceNormalize:
 
 def resized_size(size: tuple[int, int], short: int) -> tuple[int, int]:
     """(width, height) after ``T.Resize(short)`` of an image of ``size`` = (width, height)."""
-    height, width = F._compute_resized_output_size([size[1], size[0]], [short])
+    height, width = resized_output_size(size[1], size[0], short)
     return width, height
 
 
@@ -242,14 +244,9 @@ def resize_uint8(image: torch.Tensor, height: int, width: int,
 
 @functools.cache
 def _native_uint8_resize(mode: T.InterpolationMode) -> bool:
-    """torchvision's answer (a private function: without it, always its ``resize``)."""
-    try:
-        from torchvision.transforms.v2.functional._geometry import (
-            _do_native_uint8_resize_on_cpu,
-        )
-    except ImportError:
-        return False
-    return mode in TORCH_RESIZE_MODES and _do_native_uint8_resize_on_cpu(mode)
+    """torchvision's answer (a private function: without it, always its ``resize``;
+    ``fgvc/torch_compat.py``)."""
+    return mode in TORCH_RESIZE_MODES and native_uint8_resize_on_cpu(mode)
 
 
 def encoded_image(root: Path, rel: str, options=None):

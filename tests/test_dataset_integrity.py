@@ -299,7 +299,7 @@ def test_integrity_recipe_field_and_cli(tree, capsys):
 
 def test_pipeline_passes_the_integrity_policy(tree):
     from fgvc.recipes.recipe import load_recipe
-    from fgvc.workflows.pipeline import load_recipe_dataset
+    from fgvc.recipes.splits import load_recipe_dataset
 
     root = tree("flowers102")
     edit_mat(root / "setid.mat", same_image_in("trnid", "valid"))

@@ -330,8 +330,9 @@ def test_no_host_sync_per_training_step(monkeypatch):
             return _real(self, *a, **k)
 
         monkeypatch.setattr(torch.Tensor, name, counted)
-    result = loop.train_one_epoch(model, batches, optimizer, lr_fn=lambda s: 0.1, step=0,
-                                  device=torch.device("cpu"), log_every=10)
+    result = loop.train_one_epoch(model, batches, optimizer,
+                                  loop.EpochOptions(lambda s: 0.1, torch.device("cpu"),
+                                                    log_every=10))
     assert result.images == 120
     assert counts["n"] <= 30 // 10 + 1, counts  # one read per log interval, one at the end
 
@@ -344,7 +345,7 @@ def _recipe(data):
 
 def _context(data, run_dir):
     from fgvc.datasets import load_dataset
-    from fgvc.engine.stage import RunContext
+    from fgvc.engine.context import RunContext
     from fgvc.models import create_model, data_config
 
     recipe = _recipe(data)

@@ -15,7 +15,8 @@ import torch
 
 import fgvc.engine.feature_cache as feature_cache
 from fgvc.datasets import load_dataset
-from fgvc.engine.stage import RunContext, run_stage
+from fgvc.engine.context import RunContext
+from fgvc.engine.stage import run_stage
 from fgvc.models import create_model, data_config
 from fgvc.recipes.recipe import parse_recipe
 

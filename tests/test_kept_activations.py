@@ -17,7 +17,7 @@ import torch
 
 import fgvc.engine.kept_activations as kept_activations
 from fgvc.datasets import fast_decode, load_dataset
-from fgvc.engine.stage import RunContext
+from fgvc.engine.context import RunContext
 from fgvc.inference.predictions import Predictions
 from fgvc.models import create_model, data_config
 from fgvc.recipes.recipe import parse_recipe

@@ -71,6 +71,17 @@ def test_unknown_family_asks_for_explicit_paths():
         resolve_groups(model, ["41"])
 
 
+def test_the_torch_free_normalisations_are_timms():
+    from timm.data import constants
+
+    from fgvc import norms
+
+    assert norms.NORMS == {
+        "imagenet": (constants.IMAGENET_DEFAULT_MEAN, constants.IMAGENET_DEFAULT_STD),
+        "inception": (constants.IMAGENET_INCEPTION_MEAN, constants.IMAGENET_INCEPTION_STD),
+        "clip": (constants.OPENAI_CLIP_MEAN, constants.OPENAI_CLIP_STD)}
+
+
 def test_data_config_follows_the_model_and_the_recipe():
     with torch.device("meta"):
         inception = create_model(ModelConfig(arch="inception_resnet_v2"), 3)

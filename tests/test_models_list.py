@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from fgvc.cli import main
-from fgvc.models import catalog
+from fgvc.models import catalog, show
 
 
 def run_python(code: str) -> str:
@@ -78,7 +78,7 @@ def check_entry_against_construction(name: str) -> None:
     if name.startswith("pretrainedmodels:"):
         pytest.importorskip("pretrainedmodels")
     entry = catalog.BY_NAME[name]
-    built = catalog.describe(name)
+    built = show.describe(name)
     assert built["params"] == entry.params
     assert built["default_resolution"] == entry.resolution
     assert built["normalisation"] == entry.norm
@@ -99,7 +99,7 @@ def test_every_catalogue_entry_matches_real_construction(name):
 
 
 def test_every_catalogued_name_is_one_model_arch_accepts():
-    from fgvc.models.factory import arch_problem
+    from fgvc.models.names import arch_problem
 
     for entry in catalog.ENTRIES:
         if entry.name.startswith("pretrainedmodels:"):

@@ -121,6 +121,7 @@ def test_api_run_without_logging_config_shows_progress_and_writes_a_complete_log
     log = (run.run_dir / "log.txt").read_text()
     # log.txt: the warning logged before the folder existed comes first, then the rest
     assert log.index(WARNING_TEXT) < log.index("run folder")
+    assert log.count(WARNING_TEXT) == 1  # once, though the activation statistics run after
     assert "INFO fgvc.engine.stage: train epoch 1/1" in log and "run ETA" in log
     assert "INFO fgvc.progress: train 1/1: " in log
     report = (run.run_dir / "report.md").read_text()
@@ -231,8 +232,8 @@ def test_run_eta_prices_training_and_forward_passes_by_pixels():
 
 def test_work_left_covers_evaluation_adaptation_and_prediction(tiny_recipe_dict):
     from fgvc.datasets import load_dataset
+    from fgvc.engine.context import RunContext
     from fgvc.engine.remaining import work_left
-    from fgvc.engine.stage import RunContext
     from fgvc.models import create_model, data_config
     from fgvc.recipes.recipe import parse_recipe
 

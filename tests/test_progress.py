@@ -77,7 +77,7 @@ def test_train_epoch_logs_loss_and_eta(caplog, monkeypatch):
     import torch
     from torch.utils.data import DataLoader, TensorDataset
 
-    from fgvc.engine.loop import train_one_epoch
+    from fgvc.engine.loop import EpochOptions, train_one_epoch
 
     monkeypatch.delenv("FGVC_PROGRESS", raising=False)
     caplog.set_level(logging.INFO)
@@ -86,9 +86,10 @@ def test_train_epoch_logs_loss_and_eta(caplog, monkeypatch):
                                                                          batch_size=4)]
     model = torch.nn.Linear(4, 3)
     steps = []
-    train_one_epoch(model, loader, torch.optim.SGD(model.parameters(), lr=0.1),
-                    lr_fn=lambda s: 0.1, step=0, device=torch.device("cpu"), channels_last=False,
-                    desc="train 1/1", log_every=1, track=lambda s, loss, lr: steps.append((s, lr)))
+    options = EpochOptions(lambda s: 0.1, torch.device("cpu"), channels_last=False, log_every=1,
+                           track=lambda s, loss, lr: steps.append((s, lr)))
+    train_one_epoch(model, loader, torch.optim.SGD(model.parameters(), lr=0.1), options,
+                    desc="train 1/1")
     lines = _lines(caplog)
     assert len(lines) == 10 and all(LINE.match(line) for line in lines), lines
     assert all("loss " in line and "lr " in line for line in lines)

@@ -113,7 +113,7 @@ def test_signal_outside_training_stops_at_once():
 
 KILL_DURING_WRITE = """
 import os, signal, sys
-import fgvc.engine.atomic as atomic
+import fgvc.io.atomic as atomic
 import fgvc.engine.stage as stage
 from fgvc.cli import main
 
@@ -153,7 +153,7 @@ def test_kill_9_during_a_mid_epoch_checkpoint_write_then_resume(tiny_recipe_dict
 
 def test_disk_full_during_a_checkpoint_then_resume(tiny_recipe_dict, tmp_path, monkeypatch,
                                                    capsys, straight_run):
-    import fgvc.engine.atomic as atomic
+    import fgvc.io.atomic as atomic
 
     recipe = write_recipe(tmp_path, one_stage(tiny_recipe_dict))
     real, writes = atomic.write_chunk, {"n": 0}
@@ -240,7 +240,7 @@ def test_a_refused_pickled_checkpoint_is_one_clear_line(tmp_path):
 
 
 def test_atomic_write_failure_leaves_the_old_file_and_no_temp(tmp_path, monkeypatch):
-    import fgvc.engine.atomic as atomic
+    import fgvc.io.atomic as atomic
 
     target = tmp_path / "evaluation.json"
     atomic.atomic_write(target, '{"old": 1}\n')
@@ -298,7 +298,7 @@ def test_resume_with_a_changed_recipe_is_refused_unless_allowed(tiny_recipe_dict
 
 
 def test_one_writer_per_run_folder(tiny_recipe_dict, tmp_path, capsys, caplog):
-    from fgvc.workflows.runlock import FolderLock
+    from fgvc.io.lock import FolderLock
 
     recipe = write_recipe(tmp_path, one_stage(tiny_recipe_dict))
     run_dir = tmp_path / "runs" / "tiny"
@@ -375,7 +375,7 @@ def test_non_finite_loss_names_stage_epoch_step_and_lr(tiny_recipe_dict, tmp_pat
 
 
 def test_a_torn_evaluation_json_is_named(tmp_path):
-    from fgvc.engine.atomic import RunFileError, read_json
+    from fgvc.io.atomic import RunFileError, read_json
 
     path = tmp_path / "evaluation.json"
     path.write_text('{"before_adaptation": {"32": {"top1": 5')

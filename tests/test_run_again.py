@@ -141,7 +141,7 @@ def test_run_folder_type(tmp_path, finished_run):
     with pytest.raises(RunNotFinishedError, match="has not finished its last stage"):
         RunFolder(half).final_weights()
     (half / "metrics.jsonl").write_text('{"stage": "train"}\n{torn\n')
-    from fgvc.engine.atomic import RunFileError
+    from fgvc.io.atomic import RunFileError
 
     with pytest.raises(RunFileError, match="line 2 is corrupt"):
         RunFolder(half).metric_rows()

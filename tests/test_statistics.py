@@ -29,6 +29,26 @@ def test_wilson_matches_published_values(counts, expected):
     assert (round(low, 4), round(high, 4)) == expected
 
 
+def _wilson_closed_form(k: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
+    """The textbook formula fgvc used before scipy's (Wilson 1927)."""
+    from scipy.stats import norm
+
+    z = float(norm.ppf(0.5 + confidence / 2))
+    p, denom = k / n, 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def test_wilson_is_the_closed_form_on_a_grid():
+    grid = [(k, n) for n in (*range(1, 41), 263, 1000, 10007)
+            for k in sorted({0, 1, n // 3, n // 2, n - 1, n} & set(range(n + 1)))]
+    for k, n in grid:
+        for confidence in (0.9, 0.95, 0.99):
+            got, want = wilson_interval(k, n, confidence), _wilson_closed_form(k, n, confidence)
+            assert got == pytest.approx(want, abs=1e-12), (k, n, confidence)
+
+
 def test_wilson_rejects_bad_counts():
     with pytest.raises(ValueError, match="n > 0"):
         wilson_interval(0, 0)

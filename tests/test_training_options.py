@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from fgvc.engine.best import BestEpoch
 from fgvc.engine.compile import CompiledForward, maybe_compile
 from fgvc.engine.ema import build_ema
-from fgvc.engine.loop import train_one_epoch
+from fgvc.engine.loop import EpochOptions, train_one_epoch
 from fgvc.engine.losses import Objective, class_weights
 from fgvc.engine.mixing import build_mixup
 from fgvc.engine.optim import build_optimizer, set_lr
@@ -36,8 +36,8 @@ def batches(n: int, size: int, seed: int = 1) -> list[tuple]:
 
 def train(model, loader, **kwargs):
     opt = build_optimizer(model, OptimizerConfig(lr=0.1, momentum=0.9, weight_decay=1e-3))
-    result = train_one_epoch(model, loader, opt, lr_fn=lambda s: 0.1, step=0,
-                             device=torch.device("cpu"), channels_last=False, **kwargs)
+    options = EpochOptions(lambda s: 0.1, torch.device("cpu"), channels_last=False, **kwargs)
+    result = train_one_epoch(model, loader, opt, options)
     return result, opt
 
 
@@ -48,9 +48,9 @@ def test_ema_weights_are_the_running_average():
     opt = build_optimizer(model, OptimizerConfig(lr=0.1))
     opt.register_step_post_hook(lambda *_: seen.append(
         {k: v.clone() for k, v in model.state_dict().items()}))
-    train_one_epoch(model, batches(4, 2), opt, lr_fn=lambda s: 0.1, step=0,
-                    device=torch.device("cpu"), channels_last=False,
-                    on_step=lambda s: ema.update(model, step=s))
+    train_one_epoch(model, batches(4, 2), opt, EpochOptions(
+        lambda s: 0.1, torch.device("cpu"), channels_last=False,
+        on_step=lambda s: ema.update(model, step=s)))
     expected = dict(seen[0])  # the first update copies the weights
     for weights in seen[1:]:
         expected = {k: 0.6 * expected[k] + 0.4 * weights[k] for k in expected}

@@ -2,22 +2,23 @@
 resolution, before and after adaptation, the fraction of exact zeros, the fraction above 2, the
 mean and percentiles of the values the classifier reads, and their CDF.
 
-``fgvc activations RUN`` computes them from the run's checkpoints for any split and resolutions
-(a forward hook on the pooling module); ``fgvc run`` does the same at its end for runs with an
-adapt stage, on the first 128 images of the evaluation split. Statistics use the first
-``max_images`` images (crops count as images) of the split, in order.
+This module holds the statistics, the forward hook that records the pooled features, the
+``activations.json`` file, its figure and its report section. Running a finished run's model
+over a split to record them (``fgvc activations RUN``, and the end of ``fgvc run``) is a
+workflow: fgvc/workflows/activations.py. Statistics use the first ``max_images`` images
+(crops count as images) of the split, in order.
 """
 
 from __future__ import annotations
 
 import json
-import logging
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-log = logging.getLogger(__name__)
+from fgvc.runfolder import RunFolder
+
 PERCENTILES = (1, 5, 10, 25, 50, 75, 90, 95, 99)
 CDF_POINTS = 101
 MAX_IMAGES = 2000
@@ -73,29 +74,11 @@ class PooledRecorder:
         return activation_stats(np.concatenate(self.chunks)[: self.max_images])
 
 
-def record_after_run(run_dir: Path, max_images: int = RUN_MAX_IMAGES) -> None:
-    """End of ``fgvc run`` (main process): the statistics of the evaluation split at every
-    evaluation resolution, before and after adaptation, on its first ``max_images`` images.
-    A model without a global pooling module is logged and left out; a failure to load the
-    weights again is a warning (the run's own outputs are already written)."""
-    from fgvc.engine.adapt_methods import NoPoolingModule
-    from fgvc.models.weights import WeightsError
-
-    try:
-        record_run(run_dir, max_images=max_images)
-    except NoPoolingModule as err:
-        log.info("activation statistics left out: %s", err)
-    except (WeightsError, RuntimeError, OSError) as err:
-        # The run's own outputs are complete; say why the statistics are missing, don't fail.
-        log.warning("activation statistics not recorded: %s (retry with `fgvc activations %s`)",
-                    err, run_dir)
-
-
 def update_file(path: Path, phase: str, resolution: int, stats: dict, split: str) -> None:
     stored = json.loads(path.read_text()) if path.exists() else {}
     stored.setdefault("split", split)
     stored.setdefault(phase, {})[str(resolution)] = stats
-    from fgvc.engine.atomic import atomic_write
+    from fgvc.io.atomic import atomic_write
 
     atomic_write(path, json.dumps(stored, indent=1) + "\n")
 
@@ -125,7 +108,8 @@ def plot_cdf(activations: dict, path: Path) -> None:
 
 def markdown_lines(run_dir: Path) -> list[str]:
     """The report section: one row per (phase, resolution)."""
-    path = run_dir / "activations.json"
+    folder = RunFolder(run_dir)
+    path = folder.activations_path
     if not path.exists():
         return []
     data = json.loads(path.read_text())
@@ -139,72 +123,6 @@ def markdown_lines(run_dir: Path) -> list[str]:
             lines.append(f"| {title} | {res} | {100 * s['zeros']:.1f} | {100 * s['above_2']:.1f} "
                          f"| {s['mean']:.3f} | {p['5']:.3f} | {p['50']:.3f} | {p['95']:.3f} "
                          f"| {s['images']} |")
-    if (run_dir / "activations_cdf.png").exists():
-        lines += ["", "![CDF of pooled activations](activations_cdf.png)"]
+    if folder.activations_figure_path.exists():
+        lines += ["", f"![CDF of pooled activations]({folder.ACTIVATIONS_FIGURE})"]
     return lines + [""]
-
-
-def record_run(run_dir: Path, resolutions: list[int] | None = None, split: str | None = None,
-               max_images: int = MAX_IMAGES, out: Path | None = None) -> Path:
-    """``fgvc activations``: recompute from a finished run's checkpoints. "before adaptation"
-    is the model the adapt stage started from (``checkpoints/train.pt``, else the recipe's
-    weights), "after adaptation" the adapt stage's checkpoint."""
-    import dataclasses
-
-    import torch
-
-    from fgvc.engine.adapt_methods import load_model_state
-    from fgvc.engine.checkpoint import load_checkpoint
-    from fgvc.engine.device import autocast, pick_device, set_precision
-    from fgvc.engine.loop import _to_device
-    from fgvc.engine.stage import RunContext
-    from fgvc.models import create_model, data_config
-    from fgvc.progress import progress
-    from fgvc.runfolder import RunFolder
-    from fgvc.workflows.pipeline import load_recipe_dataset
-
-    folder = RunFolder.open(run_dir)
-    recipe = folder.read_recipe()
-    split = split or recipe.evaluate.split
-    resolutions = resolutions or recipe.eval_resolutions
-    index = load_recipe_dataset(recipe)
-    if split not in index.splits:
-        raise ValueError(f"--split: dataset {index.name!r} has no split {split!r} "
-                         f"(it has: {', '.join(index.splits)})")
-    device = pick_device(recipe.device)
-    set_precision(recipe.precision, device)
-    phases = {"after_adaptation": folder.checkpoint("adapt")}
-    if recipe.stage("train") is not None:
-        phases["before_adaptation"] = folder.checkpoint("train")
-    elif recipe.stage("adapt") is not None:
-        phases["before_adaptation"] = None  # the recipe's own starting weights
-    if recipe.stage("adapt") is None:
-        phases = {"before_adaptation": folder.checkpoint("train")}
-    out = out or run_dir / "activations.json"
-    out.unlink(missing_ok=True)
-    for phase, weights in sorted(phases.items(), reverse=True):
-        if weights is not None and not weights.is_file():
-            raise FileNotFoundError(f"{weights} not found: the run has not finished that stage")
-        cfg = recipe.model if weights is None else dataclasses.replace(
-            recipe.model, pretrained="none", weights=None)
-        model = create_model(cfg, index.num_classes).to(device)
-        if weights is not None:
-            load_model_state(model, load_checkpoint(weights)["model"])
-        ctx = RunContext(recipe, run_dir, index, model, data_config(model, recipe.model), device)
-        # One pass per phase, every resolution from one decode of each image (MultiCrop).
-        recorders = {res: PooledRecorder(model, max_images) for res in resolutions}
-        loader = ctx.eval_loader(split, list(resolutions), recipe.evaluate.batch_size)
-        model.eval()
-        for batches, labels, _, _ in progress(loader, desc=f"activations {phase}",
-                                              unit="batch"):
-            for res, images in batches.items():
-                if len(labels) and recorders[res].kept < max_images:
-                    with recorders[res], torch.no_grad(), autocast(device):
-                        model(_to_device(images.flatten(0, 1), device,
-                                         recipe.model.channels_last, loader.device_transform))
-            if all(r.kept >= max_images for r in recorders.values()):
-                break
-        for res, rec in recorders.items():
-            update_file(out, phase, res, rec.stats(), split)
-    plot_cdf(json.loads(out.read_text()), out.with_name(out.stem + "_cdf.png"))
-    return out

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from fgvc.analysis import activations
 from fgvc.analysis.statistics import format_ci, format_p
+from fgvc.runfolder import RunFolder
 
 PHASES = ("before_adaptation", "after_adaptation")
 
@@ -45,7 +46,7 @@ def method_lines(run_dir: Path, recipe) -> list[str]:
     adapt = recipe.stage("adapt")
     if adapt is None or adapt.method == "finetune":
         return []
-    path = run_dir / f"adapt_{adapt.method}.json"
+    path = RunFolder(run_dir).adaptation_record(adapt.name, adapt.method)
     details = json.loads(path.read_text()) if path.exists() else {}
     split = details.get("split", adapt.data_split or recipe.dataset.train_split)
     lines = [f"## Label-free adaptation: `{adapt.method}`", ""]

@@ -16,12 +16,9 @@ from fgvc.datasets.columns import (
     int64_ids,
     repeats,
 )
+from fgvc.datasets.raw import DatasetError, RawSample
 
 UNLABELLED = -1
-
-
-class DatasetError(RuntimeError):
-    """A dataset on disk is missing, incomplete or malformed; the message says what and where."""
 
 
 @dataclass(frozen=True)
@@ -169,15 +166,6 @@ class DatasetIndex:
     def is_labelled(self, split: str) -> bool:
         samples = self.split(split)
         return bool(len(samples)) and bool((samples.labels != UNLABELLED).all())
-
-
-@dataclass(frozen=True)
-class RawSample:
-    """A sample as the dataset names it: its own category id (``None`` when unlabelled)."""
-
-    path: str
-    category_id: str | None
-    image_id: str
 
 
 def category_sort_key(category_id: str) -> tuple:

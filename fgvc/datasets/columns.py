@@ -16,9 +16,15 @@ class StringColumn:
     character, sliced without decoding), else its UTF-8 encoding. String ``i`` runs from
     ``offsets[i]`` to ``offsets[i + 1] - 1`` (offsets count the separators, so a string may
     itself hold a newline). The newlines let whole-column searches over the buffer see where a
-    string starts (``"\\n/"``) without a join of their own. Hand-written because no maintained
-    library fits: a numpy ``U`` array pads every string to the longest at 4 bytes a character,
-    and Arrow's string arrays would be a new heavy dependency.
+    string starts (``"\\n/"``) without a join of their own. Hand-written because a numpy ``U``
+    array pads every string to the longest at 4 bytes a character, and Arrow's string arrays
+    (pyarrow is a dependency, for the parquet adapter), as compact, measured slower where it
+    counts: a loader reads one path per sample, and reading one value builds an Arrow scalar
+    first (1.03 us a read against 0.71 us, 200,000 random reads of 1 M iNaturalist-shaped paths,
+    2026-12-06, 2-core EPYC); and the whole-column path check (``_plain_relative`` in
+    datasets/base.py) is one regular-expression scan of this newline-separated buffer, which
+    Arrow's separator-less data buffer cannot offer. Arrow builds faster (0.04 s against 0.09 s
+    a million), a cost paid once per load.
     """
 
     __slots__ = ("buffer", "offsets")

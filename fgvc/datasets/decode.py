@@ -19,10 +19,12 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from fgvc.errors import FgvcError
+
 PILLOW_MAX_IMAGE_PIXELS = 89_478_485  # Image.MAX_IMAGE_PIXELS as Pillow ships it
 
 
-class BadImage(ValueError):
+class BadImage(FgvcError, ValueError):
     """An image that must not be decoded (over the pixel limit)."""
 
 

@@ -27,7 +27,7 @@ from contextvars import ContextVar
 from pathlib import PurePosixPath, PureWindowsPath
 from typing import Literal
 
-from fgvc.datasets.base import DatasetError, RawSample
+from fgvc.datasets.raw import DatasetError, RawSample
 
 log = logging.getLogger(__name__)
 

@@ -32,7 +32,7 @@ from PIL import Image, ImageDraw, ImageFilter
 
 from fgvc.datasets.base import UNLABELLED, DatasetError, DatasetIndex, Sample
 from fgvc.datasets.registry import register
-from fgvc.engine.atomic import file_lock
+from fgvc.io.lock import wait_for_lock
 from fgvc.progress import progress
 
 if TYPE_CHECKING:  # numpy is imported where images are drawn: `fgvc datasets list` lists
@@ -295,7 +295,7 @@ def ensure_generated(root: Path, opts: SyntheticOptions) -> None:
     (a lock beside the root), and what a killed generator left half-written is removed."""
     meta_path = root / "meta.json"
     if not meta_path.is_file():
-        with file_lock(root.with_name(f".{root.name}.lock")):
+        with wait_for_lock(root.with_name(f".{root.name}.lock")):
             for partial in root.parent.glob(f".{glob.escape(root.name)}.partial-*"):
                 shutil.rmtree(partial, ignore_errors=True)  # a killed generator's
             if not meta_path.is_file():

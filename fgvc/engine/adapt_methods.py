@@ -21,13 +21,14 @@ import logging
 import torch
 import torch.nn as nn
 
-from fgvc.engine.atomic import atomic_write
 from fgvc.engine.checkpoint import save_checkpoint
 from fgvc.engine.device import autocast
 from fgvc.engine.distributed import barrier, broadcast_object, current
 from fgvc.engine.freeze import adapted_batchnorms, plan_trainable
-from fgvc.engine.loop import _to_device
 from fgvc.engine.seeding import epoch_seed, seed_everything
+from fgvc.engine.transfer import to_device
+from fgvc.errors import FgvcError
+from fgvc.io.atomic import atomic_write
 from fgvc.progress import progress
 
 log = logging.getLogger(__name__)
@@ -58,7 +59,7 @@ class PooledAffineMap(nn.Module):
             return getattr(super().__getattr__("pool"), name)
 
 
-class NoPoolingModule(ValueError):
+class NoPoolingModule(FgvcError, ValueError):
     """The model has no global pooling module to hook or wrap."""
 
 
@@ -119,7 +120,7 @@ def reestimate_bn_statistics(ctx, stage) -> int:
         for images, _labels, _, _ in progress(loader, desc=f"{stage.name} bn_stats {epoch + 1}",
                                               unit="batch"):
             if len(images):
-                model(_to_device(images, ctx.device, ctx.recipe.model.channels_last, prepare))
+                model(to_device(images, ctx.device, ctx.recipe.model.channels_last, prepare))
                 seen += len(images)
     model.eval()
     _average_across_processes(bns)
@@ -156,7 +157,7 @@ def pooled_features(model: nn.Module, loader, device: torch.device, channels_las
                 images = images.flatten(0, 1)
             if len(images):
                 with autocast(device):  # the network as the run evaluates it
-                    model(_to_device(images, device, channels_last, prepare))
+                    model(to_device(images, device, channels_last, prepare))
                 seen += len(images)
             if max_images is not None and seen >= max_images:
                 break
@@ -213,7 +214,7 @@ def run_label_free(ctx, stage) -> None:
     else:
         details.update(fit_frechet_map(ctx, stage))
     if current().is_main:
-        atomic_write(ctx.run_dir / f"{stage.name}_{stage.method}.json",
+        atomic_write(ctx.folder.adaptation_record(stage.name, stage.method),
                      json.dumps(details, indent=2) + "\n")
         save_checkpoint(ctx.final_checkpoint(stage), {
             "model": ctx.model.state_dict(), "stage": stage.name, "method": stage.method,

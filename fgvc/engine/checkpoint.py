@@ -17,12 +17,13 @@ from typing import Any
 
 import torch
 
-from fgvc.engine.atomic import atomic_save, cause
+from fgvc.errors import FgvcError
+from fgvc.io.atomic import atomic_save, cause
 
 log = logging.getLogger(__name__)
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(FgvcError, RuntimeError):
     """A checkpoint cannot be read; the message names the file and why."""
 
 

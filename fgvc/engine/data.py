@@ -22,6 +22,7 @@ from torch.utils.data import (
 from fgvc.datasets.base import DatasetIndex
 from fgvc.datasets.decode import DEFAULT_OPTIONS, DecodeOptions
 from fgvc.datasets.images import ImageDataset, collate_skipping_bad
+from fgvc.engine import shared_batches
 from fgvc.engine.distributed import ShardSampler, current
 from fgvc.engine.samplers import build_sampler
 from fgvc.engine.seeding import epoch_seed, seed_everything
@@ -56,7 +57,7 @@ def make_loader(index: DatasetIndex, split: str, *, transform: Callable, batch_s
         dataset = ImageDataset(index.root, samples, transform, on_bad_image, decode)
     env = current()
     generator = torch.Generator().manual_seed(epoch_seed(seed, epoch, env.rank))
-    if collate_fn is collate_skipping_bad and num_workers > 0:
+    if collate_fn is collate_skipping_bad and num_workers > 0 and shared_batches.supported():
         collate_fn = ReusedBufferCollate(slots=PREFETCH_FACTOR)
     common = {"num_workers": num_workers, "collate_fn": collate_fn,
               "pin_memory": torch.cuda.is_available(),

@@ -41,7 +41,7 @@ from fgvc.engine.freeze import TrainablePlan, set_train_mode
 from fgvc.transforms import DeviceNormalize, loader_transform
 
 if TYPE_CHECKING:
-    from fgvc.engine.stage import RunContext
+    from fgvc.engine.context import RunContext
     from fgvc.recipes.recipe import StageConfig
 
 log = logging.getLogger(__name__)
@@ -165,7 +165,7 @@ def bytes_per_image(shapes: list[tuple[torch.Size, torch.dtype]]) -> int:
 def fill(cache: CachedFeatures, prefix: nn.Module, loader: DataLoader, device: torch.device,
          channels_last: bool) -> None:
     """One pass of ``loader`` (in order, deterministic transform) through the frozen prefix."""
-    from fgvc.engine.loop import _to_device
+    from fgvc.engine.transfer import to_device
     from fgvc.progress import progress
 
     for images, labels, indices, _ in progress(loader, desc="adapt cache", unit="batch"):
@@ -174,8 +174,8 @@ def fill(cache: CachedFeatures, prefix: nn.Module, loader: DataLoader, device: t
         if images.ndim == 5:  # MultiCrop's (B, 1, 3, K, K)
             images = images.flatten(0, 1)
         with autocast(device):
-            frontier = prefix(_to_device(images, device, channels_last,
-                                         getattr(loader, "device_transform", None)))
+            frontier = prefix(to_device(images, device, channels_last,
+                                        getattr(loader, "device_transform", None)))
         cache.store(indices, labels, frontier)
 
 
@@ -326,7 +326,7 @@ def adapt_cache(ctx: RunContext, stage: StageConfig, plan: TrainablePlan) -> Ada
         log.info("adapt cache: not used (%.2f GB of activations > adapt_cache_gb %.2f); every "
                  "epoch runs the whole network", total / 1e9, stage.adapt_cache_gb)
         return None
-    folder = ctx.run_dir / "adapt_cache" if total > IN_MEMORY_BYTES else None
+    folder = ctx.folder.adapt_cache_dir if total > IN_MEMORY_BYTES else None
     train = CachedFeatures(shapes, counts[0], folder and folder / "train")
     val = kept or CachedFeatures(shapes, counts[1], folder and folder / "val")
     channels_last = ctx.recipe.model.channels_last

@@ -42,7 +42,7 @@ from fgvc.engine.feature_cache import (
 from fgvc.engine.freeze import plan_trainable
 
 if TYPE_CHECKING:
-    from fgvc.engine.stage import RunContext
+    from fgvc.engine.context import RunContext
 
 log = logging.getLogger(__name__)
 
@@ -138,7 +138,7 @@ def start_keeping(ctx: RunContext, eval_split: str, resolutions: list[int],
         log.info("kept activations: none (%s); the evaluation after adaptation runs the whole "
                  "network", reason)
         return None
-    folder = ctx.run_dir / "kept_activations" if total > IN_MEMORY_BYTES else None
+    folder = ctx.folder.kept_activations_dir if total > IN_MEMORY_BYTES else None
     views = {r: CachedFeatures(s, count, folder and folder / str(r)) for r, s in shapes.items()}
     log.info("kept activations: what enters %s at %s px for the %d %s images (%.1f MB %s), "
              "for the passes after adaptation", ", ".join(plan.module_paths),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -14,10 +14,12 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
-from fgvc.engine.device import autocast, channels_last_on
+from fgvc.engine.device import autocast
 from fgvc.engine.distributed import all_reduce_sum, gather_objects
 from fgvc.engine.losses import Objective
 from fgvc.engine.optim import set_lr
+from fgvc.engine.transfer import to_device
+from fgvc.errors import FgvcError
 from fgvc.inference.tta import Average, combine_crops
 from fgvc.progress import progress
 
@@ -59,45 +61,40 @@ class EpochProgress:
         return asdict(self)
 
 
-class NonFiniteLoss(RuntimeError):
+@dataclass
+class EpochOptions:
+    """How ``train_one_epoch`` trains: the same for every epoch of a stage, so a stage builds
+    it once; where an epoch starts (``step``, ``resume``) is passed with each call."""
+
+    lr_fn: Callable[[int], float]  # optimiser step -> learning rate
+    device: torch.device
+    objective: Objective = field(default_factory=Objective)  # cross-entropy by default
+    grad_clip: float | None = None
+    # N: the gradients of N consecutive batches, each loss divided by the number of batches in
+    # its group, make one optimiser step, so N batches of B equal one batch of N x B (without
+    # BatchNorm); ``step`` and the schedule count optimiser steps.
+    accumulate: int = 1
+    channels_last: bool = True
+    log_every: int = LOG_EVERY  # optimiser steps between host reads of the device sums
+    # After each optimiser step, in this order: ``on_step(step)`` (the EMA update), at each host
+    # read ``track(step, mean loss since the previous read, lr)`` (experiment tracking), then
+    # ``after_step(progress)`` (mid-epoch checkpoints, pre-emption), ``progress()`` giving the
+    # ``EpochProgress`` so far when it is needed.
+    on_step: Callable[[int], None] | None = None
+    track: Callable[[int, float, float], None] | None = None
+    after_step: Callable[[Callable[[], EpochProgress]], None] | None = None
+
+
+class NonFiniteLoss(FgvcError, RuntimeError):
     """The loss became NaN or infinite; the message names where and at which learning rate."""
 
 
-def _to_device(images: torch.Tensor | tuple, device: torch.device, channels_last: bool,
-               prepare: Callable | None = None):
-    """A batch (or a tuple of cached activations, see feature_cache.py) on the device;
-    ``prepare`` (the loader's ``device_transform``) turns uint8 images into model input there."""
-    if isinstance(images, tuple):
-        return tuple(_to_device(t, device, channels_last and t.ndim == 4) for t in images)
-    images = images.to(device, non_blocking=True)
-    if prepare is not None:
-        images = prepare(images)
-    if channels_last_on(device, channels_last):
-        images = images.contiguous(memory_format=torch.channels_last)
-    return images
-
-
-def train_one_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim.Optimizer, *,
-                    lr_fn: Callable[[int], float], step: int, device: torch.device,
-                    label_smoothing: float = 0.0, grad_clip: float | None = None,
-                    channels_last: bool = True, desc: str = "train",
-                    resume: EpochProgress | None = None,
-                    after_step: Callable[[Callable[[], EpochProgress]], None] | None = None,
-                    objective: Objective | None = None, accumulate: int = 1,
-                    on_step: Callable[[int], None] | None = None,
-                    track: Callable[[int, float, float], None] | None = None,
-                    log_every: int = LOG_EVERY) -> EpochResult:
-    """One pass over ``loader``; the caller sets the train/eval modes beforehand.
-
-    ``resume``: the progress of a partly done epoch (``loader`` then yields only the batches
-    left); ``after_step(progress)`` runs after every optimizer step (mid-epoch checkpoints,
-    pre-emption), ``progress()`` giving the ``EpochProgress`` so far when it is needed;
-    ``on_step(step)`` runs just before it (the EMA update); ``track(step, loss, lr)`` at each
-    host read of the sums (experiment tracking: the mean loss since the previous read).
-    ``accumulate`` N: the gradients of N consecutive batches, each loss divided by the number
-    of batches in its group, make one optimiser step, so N batches of B equal one batch of N x B
-    (without BatchNorm); ``step`` and the schedule count optimiser steps. ``objective``
-    defaults to cross-entropy with ``label_smoothing``.
+def train_one_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim.Optimizer,
+                    options: EpochOptions, *, step: int = 0, resume: EpochProgress | None = None,
+                    desc: str = "train") -> EpochResult:
+    """One pass over ``loader`` from optimiser step ``step``; the caller sets the train/eval
+    modes beforehand. ``resume``: the progress of a partly done epoch (``loader`` then yields
+    only the batches left).
 
     No host synchronisation per step: the loss sum, the correct count and the first non-finite
     loss (its step and value) accumulate on the device and are read once every ``log_every``
@@ -105,65 +102,41 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim
     ahead of the GPU. A non-finite loss therefore stops the epoch at the next read (before any
     checkpoint is written), naming the step where it happened.
     """
-    objective = objective or Objective(label_smoothing)
     done = resume or EpochProgress(step=step)
-    seen, bad, batches, checked = done.seen, done.bad, done.batches, step
-    last_seen, last_loss = done.seen, done.loss_sum  # at the last host read, for ``track``
-    # On the device: loss sum, correct count, first non-finite step (-1: none), its loss.
-    sums = torch.tensor([done.loss_sum, done.correct, -1.0, 0.0], dtype=torch.float64,
-                        device=device)
-    lr = lr_fn(step)
+    seen, bad, batches = done.seen, done.bad, done.batches
+    lr = options.lr_fn(step)
     start = time.perf_counter() - done.seconds
     total_batches, pending = batches + len(loader), False
     bar = progress(loader, desc=desc, unit="batch")
+    sums = _EpochSums(done, step, options, bar)
     prepare = getattr(loader, "device_transform", None)
     optimizer.zero_grad(set_to_none=True)
     for images, labels, _, n_bad in bar:
         bad += n_bad
         i, batches = batches, batches + 1
-        first = i - i % accumulate
-        group = min(accumulate, total_batches - first)
+        first = i - i % options.accumulate
+        group = min(options.accumulate, total_batches - first)
         closes_group = i == first + group - 1
         if len(labels):
-            images = _to_device(images, device, channels_last, prepare)
-            images, targets, labels = objective.prepare(images, labels.to(device, non_blocking=True))
-            with _gradient_sync(model, closes_group):
-                with autocast(device):
-                    logits = model(images)
-                loss = objective.loss(logits, targets)
-                (loss / group).backward()
+            loss, logits, labels = _forward_backward(model, images, labels, options, prepare,
+                                                     group, closes_group)
             pending = True
             seen += len(labels)
             bar.count_images(len(labels))
-            with torch.no_grad():
-                value = loss.detach().double()
-                bad_now = (sums[2] < 0) & ~torch.isfinite(value)
-                sums[:2] += torch.stack([value * len(labels),
-                                         (logits.argmax(1) == labels).sum().double()])
-                sums[2:] = torch.where(bad_now, torch.stack([torch.full_like(value, step), value]),
-                                       sums[2:])
+            sums.add(loss, logits, labels, step)
         if not (closes_group and pending):
             continue
-        lr = lr_fn(step)
-        set_lr(optimizer, lr)
-        if grad_clip is not None:
-            nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+        lr = options.lr_fn(step)
+        _optimizer_step(model, optimizer, lr, options.grad_clip)
         step, pending = step + 1, False
-        if on_step is not None:
-            on_step(step)
-        if step - checked >= log_every:
-            total, _ = _read_sums(sums, seen, bar, lr_fn, lr)
-            if track is not None and seen > last_seen:
-                track(step, (total - last_loss) / (seen - last_seen), lr)
-            last_seen, last_loss, checked = seen, total, step
-        if after_step is not None:
-            after_step(lambda b=batches, s=seen, n=bad, t=step, r=lr: EpochProgress(
-                b, *_read_sums(sums, s, bar, lr_fn), s, n, time.perf_counter() - start, t, r))
-    total_loss, correct = _read_sums(sums, seen, bar, lr_fn, lr)
-    if track is not None and seen > last_seen:
-        track(step, (total_loss - last_loss) / (seen - last_seen), lr)
+        if options.on_step is not None:
+            options.on_step(step)
+        if step - sums.checked >= options.log_every:
+            sums.report(step, seen, lr)
+        if options.after_step is not None:
+            options.after_step(lambda b=batches, s=seen, n=bad, t=step, r=lr: EpochProgress(
+                b, *sums.read(s), s, n, time.perf_counter() - start, t, r))
+    total_loss, correct = sums.report(step, seen, lr)
     seconds = time.perf_counter() - start
     total_loss, correct, seen, bad, pace = all_reduce_sum(
         [total_loss, correct, seen, bad, bar.images_per_second()])
@@ -173,26 +146,81 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim
         images_per_second=pace)
 
 
+def _forward_backward(model: nn.Module, images, labels: torch.Tensor, options: EpochOptions,
+                      prepare: Callable | None, group: int, closes_group: bool):
+    """``(loss, logits, labels)`` of one batch, its gradients added to the group's (each loss
+    divided by the ``group``'s number of batches, so the group averages like one batch)."""
+    images = to_device(images, options.device, options.channels_last, prepare)
+    images, targets, labels = options.objective.prepare(
+        images, labels.to(options.device, non_blocking=True))
+    with _gradient_sync(model, closes_group):
+        with autocast(options.device):
+            logits = model(images)
+        loss = options.objective.loss(logits, targets)
+        (loss / group).backward()
+    return loss, logits, labels
+
+
+def _optimizer_step(model: nn.Module, optimizer: torch.optim.Optimizer, lr: float,
+                    grad_clip: float | None) -> None:
+    set_lr(optimizer, lr)
+    if grad_clip is not None:
+        nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+
+
 def _gradient_sync(model: nn.Module, sync: bool) -> contextlib.AbstractContextManager:
     """DistributedDataParallel averages gradients only on the batch that closes a group."""
     no_sync = getattr(model, "no_sync", None)
     return contextlib.nullcontext() if sync or no_sync is None else no_sync()
 
 
-def _read_sums(sums: torch.Tensor, seen: int, bar, lr_fn: Callable[[int], float],
-               lr: float | None = None) -> tuple[float, int]:
-    """The one host read of the device sums: raise on a non-finite loss (naming its step and
-    learning rate), update the progress bar, return (loss sum, correct count)."""
-    total_loss, correct, bad_step, bad_loss = sums.tolist()
-    if bad_step >= 0:
-        step = int(bad_step)
-        raise NonFiniteLoss(f"loss is {bad_loss} at step {step} (learning rate "
-                            f"{lr_fn(step):.4g}); stopped, the last checkpoint is kept: lower "
-                            "the learning rate, add warm-up or set grad_clip")
-    if seen:
-        bar.set_postfix(loss=f"{total_loss / seen:.3f}",
-                        **({"lr": f"{lr:.2e}"} if lr is not None else {}))
-    return total_loss, int(correct)
+class _EpochSums:
+    """An epoch's loss sum, correct count and first non-finite loss, kept on the device so a
+    step needs no host synchronisation; read on the host only when ``report`` or ``read`` is
+    called."""
+
+    def __init__(self, done: EpochProgress, step: int, options: EpochOptions, bar) -> None:
+        # Loss sum, correct count, first non-finite step (-1: none), its loss.
+        self.values = torch.tensor([done.loss_sum, done.correct, -1.0, 0.0], dtype=torch.float64,
+                                   device=options.device)
+        self.options, self.bar = options, bar
+        # At the last report: images seen, loss sum (``track`` gets the mean since), step.
+        self.last_seen, self.last_loss, self.checked = done.seen, done.loss_sum, step
+
+    @torch.no_grad()
+    def add(self, loss: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor,
+            step: int) -> None:
+        sums = self.values
+        value = loss.detach().double()
+        bad_now = (sums[2] < 0) & ~torch.isfinite(value)
+        sums[:2] += torch.stack([value * len(labels), (logits.argmax(1) == labels).sum().double()])
+        sums[2:] = torch.where(bad_now, torch.stack([torch.full_like(value, step), value]),
+                               sums[2:])
+
+    def report(self, step: int, seen: int, lr: float) -> tuple[float, int]:
+        """``read``, then the mean loss since the previous report to ``options.track``."""
+        total, correct = self.read(seen, lr)
+        track = self.options.track
+        if track is not None and seen > self.last_seen:
+            track(step, (total - self.last_loss) / (seen - self.last_seen), lr)
+        self.last_seen, self.last_loss, self.checked = seen, total, step
+        return total, correct
+
+    def read(self, seen: int, lr: float | None = None) -> tuple[float, int]:
+        """The one host read of the device sums: raise on a non-finite loss (naming its step and
+        learning rate), update the progress bar, return (loss sum, correct count)."""
+        total_loss, correct, bad_step, bad_loss = self.values.tolist()
+        if bad_step >= 0:
+            step = int(bad_step)
+            raise NonFiniteLoss(f"loss is {bad_loss} at step {step} (learning rate "
+                                f"{self.options.lr_fn(step):.4g}); stopped, the last checkpoint "
+                                "is kept: lower the learning rate, add warm-up or set grad_clip")
+        if seen:
+            self.bar.set_postfix(loss=f"{total_loss / seen:.3f}",
+                                 **({"lr": f"{lr:.2e}"} if lr is not None else {}))
+        return total_loss, int(correct)
 
 
 def network_inputs(images, n_images: int) -> int:
@@ -217,7 +245,7 @@ def _forward_probs(model: Callable, images, device: torch.device, average: Avera
         crops = images.shape[1]
         images = images.flatten(0, 1)
     with autocast(device):
-        logits = model(_to_device(images, device, channels_last, prepare))
+        logits = model(to_device(images, device, channels_last, prepare))
     return combine_crops(logits.float().view(n_images, crops, -1).cpu(), average)
 
 

@@ -15,7 +15,7 @@ The passes mirror what run_recipe (workflows/pipeline.py) and run_stage do, with
 Where a saving may not happen (e.g. activations over ``adapt_cache_gb``), the estimate is
 optimistic by that pass; where a label-free method is used, its forward passes are counted.
 Not priced: the activation statistics at the end of a run with an adapt stage
-(analysis/activations.py: 128 images per resolution, before and after adaptation) and the
+(workflows/activations.py: 128 images per resolution, before and after adaptation) and the
 report, steps of the workflow above this module.
 """
 
@@ -30,7 +30,7 @@ from fgvc.progress import Work
 from fgvc.recipes.recipe import StageConfig
 
 if TYPE_CHECKING:
-    from fgvc.engine.stage import RunContext
+    from fgvc.engine.context import RunContext
 
 
 def _validations(stage: StageConfig, after_epoch: int) -> int:

@@ -30,8 +30,8 @@ import numpy as np
 import torch
 from torch.multiprocessing.reductions import StorageWeakRef
 from torch.utils.data import default_collate, get_worker_info
-from torch.utils.data.dataloader import _MultiProcessingDataLoaderIter
 
+from fgvc import torch_compat
 from fgvc.datasets.images import collate_skipping_bad
 
 
@@ -51,9 +51,7 @@ class SharedBatch:
 
     def pin_memory(self, device=None):
         """The pin-memory thread's copy is the copy out of the buffers."""
-        from torch.utils.data._utils.pin_memory import pin_memory
-
-        return pin_memory(self.data, device)
+        return torch_compat.pin_memory(self.data, device)
 
 
 class ReusedBufferCollate:
@@ -98,10 +96,17 @@ class ReusedBufferCollate:
 COPIES_KEPT = 12
 
 
-class SharedBatchIter(_MultiProcessingDataLoaderIter):
+def supported() -> bool:
+    """Whether this torch has the private loader hook ``SharedBatchIter`` overrides
+    (``fgvc/torch_compat.py``); where not, the loaders collate as torch does (one warning)."""
+    return torch_compat.shared_batches_supported()
+
+
+class SharedBatchIter(torch_compat.loader_iter_base()):
     """Copies each ``SharedBatch`` out of its buffers as it is received, before the loader
     hands out the next task, into memory it reuses (``ReusedCopies``), and keeps the last
-    buffers received mapped."""
+    buffers received mapped. Its base is torch's private ``_MultiProcessingDataLoaderIter``
+    (``torch_compat``); built only where ``supported()``."""
 
     def __init__(self, loader):
         if not getattr(loader, "in_order", True):  # older torch always loads in order

@@ -26,7 +26,8 @@ from fgvc.datasets.decode import (
     open_rgb,
     to_rgb8,
 )
-from fgvc.engine.atomic import atomic_open, cause
+from fgvc.errors import FgvcError
+from fgvc.io.atomic import atomic_open, cause
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 GLOB_CHARACTERS = frozenset("*?[")
@@ -34,7 +35,7 @@ SHOWN_FAILURES = 5  # unreadable files named in the message; the rest are counte
 STDOUT = "-"
 
 
-class ImageFilesError(ValueError):
+class ImageFilesError(FgvcError, ValueError):
     """Image inputs that name nothing usable, or an output that would replace a file."""
 
 

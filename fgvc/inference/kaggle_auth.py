@@ -22,12 +22,14 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from fgvc.errors import FgvcError
+
 HOW = ("set KAGGLE_API_TOKEN to a token from https://www.kaggle.com/settings/api or save it in "
        "~/.kaggle/access_token; legacy keys: KAGGLE_USERNAME and KAGGLE_KEY, or "
        "~/.kaggle/kaggle.json")
 
 
-class CredentialsError(RuntimeError):
+class CredentialsError(FgvcError, RuntimeError):
     """No usable Kaggle credentials; the message names the case and how to fix it."""
 
 

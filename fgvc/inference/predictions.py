@@ -27,6 +27,9 @@ from typing import Any
 
 import numpy as np
 
+from fgvc.errors import FgvcError
+from fgvc.runfolder import RunFolder
+
 LAYOUT_VERSION = 1
 PROBS, TOP_INDICES, TOP_SCORES = "probs.npy", "top_indices.npy", "top_scores.npy"
 IDS, CLASS_IDS, META = "ids.npy", "class_ids.npy", "meta.json"
@@ -34,7 +37,7 @@ LEGACY_SUFFIX = ".npz"
 CHUNK_ELEMENTS = 1 << 20  # values per streamed block: 4 MB in float32, whatever the class count
 
 
-class PredictionsError(ValueError):
+class PredictionsError(FgvcError, ValueError):
     """A predictions file that is missing, malformed, or lacks what is asked of it."""
 
 
@@ -230,7 +233,8 @@ def check_output_path(path: Path) -> None:
 
 def find_predictions(run_dir: Path) -> Path | None:
     """A run's predictions: the directory ``predictions/``, or an earlier run's ``.npz``."""
-    for candidate in (run_dir / "predictions", run_dir / f"predictions{LEGACY_SUFFIX}"):
+    folder = RunFolder(run_dir)
+    for candidate in (folder.predictions_dir, folder.legacy_predictions_path):
         if candidate.exists():
             return candidate
     return None

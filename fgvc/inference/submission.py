@@ -4,36 +4,19 @@ clobbered; and `fgvc submit` through the kaggle package, imported only when subm
 from __future__ import annotations
 
 import csv
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from fgvc.engine.atomic import atomic_open, temp_path
+from fgvc.errors import FgvcError
+from fgvc.io.atomic import atomic_open, temp_path
+from fgvc.recipes.formats import FORMATS
 
 if TYPE_CHECKING:  # numpy stays out of `fgvc --help` and `fgvc submit`
     from fgvc.inference.predictions import Predictions
 
 
-class SubmissionError(RuntimeError):
+class SubmissionError(FgvcError, RuntimeError):
     """A submission would be invalid, would overwrite a file, or could not be sent."""
-
-
-@dataclass(frozen=True)
-class SubmissionFormat:
-    """A competition's CSV: its header and how many category ids each row lists (best first)."""
-
-    header: tuple[str, str]
-    top_k: int
-    competition: str | None = None  # the Kaggle slug, for `fgvc submit`
-
-
-FORMATS: dict[str, SubmissionFormat] = {
-    "generic": SubmissionFormat(("id", "predicted"), 1),
-    "inaturalist2017": SubmissionFormat(("id", "predicted"), 5, "inaturalist-challenge-at-fgvc-2017"),
-    "inaturalist2018": SubmissionFormat(("id", "predicted"), 3, "inaturalist-2018"),
-    "inaturalist2019": SubmissionFormat(("id", "predicted"), 1, "inaturalist-2019-fgvc6"),
-    "herbarium2019": SubmissionFormat(("Id", "Category"), 1, "herbarium-2019-fgvc6"),
-}
 
 
 def check_writable(path: Path, force: bool) -> None:

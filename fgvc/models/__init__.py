@@ -14,7 +14,7 @@ _HOMES = {
     "WeightsError": "fgvc.models.weights",
     "create_model": "fgvc.models.factory",
     "data_config": "fgvc.models.factory",
-    "is_known_arch": "fgvc.models.factory",
+    "is_known_arch": "fgvc.models.names",
     "load_weights": "fgvc.models.weights",
     "resolve_groups": "fgvc.models.groups",
 }

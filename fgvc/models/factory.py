@@ -14,59 +14,18 @@ import warnings
 
 import timm
 import torch.nn as nn
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
 from fgvc.models import zoo  # noqa: F401  (registers fgvc's own architectures with timm)
+from fgvc.models.config import ModelConfig
+from fgvc.models.names import CADENE_PREFIX, HF_PREFIX
 from fgvc.models.weights import WeightsError, load_weights
-from fgvc.recipes.recipe import ModelConfig
 from fgvc.transforms import DataConfig
 
-CADENE_PREFIX = "pretrainedmodels:"
-HF_PREFIX = "hf-hub:"
 PAPER_CROP_PCT = 224 / 256
 # Constructor keywords that make a timm model run at any input size; dropped one by one for
 # families whose constructors do not take them (CNNs run at any size already).
 ANY_SIZE_KWARGS = ("dynamic_img_size", "img_size")
-
-
-def is_known_arch(name: str) -> bool:
-    return arch_problem(name) is None
-
-
-def arch_problem(name: str) -> str | None:
-    """None for a usable name; otherwise why not, in one line."""
-    if name.startswith(CADENE_PREFIX):
-        if name[len(CADENE_PREFIX):] in _cadene_names():
-            return None
-        return f"unknown Cadene model {name!r}"
-    if name.startswith(HF_PREFIX):
-        repo = name[len(HF_PREFIX):]
-        if repo.count("/") == 1 and all(repo.split("/")):
-            return None
-        return f"{name!r} is not of the form hf-hub:<organisation>/<repository>"
-    if not timm.is_model(name):
-        return f"unknown model {name!r}"
-    if "." in name:
-        try:
-            timm.models.get_pretrained_cfg(name)
-        except RuntimeError:
-            arch = name.split(".")[0]
-            tags = [t.split(".", 1)[1] for t in timm.list_pretrained(arch + ".*")]
-            return (f"{arch!r} has no pretrained tag {name.split('.', 1)[1]!r} (tags: "
-                    f"{', '.join(tags) or 'none'})")
-    return None
-
-
-def known_arch_names() -> list[str]:
-    """Every name ``model.arch`` accepts, for "did you mean" on a misspelt one."""
-    return list(timm.list_models()) + [CADENE_PREFIX + n for n in _cadene_names()]
-
-
-def _cadene_names() -> list[str]:
-    try:
-        import pretrainedmodels
-    except ImportError:
-        return []
-    return list(pretrainedmodels.model_names)
 
 
 def create_model(cfg: ModelConfig, num_classes: int, **arch_kwargs) -> nn.Module:
@@ -159,8 +118,8 @@ def _create_cadene(cfg: ModelConfig, num_classes: int) -> nn.Module:
             f"{settings.get('url', 'the checkpoint')} elsewhere and set model.weights to its path."
         ) from None
     model.pretrained_cfg = {
-        "mean": tuple(settings.get("mean", (0.485, 0.456, 0.406))),
-        "std": tuple(settings.get("std", (0.229, 0.224, 0.225))),
+        "mean": tuple(settings.get("mean", IMAGENET_DEFAULT_MEAN)),
+        "std": tuple(settings.get("std", IMAGENET_DEFAULT_STD)),
         "input_size": tuple(settings.get("input_size", (3, 224, 224))),
         "interpolation": "bilinear",
         "input_range": tuple(settings.get("input_range", (0, 1))),

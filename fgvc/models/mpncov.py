@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.models import register_model
 from timm.models.resnet import Bottleneck, ResNet
 
@@ -131,7 +132,7 @@ def _mpncov(depth: int, pretrained: bool, **kwargs) -> MPNCovResNet:
         if missing:
             raise RuntimeError(f"resnet{depth} ImageNet weights lack {missing[:3]}")
     model.pretrained_cfg = {"input_size": (3, 448, 448), "interpolation": "bilinear",
-                            "mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225),
+                            "mean": IMAGENET_DEFAULT_MEAN, "std": IMAGENET_DEFAULT_STD,
                             "crop_pct": 0.875, "classifier": "fc"}
     return model
 

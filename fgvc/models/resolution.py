@@ -16,18 +16,19 @@ import torch
 import torch.nn as nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from fgvc.recipes.recipe import ModelConfig
+from fgvc.errors import FgvcError
+from fgvc.models.config import ModelConfig
 
 # Grids tried around a failing size for the "nearest sizes that work" hint: patch sizes and
 # total strides.
 _GRIDS = (8, 14, 16, 32)
 
 
-class ResolutionError(ValueError):
+class ResolutionError(FgvcError, ValueError):
     """The model cannot run at a requested input size; the message says why and what would."""
 
 
-class ModelBuildError(ValueError):
+class ModelBuildError(FgvcError, ValueError):
     """The architecture cannot be built with fgvc's settings; the message says why."""
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 from functools import partial
 
 import torch.nn as nn
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.layers import HybridEmbed
 from timm.models import register_model
 from timm.models.resnet import Bottleneck, ResNet
@@ -40,7 +41,7 @@ def resnext101_32x48d(pretrained: bool = False, **kwargs) -> ResNet:
     kwargs = {k: v for k, v in kwargs.items() if k not in TIMM_FACTORY_ONLY}
     model = ResNet(Bottleneck, [3, 4, 23, 3], cardinality=32, base_width=48, **kwargs)
     model.pretrained_cfg = {"input_size": (3, 224, 224), "interpolation": "bilinear",
-                            "mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225),
+                            "mean": IMAGENET_DEFAULT_MEAN, "std": IMAGENET_DEFAULT_STD,
                             "crop_pct": 0.875, "classifier": "fc"}
     return model
 
@@ -57,7 +58,7 @@ def vit_fgvc_tiny_patch8(pretrained: bool = False, **kwargs) -> VisionTransforme
                 global_pool="avg", class_token=False)
     model = VisionTransformer(**{**args, **kwargs})
     model.pretrained_cfg = {"input_size": (3, 64, 64), "interpolation": "bilinear",
-                            "mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225),
+                            "mean": IMAGENET_DEFAULT_MEAN, "std": IMAGENET_DEFAULT_STD,
                             "crop_pct": 0.875, "classifier": "head"}
     return model
 
@@ -89,6 +90,6 @@ def vit_fgvc_tiny_convstem(pretrained: bool = False, **kwargs) -> VisionTransfor
                                     feature_ratio=8))
     model = VisionTransformer(**{**args, **kwargs})
     model.pretrained_cfg = {"input_size": (3, 64, 64), "interpolation": "bilinear",
-                            "mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225),
+                            "mean": IMAGENET_DEFAULT_MEAN, "std": IMAGENET_DEFAULT_STD,
                             "crop_pct": 0.875, "classifier": "head"}
     return model

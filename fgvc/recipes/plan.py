@@ -17,7 +17,7 @@ import torch
 
 from fgvc.datasets import registry
 from fgvc.engine.freeze import apply_requires_grad, count_parameters, plan_trainable
-from fgvc.recipes.recipe import EnsembleRecipe, Recipe
+from fgvc.recipes.recipe import EnsembleRecipe, Recipe, load_member
 from fgvc.recipes.training import adapt_warnings, describe_training_options
 
 
@@ -65,8 +65,7 @@ def _dataset_text(recipe: Recipe, known: int | None, read_data: bool = True
                 [f"dataset.root: {root} does not exist; put the {ds.name} data there or set "
                  f"dataset.root (`fgvc datasets card {ds.name}` says where to get it and the "
                  "layout; `fgvc validate --no-data` checks the recipe alone)"])
-    from fgvc.recipes.splits import split_problems
-    from fgvc.workflows.pipeline import load_recipe_dataset
+    from fgvc.recipes.splits import load_recipe_dataset, split_problems
 
     try:
         index = load_recipe_dataset(recipe)
@@ -246,8 +245,6 @@ def resolution_warnings(recipe: Recipe, grid: int = 32) -> list[str]:
 
 def describe_ensemble(recipe: EnsembleRecipe, source: Path | None = None) -> str:
     """The members (each member recipe validated with its overrides) and the outputs."""
-    from fgvc.workflows.ensemble_run import load_member
-
     lines = [f"ensemble {recipe.name!r} of {len(recipe.members)} member(s), combined by "
              f"{recipe.combine} -> {resolved(recipe.run_dir)}/predictions/"]
     for i, member in enumerate(recipe.members, start=1):

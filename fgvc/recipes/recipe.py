@@ -14,6 +14,8 @@ from typing import Any, Literal
 
 import yaml
 
+from fgvc.models.config import ModelConfig
+from fgvc.recipes.formats import FORMATS
 from fgvc.recipes.limits import MAX_DEPTH
 from fgvc.recipes.presets import apply_presets, check_adapt_method, check_frechet_reference
 from fgvc.recipes.schema import SchemaError, build, describe, nesting_depth, read_yaml, to_plain
@@ -217,55 +219,6 @@ class DatasetConfig:
         return out
 
 
-@dataclass
-class ModelConfig:
-    """Architecture and weights; data settings come from the model unless overridden here."""
-
-    arch: str
-    pretrained: Literal["none", "imagenet"] = "none"
-    weights: str | None = None
-    drop_rate: float = 0.0
-    mean: list[float] | None = None
-    std: list[float] | None = None
-    interpolation: Literal["bilinear", "bicubic", "nearest"] | None = None
-    crop_pct: float | None = None
-    img_size: int | None = None
-    channels_last: bool = True
-    compile: bool = False  # torch.compile of the train and eval forward; eager where unsupported
-
-    def check(self) -> list[tuple[str, str]]:
-        from fgvc.models.catalog import is_listed  # a catalogued name is checked without timm
-
-        out = []
-        problem = None
-        if not is_listed(self.arch):
-            from fgvc.models.factory import arch_problem
-
-            problem = arch_problem(self.arch)
-        if problem is not None:
-            if problem.startswith("unknown model"):
-                from fgvc.models.factory import known_arch_names
-
-                problem += did_you_mean(self.arch, known_arch_names())
-            out.append(("arch", f"{problem} (a timm name such as 'resnet50', 'arch.tag', "
-                        "'hf-hub:org/repo', or 'pretrainedmodels:<name>'; see `fgvc models list`)"))
-        for key in ("mean", "std"):
-            value = getattr(self, key)
-            if value is not None and len(value) != 3:
-                out.append((key, f"must hold 3 numbers (R, G, B), got {value!r}"))
-        if self.std is not None and any(s <= 0 for s in self.std):
-            out.append(("std", f"must be > 0, got {self.std!r}"))
-        if self.crop_pct is not None and not 0 < self.crop_pct <= 1:
-            out.append(("crop_pct", f"must be in (0, 1], got {self.crop_pct!r}"))
-        if not 0 <= self.drop_rate < 1:
-            out.append(("drop_rate", f"must be in [0, 1), got {self.drop_rate!r}"))
-        if self.img_size is not None and self.img_size <= 0:
-            out.append(("img_size", f"must be a positive number of pixels, got {self.img_size!r}"))
-        if self.pretrained != "none" and self.weights:
-            out.append(("weights", "give either pretrained: imagenet or a weights file, not both"))
-        return out
-
-
 CropModeName = Literal["center", "center_flip", "ten_crop"]
 AverageName = Literal["probs", "logits"]
 
@@ -335,8 +288,6 @@ def _check_kept_top_k(predict: PredictConfig | None, submission: SubmissionConfi
     """A submission cannot list more classes per image than the predictions keep."""
     if predict is None or submission is None or not predict.keep_top_k or predict.keep_top_k < 1:
         return []
-    from fgvc.inference.submission import FORMATS
-
     want = submission.top_k or FORMATS[submission.format].top_k
     if want > predict.keep_top_k:
         return [("predict.keep_top_k", f"keeps {predict.keep_top_k} classes per image, but the "
@@ -552,6 +503,23 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe 
     data = read_yaml(text, str(path))
     data = apply_overrides(data, overrides or [], source=str(path))
     return parse_recipe(data, str(path))
+
+
+def member_recipe_path(member: EnsembleMember, source: Path | None) -> Path:
+    """Relative to the working directory, like every path in a recipe (see fgvc/recipes/plan.py)."""
+    return Path(member.recipe)
+
+
+def load_member(recipe: EnsembleRecipe, member: EnsembleMember, source: Path | None) -> Recipe:
+    """An ensemble member's run recipe, with the ensemble's and the member's overrides."""
+    member_recipe = load_recipe(member_recipe_path(member, source),
+                                recipe.member_overrides + member.overrides)
+    if not isinstance(member_recipe, Recipe):
+        raise ValueError(f"member {member.recipe}: an ensemble's members are run recipes, not "
+                         "ensembles")
+    if member_recipe.predict is None:
+        raise ValueError(f"member {member.recipe}: has no predict section, so no predictions")
+    return member_recipe
 
 
 def apply_overrides(data: Any, overrides: list[str], source: str | None = None) -> Any:

@@ -14,11 +14,12 @@ import types
 import unicodedata
 from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
+from fgvc.errors import FgvcError
 from fgvc.recipes.limits import MAX_DEPTH, Bounds, bounds_for
 from fgvc.suggest import did_you_mean
 
 
-class SchemaError(ValueError):
+class SchemaError(FgvcError, ValueError):
     """Raised with every problem found, one ``path: message`` per line."""
 
     def __init__(self, problems: list[str], source: str | None = None):

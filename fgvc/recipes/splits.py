@@ -1,5 +1,7 @@
 """Which splits a recipe needs, checked against what a dataset holds: one list of problems that
-``fgvc run`` refuses on (fgvc/workflows/pipeline.py) and ``fgvc validate`` lists (plan.py).
+``fgvc run`` refuses on (fgvc/workflows/pipeline.py) and ``fgvc validate`` lists (plan.py);
+and the recipe's dataset as every command reads it, holdout split carved out
+(``load_recipe_dataset``).
 
 Each problem names the recipe field, the split, what the dataset has, and the exact field
 (and ``--set``) that fixes it, so one pass through the messages fixes the recipe. No torch.
@@ -9,14 +11,23 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from fgvc.datasets.base import HOLDOUT_SPLIT
+from fgvc.datasets.base import HOLDOUT_SPLIT, DatasetIndex, with_holdout
+from fgvc.datasets.registry import load_dataset
 from fgvc.suggest import did_you_mean
 
 if TYPE_CHECKING:
-    from fgvc.datasets.base import DatasetIndex
     from fgvc.recipes.recipe import Recipe
 
 DEFAULT_HOLDOUT = 0.1
+
+
+def load_recipe_dataset(recipe: Recipe) -> DatasetIndex:
+    """The recipe's dataset, with its holdout split carved out when it asks for one."""
+    ds = recipe.dataset
+    index = load_dataset(ds.name, ds.root, ds.options, integrity=ds.integrity)
+    if ds.holdout > 0:
+        index = with_holdout(index, ds.train_split, ds.holdout, recipe.seed)
+    return index
 
 
 def _labelled(index: DatasetIndex) -> list[str]:
@@ -75,7 +86,7 @@ def split_problems(recipe: Recipe, index: DatasetIndex) -> list[str]:
     """Every split the recipe names that the dataset lacks (or that lacks the labels the
     recipe needs), each with the field that fixes it; empty when ``fgvc run`` can start.
     ``index`` is the dataset as the run reads it, holdout split included
-    (``pipeline.load_recipe_dataset``)."""
+    (``load_recipe_dataset``)."""
     ds = recipe.dataset
     out = []
     fixes = {"dataset.train_split": _train_fix(index), "dataset.val_split": _val_fix(recipe, index),

@@ -1,16 +1,14 @@
 """The training options a timm user expects, as recipe sections: weight EMA, mixup/cutmix,
 the epoch sampler and class weights in the loss (``stages[]``), and their one-line summary for
 ``fgvc validate``. Kept apart from ``recipe.py`` so the schema of these knobs lives in one place.
+The functions take a ``recipe.StageConfig``, named in words: recipe.py imports this module.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
-
-if TYPE_CHECKING:
-    from fgvc.recipes.recipe import StageConfig
+from typing import Literal
 
 # timm's auto-augment strings: RandAugment ("rand-m9-mstd0.5-inc1"; "rand-...-tweights" etc.,
 # TrivialAugment is RandAugment with "-n1-mstd101"), AugMix ("augmix-m5-w4-d2") and AutoAugment
@@ -89,7 +87,7 @@ class LossConfig:
     class_weights: Literal["none", "inverse_sqrt", "inverse"] = "none"
 
 
-def check_training_options(stage: StageConfig) -> list[tuple[str, str]]:
+def check_training_options(stage) -> list[tuple[str, str]]:
     """Checks that involve more than one field of a stage."""
     out = []
     if stage.name == "adapt" and stage.mixup is not None:
@@ -113,7 +111,7 @@ def check_training_options(stage: StageConfig) -> list[tuple[str, str]]:
     return out
 
 
-def adapt_warnings(stage: StageConfig) -> list[str]:
+def adapt_warnings(stage) -> list[str]:
     """Allowed but against FixRes: said once in the log and in ``fgvc validate``."""
     if stage.name != "adapt":
         return []
@@ -126,7 +124,7 @@ def adapt_warnings(stage: StageConfig) -> list[str]:
     return out
 
 
-def describe_training_options(stage: StageConfig) -> list[str]:
+def describe_training_options(stage) -> list[str]:
     """The non-default training options of a stage, in words (empty when all are defaults)."""
     out = []
     if stage.ema is not None:

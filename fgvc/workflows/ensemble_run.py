@@ -6,31 +6,15 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from fgvc.engine.atomic import atomic_write
 from fgvc.engine.distributed import current
 from fgvc.inference.ensemble import combine, load_members
 from fgvc.inference.predictions import Predictions, find_predictions
 from fgvc.inference.submission import check_writable, write_submission
-from fgvc.recipes.recipe import EnsembleMember, EnsembleRecipe, Recipe, load_recipe
+from fgvc.io.atomic import atomic_write
+from fgvc.recipes.recipe import EnsembleMember, EnsembleRecipe, load_member
 from fgvc.runfolder import RunFolder
 
 log = logging.getLogger(__name__)
-
-
-def member_recipe_path(member: EnsembleMember, source: Path | None) -> Path:
-    """Relative to the working directory, like every path in a recipe (see fgvc/recipes/plan.py)."""
-    return Path(member.recipe)
-
-
-def load_member(recipe: EnsembleRecipe, member: EnsembleMember, source: Path | None) -> Recipe:
-    member_recipe = load_recipe(member_recipe_path(member, source),
-                                recipe.member_overrides + member.overrides)
-    if not isinstance(member_recipe, Recipe):
-        raise ValueError(f"member {member.recipe}: an ensemble's members are run recipes, not "
-                         "ensembles")
-    if member_recipe.predict is None:
-        raise ValueError(f"member {member.recipe}: has no predict section, so no predictions")
-    return member_recipe
 
 
 def member_predictions(recipe: EnsembleRecipe, member: EnsembleMember, source: Path | None

@@ -124,7 +124,7 @@ def _check_arch(arch: str) -> None:
 def _weights_source(arch: str) -> tuple[str, str] | None:
     """Where ``pretrained: imagenet`` would fetch the weights from: ("hf-hub", repo) or
     ("url", address); None when timm knows no weights for the name."""
-    from fgvc.models.factory import CADENE_PREFIX, HF_PREFIX
+    from fgvc.models.names import CADENE_PREFIX, HF_PREFIX
 
     if arch.startswith(HF_PREFIX):
         return "hf-hub", arch[len(HF_PREFIX):]

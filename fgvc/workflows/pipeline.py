@@ -19,13 +19,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fgvc.analysis import activations
 from fgvc.analysis.statistics import add_adaptation_tests, summarise_accuracy
-from fgvc.datasets import DatasetIndex, load_dataset
-from fgvc.datasets.base import with_holdout
+from fgvc.datasets import DatasetIndex
 from fgvc.engine.adapt_methods import load_model_state
-from fgvc.engine.atomic import remove_stale_temps
 from fgvc.engine.checkpoint import load_checkpoint
+from fgvc.engine.context import RunContext
 from fgvc.engine.device import (
     channels_last_on,
     pick_device,
@@ -46,17 +44,19 @@ from fgvc.engine.kept_activations import start_keeping
 from fgvc.engine.loop import evaluate, predict_probabilities
 from fgvc.engine.preemption import handle_signals
 from fgvc.engine.seeding import seed_everything
-from fgvc.engine.stage import RunContext, run_stage
+from fgvc.engine.stage import run_stage
 from fgvc.inference.predictions import Predictions, check_output_path
 from fgvc.inference.submission import SubmissionError, check_writable, write_submission
+from fgvc.io.atomic import remove_stale_temps
 from fgvc.logs import open_run_file, run_logged
 from fgvc.models import create_model, data_config
 from fgvc.recipes.recipe import InferenceConfig, Recipe
+from fgvc.recipes.splits import load_recipe_dataset
 from fgvc.report import write_report
 from fgvc.runfolder import RunFolder
 from fgvc.tracking import open_tracker
+from fgvc.workflows import activations
 from fgvc.workflows.resume import check_resume, record_changes
-from fgvc.workflows.runlock import FolderLock
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +79,7 @@ def choose_run_dir(recipe: Recipe, resume: bool, force: bool) -> Path:
         log.info("--resume: no earlier run of %r under %s, starting one", recipe.name,
                  base.parent)
     if force:
-        with FolderLock(base) if base.is_dir() else ExitStack():  # never under a live run
+        with RunFolder(base).lock() if base.is_dir() else ExitStack():  # never under a live run
             shutil.rmtree(base, ignore_errors=True)
         return base
     number = max(numbered, default=1) + 1 if taken else 1
@@ -236,8 +236,9 @@ def run_recipe(recipe: Recipe, *, resume: bool = False, force: bool = False,
             model = model.to(memory_format=torch.channels_last)
         ctx = RunContext(recipe, run_dir, index, model, data_config(model, recipe.model), device)
         if env.is_main:
-            ctx.tracker = tracker = open_tracker(recipe.tracking, run_dir.name, run_dir,
-                                                 recipe.to_dict())
+            ctx.tracker = tracker = open_tracker(
+                recipe.tracking, run_dir.name, run_dir, recipe.to_dict(),
+                tensorboard_dir=RunFolder(run_dir).tensorboard_dir)
         trainable, selected = {}, {}
         for stage in recipe.stages:
             trainable[stage.name] = _describe_trainable(model, stage.trainable)
@@ -301,7 +302,7 @@ def _claim_run_dir(recipe: Recipe, run_dir: Path, resuming: bool, held: ExitStac
         except FileExistsError:
             run_dir = choose_run_dir(recipe, resume=False, force=False)
     run_dir.mkdir(parents=True, exist_ok=True)
-    held.enter_context(FolderLock(run_dir))
+    held.enter_context(RunFolder(run_dir).lock())
     for path in remove_stale_temps(run_dir):
         log.info("removed %s, left by an interrupted write", path)
     return run_dir
@@ -418,15 +419,6 @@ def final_top1(recipe: Recipe, evaluation: dict) -> dict | None:
             "images": entry.get("images"), "phase": phase}
 
 
-def load_recipe_dataset(recipe: Recipe) -> DatasetIndex:
-    """The recipe's dataset, with its holdout split carved out when it asks for one."""
-    ds = recipe.dataset
-    index = load_dataset(ds.name, ds.root, ds.options, integrity=ds.integrity)
-    if ds.holdout > 0:
-        index = with_holdout(index, ds.train_split, ds.holdout, recipe.seed)
-    return index
-
-
 def _check_splits(recipe: Recipe, index: DatasetIndex) -> None:
     """Fail before any training if a split the recipe needs is absent or unlabelled; the
     message names the field that fixes it (fgvc/recipes/splits.py, shared with validate)."""
@@ -457,7 +449,7 @@ def predict_run(run_dir: Path, overrides: list[str], out: Path | None = None,
     weights = folder.final_weights(recipe)
     cfg = recipe.predict
     resolutions = cfg.resolutions or [recipe.final_resolution]
-    out = out or run_dir / f"predictions-{cfg.split}-{cfg.crops}-{'-'.join(map(str, resolutions))}"
+    out = out or folder.predictions_for(cfg.split, cfg.crops, resolutions)
     device, env = _device_and_processes(recipe)
     if env.is_main:
         check_output_path(out)

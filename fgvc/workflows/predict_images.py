@@ -18,7 +18,6 @@ from fgvc.inference.predictions import top_k_block
 from fgvc.runfolder import RunFolder
 
 DEFAULT_TOP_K = 5
-DEFAULT_CSV = "predictions-images.csv"  # inside the run folder, beside its split predictions
 
 
 @dataclass
@@ -48,7 +47,7 @@ def predict_image_files(run_dir: str | Path, specs: list[str], *, out: str | Pat
     recipe = folder.read_recipe()
     folder.final_weights(recipe)  # an unfinished run is refused before any image is read
     paths = find_images(specs)
-    target = str(out) if out is not None else str(folder.file(DEFAULT_CSV))
+    target = str(out) if out is not None else str(folder.image_predictions_path)
     check_output(target, force)
     infer = recipe.predict or recipe.evaluate
     run = load_run(folder.path)

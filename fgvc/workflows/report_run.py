@@ -13,15 +13,14 @@ from pathlib import Path
 
 from fgvc.datasets.base import DatasetError
 from fgvc.runfolder import RunFolder
-from fgvc.workflows.runlock import FolderLock
 
 log = logging.getLogger(__name__)
 
 
 def rebuild_report(run_dir: str | Path) -> Path:
     """Write ``report.md`` of a finished run again; returns its path."""
+    from fgvc.recipes.splits import load_recipe_dataset
     from fgvc.report import write_report
-    from fgvc.workflows.pipeline import load_recipe_dataset
 
     folder = RunFolder.open(run_dir)
     recipe = folder.read_recipe()
@@ -35,5 +34,5 @@ def rebuild_report(run_dir: str | Path) -> Path:
         log.warning("dataset not readable (%s): the report leaves out the sections that score "
                     "predictions against labels", str(err).splitlines()[0])
         index = None
-    with FolderLock(folder.path):
+    with folder.lock():
         return write_report(folder.path, recipe, summary, index)

@@ -10,14 +10,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-from fgvc.engine.atomic import atomic_write
+from fgvc.errors import FgvcError
+from fgvc.io.atomic import atomic_write
 from fgvc.recipes.recipe import Recipe
 from fgvc.runfolder import RunFolder
 
 log = logging.getLogger(__name__)
 
 
-class RecipeChangedError(ValueError):
+class RecipeChangedError(FgvcError, ValueError):
     """``--resume`` with a recipe that differs from the run's own."""
 
 

@@ -19,8 +19,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fgvc.engine.atomic import atomic_write
 from fgvc.engine.distributed import barrier, current
+from fgvc.io.atomic import atomic_write
 from fgvc.recipes.recipe import Recipe, parse_recipe
 from fgvc.recipes.schema import to_plain
 from fgvc.runfolder import RunFolder

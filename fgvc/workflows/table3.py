@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from fgvc.datasets.base import DatasetError
-from fgvc.engine.atomic import atomic_write
+from fgvc.io.atomic import atomic_write
 from fgvc.recipes.recipe import Recipe, load_recipe
 from fgvc.report import STAND_IN_BANNER, STAND_IN_MARKER
 from fgvc.workflows.sweep import HowSure, run_protocol
@@ -93,7 +93,7 @@ def describe_protocol(recipe: Recipe, final: bool = False) -> str:
 
 def run_row(dataset: str, recipe: Recipe, row_dir: Path, final: bool = False) -> RowResult:
     """One row: the FixRes protocol of ``fgvc.workflows.sweep``, or a skip when the data is absent."""
-    from fgvc.workflows.pipeline import load_recipe_dataset
+    from fgvc.recipes.splits import load_recipe_dataset
 
     protocol = describe_protocol(recipe, final)
     if not (row_dir / ("result-final.json" if final else "result.json")).exists():

@@ -18,14 +18,16 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
+from fgvc.errors import FgvcError
+
 TEMP_MARK = ".tmp-"
 
 
-class WriteError(RuntimeError):
+class WriteError(FgvcError, RuntimeError):
     """A file could not be written; the message names the path and the cause."""
 
 
-class RunFileError(RuntimeError):
+class RunFileError(FgvcError, RuntimeError):
     """A file of a run folder is unreadable or corrupt; the message names it."""
 
 
@@ -157,21 +159,6 @@ def atomic_save(path: str | Path, writer: Callable[[IO[bytes]], None], *,
         writer(f)
 
 
-@contextmanager
-def file_lock(path: Path) -> Iterator[None]:
-    """Wait for, then hold, an exclusive ``flock`` on ``path`` (released by the kernel if the
-    holder dies): serialises work such as generating a dataset among concurrent processes."""
-    import fcntl
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)  # closing releases the lock
-
-
 def read_json(path: Path) -> Any:
     """JSON from a run file; a torn or corrupt one is named in the error."""
     try:
@@ -182,4 +169,4 @@ def read_json(path: Path) -> Any:
 
 
 __all__ = ["RunFileError", "WriteError", "atomic_open", "atomic_save", "atomic_write", "cause",
-           "file_lock", "read_json", "remove_stale_temps", "temp_path"]
+           "read_json", "remove_stale_temps", "temp_path"]
