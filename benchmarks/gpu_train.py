@@ -3,7 +3,10 @@ channels_last, fused optimizer, no host sync per step, uint8 batches normalised 
 against a plain timm-style loop (float batches normalised by the loader, the default foreach
 SGD, ``loss.item()`` every step as timm's train script logs it) on the same model and the same
 pre-loaded batches, so the input pipeline is out of the picture (benchmarks/input_pipeline.py
-measures that). Interleaved rounds; prints images/s and min/median ratios.
+measures that). Interleaved rounds; prints images/s and min/median ratios, and each one's
+model FLOP utilisation (MFU): the step's matmul and convolution FLOPs, forward and backward, as
+torch's ``FlopCounterMode`` counts them, times steps per second, over the card's dense bf16
+peak (NVIDIA's datasheet figure for known cards, or ``--peak-tflops``).
 
     python benchmarks/gpu_train.py --resolution 224 [--compile] [--batch 128] [--steps 30]
 """
@@ -42,6 +45,34 @@ class Batches(list):
     device_transform = None
 
 
+# Dense (no sparsity) bf16 tensor-core peak, TFLOP/s, from NVIDIA's datasheets; the first name
+# found in the device name wins, so the more specific names come first.
+PEAK_BF16_TFLOPS = [("H200", 989.0), ("H100 NVL", 835.0), ("H100 PCIe", 756.0), ("H100", 989.0),
+                    ("A100", 312.0), ("L40S", 362.0), ("L4", 121.0)]
+
+
+def peak_tflops(card: str, given: float | None) -> float | None:
+    if given is not None:
+        return given
+    return next((peak for name, peak in PEAK_BF16_TFLOPS if name in card), None)
+
+
+def step_flops(args) -> float:
+    """FLOPs of one training step (forward and backward) at ``args.batch`` images, counted on
+    two images (convolutions and matmuls scale with the batch) of an uncompiled copy."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    net = timm.create_model(args.arch, num_classes=1000).to(args.device)
+    net = net.to(memory_format=torch.channels_last)
+    images = torch.randn(2, 3, args.resolution, args.resolution, device=args.device)
+    images = images.contiguous(memory_format=torch.channels_last)
+    with FlopCounterMode(display=False) as counter:
+        with torch.autocast(args.device, dtype=torch.bfloat16):
+            loss = net(images).float().logsumexp(1).mean()
+        loss.backward()
+    return counter.get_total_flops() / 2 * args.batch
+
+
 def fgvc_round(args, batches: Batches, net, optimizer) -> float:
     sync(args)
     start = time.perf_counter()
@@ -76,6 +107,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--compile", action="store_true")
     parser.add_argument("--device", default="cuda", help="cpu: a dry run of the script itself")
+    parser.add_argument("--peak-tflops", type=float,
+                        help="the card's dense bf16 peak, TFLOP/s (default: known cards' "
+                             "datasheet figure)")
     args = parser.parse_args()
     pin = (lambda t: t.pin_memory()) if args.device == "cuda" else (lambda t: t)
     torch.backends.cudnn.benchmark = True
@@ -104,8 +138,14 @@ def main() -> None:
     card = torch.cuda.get_device_name() if args.device == "cuda" else "cpu"
     print(f"{card}: {args.arch} {args.resolution} px, batch {args.batch}, "
           f"bf16, channels_last, compile {'on' if args.compile else 'off'}, {args.steps} steps")
+    flops, peak = step_flops(args), peak_tflops(card, args.peak_tflops)
+    print(f"  {flops / args.batch / 1e9:.1f} GFLOP per image per training step; card peak "
+          + (f"{peak:.0f} TFLOP/s dense bf16" if peak else "unknown (--peak-tflops)"))
     for name, values in rates.items():
-        print(f"  {name:10s} median {statistics.median(values):8.1f} images/s")
+        achieved = statistics.median(values) / args.batch * flops / 1e12
+        mfu = f", MFU {100 * achieved / peak:.1f}% of {peak:.0f}" if peak else ""
+        print(f"  {name:10s} median {statistics.median(values):8.1f} images/s, "
+              f"{achieved:7.1f} TFLOP/s{mfu}")
     print(f"  fgvc / timm-style: min {min(ratios):.2f}x, median {statistics.median(ratios):.2f}x")
 
 

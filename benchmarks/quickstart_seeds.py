@@ -40,6 +40,22 @@ def run_seed(recipe_path: str, seed: int, out: Path, overrides: list[str]) -> tu
     return run_dir, time.perf_counter() - start
 
 
+def run_seeds(args: argparse.Namespace, out: Path) -> tuple[dict, dict]:
+    """Every seed's (run folder, seconds), here one after the other or with ``--executor`` one
+    job per seed; and each failed seed's one-line reason."""
+    if not args.executor:
+        return {s: run_seed(args.recipe, s, out, args.overrides) for s in args.seeds}, {}
+    from fgvc.cli import job_resources
+    from fgvc.workflows.fanout import Task, run_tasks
+
+    recipe = str(Path(args.recipe).absolute()) if Path(args.recipe).is_file() else args.recipe
+    tasks = [Task(str(s), run_seed, (recipe, s, out.absolute(), args.overrides))
+             for s in args.seeds]
+    gathered = run_tasks(tasks, job_resources(args), "seeds", out)
+    return ({s: gathered.results[str(s)] for s in args.seeds if str(s) in gathered.results},
+            {s: gathered.failed[str(s)] for s in args.seeds if str(s) in gathered.failed})
+
+
 def cell(values: list[float]) -> str:
     if len(values) < 2:
         return f"{values[0]:.1f}" if values else ""
@@ -80,23 +96,30 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="runs/seeds")
     parser.add_argument("--set", dest="overrides", action="append", default=[],
                         metavar="KEY=VALUE", help="recipe override applied to every seed")
+    from fgvc.cli import add_job_args
+
+    add_job_args(parser, default=None)  # --executor: one job per seed, as a job array
     args = parser.parse_args(argv)
     import logging
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     out = Path(args.out)
+    finished, failed = run_seeds(args, out)
     evaluations = []
-    for seed in args.seeds:
-        run_dir, seconds = run_seed(args.recipe, seed, out, args.overrides)
-        evaluations.append(json.loads((run_dir / "evaluation.json").read_text()))
+    for seed, (run_dir, seconds) in finished.items():
+        evaluations.append(json.loads((Path(run_dir) / "evaluation.json").read_text()))
         print(f"seed {seed}: {run_dir} ({seconds:.0f} s{', reused' if not seconds else ''})",
               file=sys.stderr)
+    for seed, problem in failed.items():
+        print(f"seed {seed}: {problem}; resubmit it alone with --seeds {seed}", file=sys.stderr)
+    if not evaluations:
+        return 1
     command = " ".join(["python benchmarks/quickstart_seeds.py", args.recipe, "--seeds",
                         *map(str, args.seeds)] + [f"--set {o}" for o in args.overrides])
-    text = table(evaluations, args.seeds, command)
+    text = table(evaluations, list(finished), command)
     (out / "seeds.md").write_text(text)
     print(text, end="")
-    return 0
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

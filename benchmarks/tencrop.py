@@ -1,5 +1,5 @@
 """10-crop test-time augmentation end to end, decoding included: fgvc's fast path
-(``MultiCrop.load``: libjpeg-turbo decode, at reduced scale when the resize allows, one resize,
+(``MultiCrop.load``: libjpeg-turbo decode of the full image, as test DA defines it, one resize,
 uint8 crops sliced from it, then one ``DeviceNormalize`` per batch) against the naive
 torchvision pipeline (PIL decode, ``Resize``, ``TenCrop``, then ``ToTensor`` and ``Normalize``
 per crop). Same JPEGs, one thread, interleaved rounds; prints images/s and the min and median

@@ -9,8 +9,8 @@ from __future__ import annotations
 from typing import Any
 
 __version__ = "0.1.0"
-__all__ = ["Run", "__version__", "load_run", "predict", "run"]
-_API = ("Run", "load_run", "predict", "run")
+__all__ = ["Run", "__version__", "export", "load_run", "predict", "run"]
+_API = ("Run", "export", "load_run", "predict", "run")
 
 
 def __getattr__(name: str) -> Any:

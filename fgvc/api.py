@@ -6,6 +6,7 @@
     preds = fgvc.predict(run.run_dir, ["a.jpg", "b.jpg"], crops="ten_crop")
     preds.top_k(3, scores=True, names=True)   # [[("class name", 0.91), ...], ...]
     fgvc.predict("runs/quickstart", "photos/")  # a folder (walked) or a glob: "photos/*.jpg"
+    fgvc.export("runs/quickstart", "onnx")  # runs/quickstart/export-onnx-80/, at K_test
 
 The same code paths as the ``fgvc`` command: a run made here is an ordinary run folder.
 """
@@ -28,6 +29,8 @@ if TYPE_CHECKING:
 
     from fgvc.inference.predictions import Predictions
     from fgvc.transforms import DataConfig
+    from fgvc.workflows.export import ExportResult
+    from fgvc.workflows.launch import Launched
 
 
 def _overrides_to_data(data: dict, overrides: dict[str, Any], source: str) -> dict:
@@ -119,8 +122,26 @@ def run(recipe_or_path: str | Path | dict | Recipe, *, resume: bool = False, for
     return load_run(run_recipe(recipe, resume=resume, force=force, started=started))
 
 
+def launch(recipe_or_path: str | Path | dict | Recipe, *, executor: str = "slurm",
+           nodes: int = 1, gpus_per_node: int = 1, cpus_per_task: int = 10,
+           time: str = "24:00:00", partition: str | None = None, account: str | None = None,
+           resume: bool = False, **overrides: Any) -> Launched:
+    """Submit a run as a SLURM job (``executor="local"``: on this machine) through submitit, as
+    ``fgvc launch`` does; returns at once with the job (``.job``), its id, log paths and run
+    folder. Pre-empted, the job checkpoints and requeues itself. Needs ``fgvc[slurm]``."""
+    from fgvc.workflows.launch import JobResources
+    from fgvc.workflows.launch import launch as submit
+
+    recipe, _ = _recipe_of(recipe_or_path, overrides)
+    resources = JobResources(executor=executor, nodes=nodes, gpus_per_node=gpus_per_node,
+                             cpus_per_task=cpus_per_task, time=time, partition=partition,
+                             account=account)
+    return submit(recipe, resources, resume=resume)
+
+
 def load_run(run_dir: str | Path, crops: str = "center") -> Run:
     """A finished run folder as a :class:`Run`; its last stage's checkpoint must exist."""
+    from fgvc.engine.adapt_methods import load_model_state
     from fgvc.engine.checkpoint import load_checkpoint
     from fgvc.inference.tta import MultiCrop
     from fgvc.models import create_model, data_config
@@ -129,11 +150,12 @@ def load_run(run_dir: str | Path, crops: str = "center") -> Run:
     folder = RunFolder.open(run_dir)
     run_dir = folder.path
     recipe = folder.read_recipe()
-    state = load_checkpoint(folder.final_weights(recipe))
+    weights = folder.final_weights(recipe)
+    state = load_checkpoint(weights)
     class_ids = [str(c) for c in state["category_ids"]]
     cfg = dataclasses.replace(recipe.model, pretrained="none", weights=None)
     model = create_model(cfg, len(class_ids))
-    model.load_state_dict(state["model"])
+    load_model_state(model, state["model"], weights)
     model.eval()
     data_cfg = data_config(model, recipe.model)
     metrics = {"evaluation": folder.read_evaluation(), "summary": folder.read_summary(),
@@ -143,11 +165,29 @@ def load_run(run_dir: str | Path, crops: str = "center") -> Run:
                resolution, class_ids, metrics)
 
 
+def export(run_or_dir: Run | str | Path, format: str = "onnx", *, resolution: int | None = None,
+           out: str | Path | None = None, force: bool = False, tolerance: float | None = None,
+           push: str | None = None) -> ExportResult:
+    """Export a finished run's network (``onnx``, ``torchscript`` or ``timm``) at its adapted
+    resolution (or ``resolution``), with ``preprocess.json``, ``classes.json`` and a model card,
+    into ``out`` (default ``RUN/export-<format>-<K>``), as ``fgvc export`` does; the written
+    model is checked against the network (``tolerance``, default 1e-4) before it is kept."""
+    from fgvc.workflows.export import DEFAULT_TOLERANCE, check_request, export_run
+
+    run_dir = run_or_dir.run_dir if isinstance(run_or_dir, Run) else run_or_dir
+    request = check_request(run_dir, format, resolution=resolution, out=out, force=force,
+                            push=push)
+    loaded = run_or_dir if isinstance(run_or_dir, Run) else load_run(run_dir)
+    return export_run(loaded, request,
+                      DEFAULT_TOLERANCE if tolerance is None else tolerance)
+
+
 def predict(run_or_dir: Run | str | Path, images_or_split: str | Path | Sequence[Any], *,
             resolutions: Sequence[int] | None = None, crops: str = "center",
             average: str = "probs", batch_size: int = 32, device: str = "auto",
             num_workers: int | None = None) -> Predictions:
-    """Class probabilities from a finished run.
+    """Class probabilities from a finished run, or from an ``fgvc export`` folder (its saved
+    test DA and resolution, one centre crop; ONNX through onnxruntime).
 
     ``images_or_split``: a split name of the run's dataset (``"test"``: a bare word that names
     no file or folder), or images: a file, a folder (walked for image files, sorted), a glob
@@ -162,6 +202,12 @@ def predict(run_or_dir: Run | str | Path, images_or_split: str | Path | Sequence
     run's class names: ``top_k(k, scores=True, names=True)``.
     """
 
+    from fgvc.inference.exported import is_export_folder, predict_exported
+
+    if not isinstance(run_or_dir, Run) and is_export_folder(run_or_dir):
+        return predict_exported(run_or_dir, images_or_split,
+                                resolutions=resolutions, crops=crops, batch_size=batch_size,
+                                device=device)
     from fgvc.engine.device import pick_device, set_precision
     from fgvc.inference.image_files import expand_inputs, looks_like_glob
 
@@ -209,6 +255,7 @@ def _predict_images(loaded: Run, items: list, resolutions: list[int], crops: str
 
     from fgvc.datasets.decode import decode_options
     from fgvc.engine.loop import forward_batches
+    from fgvc.inference.ensemble import mean_of
     from fgvc.inference.image_files import (
         ImageFilesError,
         ImageItems,
@@ -225,7 +272,7 @@ def _predict_images(loaded: Run, items: list, resolutions: list[int], crops: str
         num_workers = min(4, os.cpu_count() or 1) if files_only and len(items) > batch_size else 0
     decode = decode_options(loaded.recipe.dataset)
     unreadable: dict[int, str] = {}
-    total, rows = None, None
+    per_resolution, rows = [], None
     for res in resolutions:
         dataset = ImageItems(items, MultiCrop(res, loaded.data_config, crops), decode)
         loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers,
@@ -239,16 +286,17 @@ def _predict_images(loaded: Run, items: list, resolutions: list[int], crops: str
         probs = torch.cat([p for p, _, _ in parts]).numpy().astype(np.float32)
         if rows is not None and not np.array_equal(order, rows):
             raise RuntimeError("predict: the readable images differ between resolutions")
-        rows, total = order, probs if total is None else total + probs
+        rows = order
+        per_resolution.append(probs)
     ids = [str(item) if isinstance(item, Path) else f"image{i}" for i, item in enumerate(items)]
     failed = [Unreadable(ids[i], reason) for i, reason in sorted(unreadable.items())]
-    if total is None:
+    if not per_resolution:
         raise ImageFilesError(f"none of the {len(items)} image(s) could be read: "
                               f"{describe_unreadable(failed)}")
     if failed:
         logging.getLogger(__name__).warning(unreadable_message(failed, len(items)))
     return Predictions(ids=[ids[i] for i in rows], class_ids=list(loaded.class_ids),
-                       probs=total / len(resolutions), class_names=list(loaded.class_names),
+                       probs=mean_of(per_resolution, average), class_names=list(loaded.class_names),
                        meta={"run": loaded.run_dir.name, "resolutions": resolutions,
                              "crops": crops, "average": average, "images": len(items),
                              "unreadable": [dataclasses.asdict(f) for f in failed]})
@@ -266,4 +314,4 @@ def _predict_split(loaded: Run, split: str, resolutions: list[int], crops: str, 
                               batch_size=batch_size)
     index = load_recipe_dataset(recipe)
     ctx = RunContext(recipe, loaded.run_dir, index, loaded.model, loaded.data_config, device)
-    return predict_split(ctx, cfg)
+    return dataclasses.replace(predict_split(ctx, cfg), class_names=list(loaded.class_names) or None)

@@ -1,4 +1,9 @@
-"""The ``fgvc`` command line. Every known failure is one clear line on stderr, exit status 2.
+"""The ``fgvc`` command line. Every known failure (an ``FgvcError``: bad input, a recipe the
+machine cannot honour, missing or damaged files) is one clear line on stderr, exit status 2.
+Anything else is a bug: one line says so and where its full traceback was saved (the run's
+``log.txt`` when a run folder is open, else ``$XDG_CACHE_HOME/fgvc/errors/``, by default
+``~/.cache/fgvc/errors/``; see ``fgvc.logs.save_traceback``), exit status 1. ``-v`` shows the
+traceback instead. A pre-emption signal exits 128 + signal, Ctrl-C 130.
 
 Only light modules are imported here: ``fgvc --help``, ``--version`` and the commands that need
 no model (datasets, resolution, submit) never import torch; each command imports what it needs.
@@ -11,18 +16,19 @@ import logging
 import os
 import re
 import sys
+import typing
 
 from fgvc import __version__
 from fgvc.datasets.base import DatasetError
 from fgvc.engine.preemption import Preempted
-from fgvc.errors import EnsembleError, FgvcError, GroupError, WeightsError
-from fgvc.inference.submission import FORMATS, SubmissionError
-from fgvc.recipes.recipe import load_recipe
-from fgvc.recipes.schema import SchemaError
+from fgvc.errors import FgvcError, UsageError
+from fgvc.inference.submission import FORMATS
+from fgvc.recipes.recipe import CombineName, load_recipe
 from fgvc.suggest import did_you_mean
 
-USER_ERRORS = (FgvcError, SchemaError, DatasetError, GroupError, WeightsError, SubmissionError,
-               EnsembleError, FileNotFoundError, ValueError, RuntimeError)
+# What the user can fix, reported as one line with exit status 2. Built-in errors are not here:
+# a user-facing one is raised (or converted where it arises) as an FgvcError subclass.
+USER_ERRORS = (FgvcError,)
 
 
 DESCRIPTION = """\
@@ -105,6 +111,32 @@ def _add_recipe_args(parser: argparse.ArgumentParser) -> None:
                              "(repeatable; lists by index or stage name)")
 
 
+def add_job_args(parser: argparse.ArgumentParser, default: str | None) -> None:
+    """Where and with what a job runs (fgvc/workflows/launch.py): SLURM or this machine."""
+    parser.add_argument("--executor", choices=("slurm", "local"), default=default,
+                        help="submit through submitit: slurm (sbatch), or local (the same job "
+                             "on this machine)" + ("" if default else
+                                                  "; one job per row, as a job array "
+                                                  "(default: run here, one after the other)"))
+    parser.add_argument("--nodes", type=positive_count, default=1, help="nodes per job")
+    parser.add_argument("--gpus-per-node", type=positive_count, default=1,
+                        help="GPUs per node, one task (process) each")
+    parser.add_argument("--cpus-per-task", type=positive_count, default=10,
+                        help="CPU cores per task (data loading workers)")
+    parser.add_argument("--time", default="24:00:00", metavar="HH:MM:SS",
+                        help="the job's time limit; SIGUSR1 arrives 120 s before it")
+    parser.add_argument("--partition", help="SLURM partition (default: the cluster's)")
+    parser.add_argument("--account", help="SLURM account to charge")
+
+
+def job_resources(args: argparse.Namespace):
+    from fgvc.workflows.launch import JobResources
+
+    return JobResources(executor=args.executor, nodes=args.nodes,
+                        gpus_per_node=args.gpus_per_node, cpus_per_task=args.cpus_per_task,
+                        time=args.time, partition=args.partition, account=args.account)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="fgvc", description=DESCRIPTION, epilog=EPILOG)
     parser.add_argument("--version", action="version", version=f"fgvc {__version__}")
@@ -153,7 +185,8 @@ def build_parser() -> argparse.ArgumentParser:
                "--out preds.csv\nwrites path,label_1,score_1,...,label_5,score_5 (class names, "
                "probabilities, best first)\nat the run's adapted resolution with its test "
                "transform; files that cannot be read are left out and named.")
-    predict.add_argument("run_dir", help="the run folder, e.g. runs/quickstart")
+    predict.add_argument("run_dir", help="the run folder, e.g. runs/quickstart, or an `fgvc "
+                                         "export` folder (with --images)")
     predict.add_argument("--images", nargs="+", metavar="FILE|DIR|GLOB",
                          help="predict these images instead of a split: files, folders (walked "
                               "recursively for .jpg .jpeg .png .webp .bmp .gif .tif .tiff, any "
@@ -186,8 +219,8 @@ def build_parser() -> argparse.ArgumentParser:
                                ".npz files of earlier runs")
     ensemble.add_argument("--weights", type=float, nargs="+",
                           help="one weight per member (default: equal weights)")
-    ensemble.add_argument("--combine", choices=["probs", "log_probs"], default="probs",
-                          help="average probabilities or log-probabilities")
+    ensemble.add_argument("--combine", choices=list(typing.get_args(CombineName)), default="probs",
+                          help="average probabilities, log-probabilities or logits")
     ensemble.add_argument("--out", required=True, help="the combined predictions directory")
     ensemble.add_argument("--submission", help="also write a submission CSV here")
     ensemble.add_argument("--format", default="generic", choices=list(FORMATS), metavar="FORMAT",
@@ -206,6 +239,7 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--final", action="store_true",
                        help="after choosing K_test, retrain on the whole training split "
                             "(no hold-out) and report that network")
+    add_job_args(sweep, default=None)
 
     init = sub.add_parser("init", help="write a commented recipe for a dataset on disk (splits, "
                                        "resolutions, batch size, weights chosen from what is "
@@ -244,6 +278,22 @@ def build_parser() -> argparse.ArgumentParser:
     table3.add_argument("--final", action="store_true",
                         help="the protocol's last step: after choosing K_test on the hold-out, "
                              "retrain on the whole training split and report that network")
+    add_job_args(table3, default=None)
+
+    launch = sub.add_parser(
+        "launch", help="submit a run as a SLURM job through submitit (one task per GPU, "
+                       "torchrun's environment); pre-empted, it checkpoints and requeues itself",
+        epilog="fgvc launch recipes/cub200.yaml --nodes 2 --gpus-per-node 8 --time 24:00:00 "
+               "--partition gpu\nprints the job id, its log files and the run folder; "
+               "--dry-run prints the sbatch file instead. Needs: pip install 'fgvc[slurm]'.")
+    _add_recipe_args(launch)
+    add_job_args(launch, default="slurm")
+    launch.add_argument("--resume", action="store_true",
+                        help="continue the latest run of this recipe (default: a new run folder)")
+    launch.add_argument("--dry-run", action="store_true",
+                        help="print the sbatch parameters and submit nothing")
+    launch.add_argument("--wait", action="store_true",
+                        help="wait for the job to end (--executor local always waits)")
 
     acts = sub.add_parser("activations", help="pooled-feature statistics (zeros, > 2, mean, "
                                               "percentiles, CDF) before and after adaptation")
@@ -253,6 +303,29 @@ def build_parser() -> argparse.ArgumentParser:
     acts.add_argument("--split", help="split to measure (default: the recipe's evaluate.split)")
     acts.add_argument("--max-images", type=int, default=2000,
                       help="images (crops) per resolution, first of the split (default 2000)")
+
+    export = sub.add_parser(
+        "export", help="export a finished run's network at its adapted resolution, with its "
+                       "test preprocessing and class names: ONNX, torch program or timm folder",
+        epilog="fgvc export runs/quickstart --format onnx   -> runs/quickstart/export-onnx-80/\n"
+               "model.onnx, preprocess.json, classes.json, README.md; serve it with\n"
+               "fgvc predict runs/quickstart/export-onnx-80 --images photos/ (needs only "
+               "onnxruntime).\nONNX needs the export extra: pip install 'fgvc[export]'.")
+    export.add_argument("run_dir", help="the run folder, e.g. runs/quickstart")
+    export.add_argument("--format", dest="export_format", default="onnx", metavar="FORMAT",
+                        help="onnx (onnxruntime), torchscript (a torch.export program, or a "
+                             "TorchScript trace where torch.export fails) or timm (config.json "
+                             "+ model.safetensors, loads in timm)")
+    export.add_argument("--resolution", type=positive_int,
+                        help="input size K (default: the run's adapted test resolution)")
+    export.add_argument("--out", help="the export folder (default: RUN/export-FORMAT-K)")
+    export.add_argument("--force", action="store_true", help="replace an existing --out folder")
+    export.add_argument("--tolerance", type=float, default=1e-4,
+                        help="largest |logit difference| accepted between the exported model "
+                             "and the network on the check images")
+    export.add_argument("--push", metavar="REPO",
+                        help="also upload the folder to this Hugging Face Hub repository "
+                             "(needs a network and a token: `huggingface-cli login`)")
 
     models = sub.add_parser("models", help="the supported architectures")
     msub = models.add_subparsers(dest="models_command", required=True)
@@ -273,6 +346,12 @@ def build_parser() -> argparse.ArgumentParser:
     r_show.add_argument("--out", help="write a copy to this file instead of printing it")
     r_show.add_argument("--force", action="store_true", help="overwrite an existing --out file")
 
+    schema = sub.add_parser("schema", help="print the recipe's JSON Schema, for editors that "
+                                           "complete and check recipe fields")
+    schema.add_argument("--out", help="write it to this file instead of printing it, e.g. "
+                                      "fgvc.schema.json beside your recipes")
+    schema.add_argument("--force", action="store_true", help="overwrite an existing --out file")
+
     datasets = sub.add_parser("datasets", help="list, describe, inspect, export and verify datasets")
     dsub = datasets.add_subparsers(dest="datasets_command", required=True)
     ds_list = dsub.add_parser("list", help="the datasets fgvc reads, with their official sizes")
@@ -290,6 +369,9 @@ def build_parser() -> argparse.ArgumentParser:
         cmd.add_argument("--integrity", choices=("strict", "warn"), default="strict",
                          help="as dataset.integrity: warn accepts repeated entries and images "
                               "in two splits with a warning")
+        cmd.add_argument("--follow-symlinks-outside", action="store_true",
+                         help="as dataset.follow_symlinks_outside: read images through symbolic "
+                              "links that lead out of the root (refused by default)")
         if name == "info":
             cmd.add_argument("--json", action="store_true", help="machine-readable output")
         if name == "export":
@@ -298,6 +380,9 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "verify":
             cmd.add_argument("--max-image-pixels", type=int, default=89_478_485,
                              help="as dataset.max_image_pixels (default: Pillow's)")
+            cmd.add_argument("--strict", action="store_true",
+                             help="exit 1 also for images the metadata lists but that were never "
+                                  "downloaded (Birdsnap's dead URLs; a warning otherwise)")
     return parser
 
 
@@ -311,7 +396,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     recipe = load_recipe(args.recipe, args.overrides)
     if args.allow_changes and not args.resume:
-        raise ValueError("--allow-changes goes with --resume")
+        raise UsageError("--allow-changes goes with --resume")
     if isinstance(recipe, EnsembleRecipe):
         run_dir = run_ensemble(recipe, Path(args.recipe), force=args.force)
     else:
@@ -390,6 +475,25 @@ def user_message(err: BaseException) -> str:
     return text
 
 
+def internal_error(err: Exception) -> int:
+    """A failure fgvc does not know as the user's: one line that says so and where the full
+    traceback went (the run's log.txt, written as the run ended, or a file of its own)."""
+    from fgvc.logs import save_traceback, saved_traceback
+
+    where = saved_traceback(err) or save_traceback(err)
+    head = (f"internal error (a bug in fgvc or a library it uses, not in your input): "
+            f"{type(err).__name__}: {user_message(err) or '(no message)'}")
+    if where is None:  # nowhere to write it: the console is the only record left
+        import traceback
+
+        print(f"{head}; no folder could take the traceback, so here it is:", file=sys.stderr)
+        traceback.print_exception(err, file=sys.stderr)
+    else:
+        print(f"{head}; full traceback in {where} (please include it in a bug report; `-v` "
+              "shows it here)", file=sys.stderr)
+    return 1
+
+
 def _load_for_cli(args: argparse.Namespace):
     from pathlib import Path
 
@@ -408,7 +512,8 @@ def _load_for_cli(args: argparse.Namespace):
             raise DatasetError("; ".join(problems))
 
         options = {**stored_options(root), **options}
-    return load_dataset(args.name, root, options, args.integrity)
+    return load_dataset(args.name, root, options, args.integrity,
+                        follow_symlinks_outside=args.follow_symlinks_outside)
 
 
 def cmd_datasets(args: argparse.Namespace) -> int:
@@ -431,7 +536,7 @@ def cmd_datasets(args: argparse.Namespace) -> int:
         from fgvc.datasets.cards import CARDS, render_card
 
         if args.name not in CARDS:
-            raise ValueError(f"no dataset card {args.name!r}{did_you_mean(args.name, CARDS)}; "
+            raise UsageError(f"no dataset card {args.name!r}{did_you_mean(args.name, CARDS)}; "
                              "`fgvc datasets list` shows the datasets")
         print(render_card(args.name), end="")
         return 0
@@ -440,17 +545,26 @@ def cmd_datasets(args: argparse.Namespace) -> int:
         found = inspect.info(index)
         if args.json:
             print(json.dumps(found, indent=2))
-            return 0
-        print(f"{found['name']} at {found['root']}: {found['num_classes']} classes, "
-              f"{found['boxes']} bounding boxes")
-        for split, count in found["splits"].items():
-            absent = found["missing_files"].get(split)
-            print(f"  {split:<9} {count:>8,} images{'' if found['labelled'][split] else ' (unlabelled)'}"
-                  f"{f', {absent} missing on disk' if absent else ''}")
-        return 0
+        else:
+            print(f"{found['name']} at {found['root']}: {found['num_classes']} classes, "
+                  f"{found['boxes']} bounding boxes")
+            for split, count in found["splits"].items():
+                absent = found["missing_files"].get(split)
+                print(f"  {split:<9} {count:>8,} images"
+                      f"{'' if found['labelled'][split] else ' (unlabelled)'}"
+                      f"{f', {absent} missing on disk' if absent else ''}")
+        for line in found["empty_splits"]:  # a split of 0 images is a broken copy
+            print(f"error: {line}", file=sys.stderr)
+        return 1 if found["empty_splits"] else 0
     if args.datasets_command == "export":
+        empty = inspect.empty_split_problem(index, args.split)
+        if empty is not None:
+            print(f"error: {empty}", file=sys.stderr)
+            return 1
         if args.out:
-            with open(args.out, "w", newline="") as f:
+            from fgvc.io.atomic import atomic_open
+
+            with atomic_open(args.out, "w", newline="") as f:  # a failed write is one line
                 count = inspect.export_split(index, args.split, f)
             print(f"{count} rows written to {args.out}", file=sys.stderr)
         else:
@@ -458,7 +572,9 @@ def cmd_datasets(args: argparse.Namespace) -> int:
         return 0
     from fgvc.datasets.decode import DecodeOptions
 
-    report = inspect.verify(index, DecodeOptions(max_image_pixels=args.max_image_pixels))
+    report = inspect.verify(index, DecodeOptions(
+        max_image_pixels=args.max_image_pixels,
+        follow_symlinks_outside=args.follow_symlinks_outside), strict=args.strict)
     print(inspect.format_verify(index, report), end="")
     return 0 if report.ok else 1
 
@@ -481,8 +597,12 @@ def cmd_recipes(args: argparse.Namespace) -> int:
         return 0
     out = Path(args.out)
     if out.exists() and not args.force:
-        raise ValueError(f"--out {out}: already exists (--force overwrites it)")
-    out.write_text(text, encoding="utf-8")
+        raise UsageError(f"--out {out}: already exists (--force overwrites it)")
+    from fgvc.io.atomic import atomic_write
+
+    # The copy's editor schema line points beside it, where `fgvc schema --out` puts the file.
+    text = re.sub(r"^(# yaml-language-server: \$schema=)\S+", r"\g<1>fgvc.schema.json", text)
+    atomic_write(out, text)  # a failed write is one line naming the file
     print(f"{recipe.name} -> {out} (run it with `fgvc run {out}`)")
     return 0
 
@@ -506,13 +626,18 @@ def cmd_models(args: argparse.Namespace) -> int:
 def cmd_predict(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from fgvc.inference.exported import is_export_folder
+
+    if args.images:  # before the pipeline's import: serving an ONNX export needs no torch
+        return _predict_images(args)
+    if is_export_folder(args.run_dir):
+        raise UsageError(f"{args.run_dir} is an exported model: it predicts image files, give "
+                         "--images FILE|DIR|GLOB")
     from fgvc.inference.submission import check_writable, write_submission
     from fgvc.workflows.pipeline import predict_run
 
-    if args.images:
-        return _predict_images(args)
     if args.top_k is not None:
-        raise ValueError("--top-k: applies to --images (a split's predictions keep every class; "
+        raise UsageError("--top-k: applies to --images (a split's predictions keep every class; "
                          "--keep-top-k stores fewer)")
     overrides = [f"predict.{key}={value}" for key, value in
                  (("split", args.split), ("crops", args.crops), ("average", args.average),
@@ -536,7 +661,7 @@ def _predict_images(args: argparse.Namespace) -> int:
     given = [flag for flag, value in (("--split", args.split), ("--keep-top-k", args.keep_top_k),
                                       ("--submission", args.submission)) if value is not None]
     if given:
-        raise ValueError(f"--images: cannot be combined with {', '.join(given)} (those are for "
+        raise UsageError(f"--images: cannot be combined with {', '.join(given)} (those are for "
                          "a split's predictions)")
     result = predict_image_files(args.run_dir, args.images, out=args.out,
                                  top_k=args.top_k or DEFAULT_TOP_K, force=args.force,
@@ -585,9 +710,9 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
     recipe = load_recipe(args.recipe, args.overrides)
     if not isinstance(recipe, Recipe):
-        raise ValueError(f"{args.recipe}: fgvc sweep takes a run recipe, not an ensemble")
+        raise UsageError(f"{args.recipe}: fgvc sweep takes a run recipe, not an ensemble")
     if not recipe.sweep_resolutions:
-        raise ValueError(f"{args.recipe}: sweep_resolutions is not set, so there is nothing to "
+        raise UsageError(f"{args.recipe}: sweep_resolutions is not set, so there is nothing to "
                          "sweep: list candidate test resolutions, e.g. --set "
                          "'sweep_resolutions=[448, 512, 576]' (`fgvc run` adapts at the recipe's "
                          "adapt resolution without a sweep)")
@@ -600,7 +725,13 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else Path(recipe.output_root) / f"{recipe.name}-sweep"
     from fgvc.engine.distributed import current
 
-    text = format_result(recipe, run_protocol(recipe, out, final=args.final))
+    if args.executor:
+        from fgvc.workflows.sweep import run_protocol_as_job
+
+        result = run_protocol_as_job(recipe, out, args.final, job_resources(args))
+    else:
+        result = run_protocol(recipe, out, final=args.final)
+    text = format_result(recipe, result)
     if current().is_main:
         (out / "result.md").write_text(text)
         print(text, end="")
@@ -624,9 +755,9 @@ def cmd_resolution(args: argparse.Namespace) -> int:
 
     scale = tuple(args.crop_scale)
     if not 0 < scale[0] <= scale[1] <= 1:
-        raise ValueError(f"--crop-scale {scale[0]:g} {scale[1]:g}: expected 0 < MIN <= MAX <= 1")
+        raise UsageError(f"--crop-scale {scale[0]:g} {scale[1]:g}: expected 0 < MIN <= MAX <= 1")
     if not 0 < args.crop_pct <= 1:
-        raise ValueError(f"--crop-pct {args.crop_pct:g}: expected a ratio in (0, 1]")
+        raise UsageError(f"--crop-pct {args.crop_pct:g}: expected a ratio in (0, 1]")
     best = matching_test_resolution(args.train, args.crop_pct, scale, args.multiple)
     print(f"train {args.train} px, crops of {scale[0]:g}-{scale[1]:g} of the image area, test "
           f"crop ratio {args.crop_pct:g}: objects look as large as in training at about {best} px")
@@ -645,20 +776,38 @@ def cmd_table3(args: argparse.Namespace) -> int:
     for item in args.root:
         name, sep, path = item.partition("=")
         if not sep or name not in PAPER:
-            raise ValueError(f"--root {item!r}: expected DATASET=PATH with DATASET one of "
+            raise UsageError(f"--root {item!r}: expected DATASET=PATH with DATASET one of "
                              f"{', '.join(PAPER)}")
         roots[name] = Path(path)
     from fgvc.engine.distributed import current
 
     out = Path(args.out)
     results = run_table(args.datasets or list(PAPER), out, roots, args.smoke, args.overrides,
-                        final=args.final)
+                        final=args.final,
+                        resources=job_resources(args) if args.executor else None)
     if not current().is_main:
         return 0
     print((out / "table3.md").read_text())
     skipped = [r for r in results if r.status != "done"]
     for r in skipped:
         print(f"{r.dataset}: {r.status}")
+    return 1 if any(r.status.startswith("failed") for r in results) else 0
+
+
+def cmd_launch(args: argparse.Namespace) -> int:
+    from fgvc.workflows.launch import launch, logs_folder, sbatch_script, wait_for
+
+    recipe = load_recipe(args.recipe, args.overrides)
+    resources = job_resources(args)
+    if args.dry_run:
+        print(sbatch_script(resources, recipe.name, logs_folder(recipe)), end="")
+        return 0
+    launched = launch(recipe, resources, resume=args.resume)
+    print(f"submitted job {launched.job_id} ({args.executor})\n  run folder {launched.run_dir}"
+          f"\n  stdout     {launched.stdout}\n  stderr     {launched.stderr}", flush=True)
+    if args.wait or args.executor == "local":
+        wait_for(launched)
+        print(f"job {launched.job_id} finished: {launched.run_dir}")
     return 0
 
 
@@ -669,7 +818,7 @@ def cmd_activations(args: argparse.Namespace) -> int:
     from fgvc.workflows.activations import record_run
 
     if args.max_images <= 0:
-        raise ValueError(f"--max-images: must be >= 1, got {args.max_images}")
+        raise UsageError(f"--max-images: must be >= 1, got {args.max_images}")
     out = record_run(Path(args.run_dir), args.resolutions, args.split, args.max_images)
     data = json.loads(out.read_text())
     print(f"pooled activations of split {data['split']!r} -> {out} and "
@@ -682,12 +831,42 @@ def cmd_activations(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from fgvc.api import export
+    from fgvc.workflows.export import describe
+
+    result = export(args.run_dir, args.export_format, resolution=args.resolution, out=args.out,
+                    force=args.force, tolerance=args.tolerance, push=args.push)
+    print("\n".join(describe(result)))
+    return 0
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from fgvc.io.atomic import atomic_write
+    from fgvc.recipes.fields import schema_text
+
+    text = schema_text()
+    if not args.out:
+        print(text, end="")
+        return 0
+    out = Path(args.out)
+    if out.exists() and not args.force:
+        raise UsageError(f"--out {out}: already exists (--force overwrites it)")
+    atomic_write(out, text)
+    print(f"recipe JSON Schema -> {out} (first line of a recipe: "
+          f"# yaml-language-server: $schema={out.name})")
+    return 0
+
+
 COMMANDS = {
     "run": cmd_run, "validate": cmd_validate, "predict": cmd_predict, "ensemble": cmd_ensemble,
     "submit": cmd_submit, "datasets": cmd_datasets, "models": cmd_models, "resume": cmd_resume,
     "report": cmd_report,
     "sweep": cmd_sweep, "resolution": cmd_resolution, "table3": cmd_table3,
     "activations": cmd_activations, "recipes": cmd_recipes, "init": cmd_init,
+    "schema": cmd_schema, "export": cmd_export, "launch": cmd_launch,
 }
 
 
@@ -707,6 +886,15 @@ def _quiet_broken_pipe() -> int:
     return 141  # 128 + SIGPIPE, what the shell reports for a command killed by a closed pipe
 
 
+def _lost_processes(err: Exception) -> Exception | None:
+    """Under torchrun, a failure caused by a lost process, as one line naming its rank."""
+    if "torch" not in sys.modules:
+        return None
+    from fgvc.engine.distributed import explain_collective_failure
+
+    return explain_collective_failure(err)
+
+
 def main(argv: list[str] | None = None) -> int:
     try:
         return _main(argv)
@@ -724,6 +912,8 @@ def _main(argv: list[str] | None) -> int:
             raise
         print(f"error: {user_message(err)}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `fgvc ... | head`: main() stops quietly, as a shell tool does
+        raise
     except KeyboardInterrupt:
         print("interrupted: `fgvc run --resume` continues from the last checkpoint",
               file=sys.stderr)
@@ -731,6 +921,14 @@ def _main(argv: list[str] | None) -> int:
     except Preempted as stop:
         print(stop, file=sys.stderr)
         return stop.exit_status
+    except Exception as err:
+        if args.verbose:
+            raise
+        lost = _lost_processes(err)
+        if lost is not None:
+            print(f"error: {lost}", file=sys.stderr)
+            return 2
+        return internal_error(err)
     finally:
         if "torch" in sys.modules:  # a process group exists only where torch was loaded
             from fgvc.engine.distributed import shutdown

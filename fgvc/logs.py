@@ -24,6 +24,9 @@ import functools
 import logging
 import os
 import sys
+import tempfile
+import time
+import traceback
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, TypeVar
@@ -32,6 +35,7 @@ CONSOLE_FORMAT = "%(levelname)s %(message)s"
 FILE_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 QUIET_LIBRARIES = ("matplotlib", "PIL")  # font cache and plugin chatter, not for the user
 EARLY_RECORDS = 10_000  # records kept before log.txt opens; a run logs a few dozen there
+TRACEBACK_ATTRIBUTE = "fgvc_traceback_file"  # set on an exception whose traceback was saved
 
 F = TypeVar("F", bound=Callable)
 
@@ -165,7 +169,10 @@ class RunLog:
         self.file.open(path)
         return self.file
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: object) -> None:
+        if exc is not None:
+            self._record_end(exc)
         for logger, handler in reversed(self._added):
             logger.removeHandler(handler)
         self._added.clear()
@@ -174,6 +181,61 @@ class RunLog:
         self.file.close()
         if self in RunLog.active:
             RunLog.active.remove(self)
+
+    def _record_end(self, exc: BaseException) -> None:
+        """Write why the run ended into log.txt (not the console, where the caller reports
+        it): a failure with its full traceback, which the exception then names
+        (:func:`saved_traceback`) so that the one-line report can point to it; a stop (a
+        signal, Ctrl-C) in one line."""
+        if self.file.stream is None:  # no run folder yet: the caller saves it elsewhere
+            return
+        failed = isinstance(exc, Exception)  # else KeyboardInterrupt, Preempted: stops
+        level = logging.ERROR if failed else logging.WARNING
+        exc_info = (type(exc), exc, exc.__traceback__) if failed else None
+        args = ("failed" if failed else "stopped", type(exc).__name__, _first_line(exc))
+        self.file.handle(self.logger.makeRecord(self.logger.name, level, __file__, 0,
+                                                "the run %s: %s: %s", args, exc_info))
+        if failed and saved_traceback(exc) is None:  # a nested run's own file comes first
+            with contextlib.suppress(AttributeError):  # an exception class with __slots__
+                setattr(exc, TRACEBACK_ATTRIBUTE, self.file.path)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else "(no message)"
+
+
+def error_folder() -> Path:
+    """Where a failure outside a run folder keeps its traceback: ``$XDG_CACHE_HOME/fgvc/errors``
+    (``~/.cache/fgvc/errors``), the user's cache as the XDG convention places it."""
+    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(cache) / "fgvc" / "errors"
+
+
+def save_traceback(exc: BaseException) -> Path | None:
+    """Write ``exc``'s full traceback (with the command line) to a new file in
+    :func:`error_folder`, or in the temporary folder when that cannot be written; returns the
+    file, or None when neither can be written."""
+    text = (f"{time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(sys.argv)}\n"
+            f"Python {sys.version.split()[0]} on {sys.platform}\n\n"
+            + "".join(traceback.format_exception(exc)))
+    stamp = time.time()
+    name = (f"{time.strftime('%Y%m%d-%H%M%S', time.localtime(stamp))}-"
+            f"{int(stamp % 1 * 1e6):06d}-{os.getpid()}.txt")
+    for folder in (error_folder(), Path(tempfile.gettempdir()) / "fgvc-errors"):
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            path = folder / name
+            path.write_text(text, encoding="utf-8")
+            return path
+        except OSError:
+            continue
+    return None
+
+
+def saved_traceback(exc: BaseException) -> Path | None:
+    """The log.txt a run wrote ``exc``'s traceback to as it failed, if it did."""
+    return getattr(exc, TRACEBACK_ATTRIBUTE, None)
 
 
 def open_run_file(path: Path) -> RunFileHandler:

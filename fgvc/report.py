@@ -37,6 +37,13 @@ log = logging.getLogger(__name__)
 CROP_TITLES = {"center": "single centre crop", "center_flip": "centre crop + flip",
                "ten_crop": "10 crops"}
 PHASE_TITLES = {"before_adaptation": "before adaptation", "after_adaptation": "after adaptation"}
+
+
+def crops_title(crops: str | None, average: str | None = None) -> str:
+    """``10 crops, logits averaged``: the crops, and how they were combined when there are
+    several (older predictions record no ``average``)."""
+    title = CROP_TITLES.get(crops, str(crops))
+    return title if crops == "center" or not average else f"{title}, {average} averaged"
 STAND_IN_MARKER = ".fgvc-stand-in"  # written beside generated stand-in data (table3 --smoke)
 STAND_IN_BANNER = ("> **Stand-in data.** These numbers come from small generated data: they check "
                    "that the machinery works end to end and are not comparable to the paper's "
@@ -327,7 +334,8 @@ def accuracy_vs_resolution(ctx: ReportContext) -> list[str] | None:
     plot_accuracy(ctx.evaluation, train_res, adapt_res, ctx.figure("accuracy_vs_resolution.png"))
     note = "" if ctx.show_top5 else " (top-5 not shown: with 5 classes or fewer it is 100 %)"
     return [f"## Accuracy vs test resolution ({ctx.recipe.evaluate.split} split, "
-            f"{CROP_TITLES[ctx.recipe.evaluate.crops]}, %){note}", "",
+            f"{crops_title(ctx.recipe.evaluate.crops, ctx.recipe.evaluate.average)}, %){note}",
+            "",
             accuracy_table(ctx.evaluation, train_res, adapt_res, ctx.show_top5), "",
             "![accuracy vs test resolution](accuracy_vs_resolution.png)", ""]
 
@@ -388,7 +396,7 @@ def per_class(ctx: ReportContext) -> list[str] | None:
     res = preds.meta.get("resolutions", ["?"])
     worst = [[r.name, r.category_id, r.images, f"{r.accuracy:.1f}"] for r in table.head(10).itertuples()]
     lines = [f"## Per class ({split} split at {', '.join(map(str, res))} px, "
-             f"{CROP_TITLES.get(preds.meta.get('crops'), preds.meta.get('crops'))}, %)", "",
+             f"{crops_title(preds.meta.get('crops'), preds.meta.get('average'))}, %)", "",
              *md_table(["metric", "%"], summary_rows(metrics)), "",
              f"Worst {min(10, len(table))} of {len(table)} classes (all in `per_class_accuracy.csv`):",
              "", *md_table(["class", "category id", "images", "accuracy %"], worst), ""]
@@ -412,7 +420,7 @@ def test_split(ctx: ReportContext) -> list[str] | None:
     source = ("its labels" if ctx.index.is_labelled(split)
               else f"the answer file {Path(ctx.index.root) / 'solution' / f'{split}_labels.csv'}")
     return [f"## {split.capitalize()} split ({metrics.images} images, scored against {source}; "
-            f"{CROP_TITLES.get(preds.meta.get('crops'), preds.meta.get('crops'))} at "
+            f"{crops_title(preds.meta.get('crops'), preds.meta.get('average'))} at "
             f"{', '.join(map(str, preds.meta.get('resolutions', [])))} px, %)", "",
             *md_table(["metric", "%"], summary_rows(metrics)), ""]
 
@@ -421,6 +429,64 @@ def test_split(ctx: ReportContext) -> list[str] | None:
 def error_bars_and_activations(ctx: ReportContext) -> list[str] | None:
     """Confidence intervals, McNemar tests and activation statistics (fgvc/analysis/)."""
     return science_report.markdown_lines(ctx.run_dir, ctx.recipe) or None
+
+
+# --- 46: adapted distribution (appendix A.2, Table 4) ----------------------------------------
+@section(46)
+def adapted_distribution(ctx: ReportContext) -> list[str] | None:
+    """The paper's Table 4 comparison for a ``gaussian`` run: the network before adaptation and
+    with the adapted distribution at each test resolution the run evaluated, what was fitted,
+    and the paper's rows beside them."""
+    import json
+
+    adapt = ctx.recipe.stage("adapt")
+    if adapt is None or adapt.method != "gaussian" or not ctx.evaluation:
+        return None
+    record = RunFolder(ctx.run_dir).adaptation_record(adapt.name, adapt.method)
+    fit = json.loads(record.read_text()) if record.exists() else {}
+    evaluate = ctx.recipe.evaluate
+    return ["## Adapted distribution (appendix A.2, the paper's Table 4)", "",
+            f"{evaluate.split} split, {crops_title(evaluate.crops, evaluate.average)}; the rows "
+            "this run computed:", "", *md_table(*_distribution_rows(ctx.evaluation,
+                                                                    adapt.resolution)), "",
+            _gaussian_fit_line(fit, adapt.resolution), "",
+            "The paper's Table 4 (ResNet-50 trained at 224 px, ImageNet validation, top-1 %):",
+            "", *md_table(*_table4()), ""]
+
+
+def _distribution_rows(evaluation: dict, adapted_to: int) -> tuple[list[str], list[list[str]]]:
+    resolutions = sorted({int(r) for phase in evaluation.values() for r in phase})
+    head = ["top-1 %"] + [f"{r} (adapted to)" if r == adapted_to else str(r) for r in resolutions]
+    rows = [[title] + [f"{evaluation[phase][str(r)]['top1']:.1f}"
+                       if str(r) in evaluation.get(phase, {}) else "" for r in resolutions]
+            for phase, title in (("before_adaptation", "no adaptation"),
+                                 ("after_adaptation", "adapted distribution (`gaussian`)"))]
+    return head, rows
+
+
+def _gaussian_fit_line(fit: dict, adapted_to: int) -> str:
+    def side(values: dict) -> str:
+        mean, std = values.get("mean") or [float("nan")], values.get("std") or [float("nan")]
+        return (f"{values.get('resolution')} px: channel means {sum(mean) / len(mean):.3f} and "
+                f"stds {sum(std) / len(std):.3f} on average, "
+                f"{100 * values.get('positive', float('nan')):.1f} % of values > 0")
+
+    return (f"Per-channel Gaussians of the input of `{fit.get('module', '?')}` (the activation "
+            f"whose output the pooling reads, {fit.get('channels', '?')} channels) on split "
+            f"`{fit.get('split', '?')}`: {side(fit.get('reference', {}))}; "
+            f"{side(fit.get('test', {}))}. Each channel's map "
+            "`mean_ref + std_ref / std_test * (x - mean_test)` sends the second onto the first "
+            "and is applied before that activation at every test resolution (fitted for "
+            f"{adapted_to} px only; the paper fits one per test resolution).")
+
+
+def _table4() -> tuple[list[str], list[list]]:
+    from fgvc.analysis.gaussian import TABLE4, TABLE4_RESOLUTIONS
+
+    names = ("adapted distribution", "fine-tuned classifier", "fine-tuned BN")
+    rows = [[" + ".join(n for n, on in zip(names, flags, strict=True) if on) or "no adaptation",
+             *values] for flags, values in TABLE4]
+    return ["adaptation", *map(str, TABLE4_RESOLUTIONS)], rows
 
 
 # --- 90: outputs -----------------------------------------------------------------------------

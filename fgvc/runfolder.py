@@ -159,6 +159,10 @@ class RunFolder:
         resolutions, beside the run's own ``predictions/``."""
         return self.path / f"predictions-{split}-{crops}-{'-'.join(map(str, resolutions))}"
 
+    def export_dir(self, fmt: str, resolution: int) -> Path:
+        """Where ``fgvc export RUN`` writes by default: one folder per format and resolution."""
+        return self.path / f"export-{fmt}-{resolution}"
+
     def adaptation_record(self, stage: str, method: str) -> Path:
         """What a label-free adaptation method did (``adapt_bn_stats.json``...)."""
         return self.path / f"{stage}_{method}.json"

@@ -148,3 +148,33 @@ def pin_memory(data, device=None):
     from torch.utils.data._utils.pin_memory import pin_memory as private
 
     return private(data, device)
+
+
+# --- which exceptions mean "torch.compile could not compile this" ---------------------------
+
+DYNAMO_EXC = "torch._dynamo.exc"
+INDUCTOR_EXC = "torch._inductor.exc"
+
+
+@functools.cache
+def compile_failure_types() -> tuple[tuple[type[BaseException], ...], tuple[type[BaseException], ...]]:
+    """``(compile_errors, op_errors)``: what torch.compile raises when it cannot trace or
+    compile a graph (dynamo's exceptions, inductor's C++/Triton/lowering failures), and those
+    of them that are rather the model's own operation failing on these inputs (dynamo's
+    ``TorchRuntimeError``: an eager run fails the same way, so it is no compile failure).
+    torch has no public name for either; where the private ones are gone, ``((), ())``: no
+    failure is taken for a compile failure, so none is hidden behind an eager rerun."""
+    try:
+        from torch._dynamo import exc as dynamo
+        from torch._inductor import exc as inductor
+
+        compile_errors = (dynamo.TorchDynamoException,) + tuple(
+            cls for cls in (getattr(dynamo, "TritonUnavailableError", None),
+                            getattr(inductor, "CppCompileError", None),
+                            getattr(inductor, "InvalidCxxCompiler", None),
+                            getattr(inductor, "OperatorIssue", None)) if cls is not None)
+        return compile_errors, (dynamo.TorchRuntimeError,)
+    except (ImportError, AttributeError):
+        _fell_back(f"{DYNAMO_EXC}.TorchDynamoException",
+                   "no eager fallback for model.compile (a compile failure stops the run)")
+        return (), ()

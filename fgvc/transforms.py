@@ -8,8 +8,12 @@ paper; stage 2 fixes it by adapting the network to test DA at a higher resolutio
 from __future__ import annotations
 
 import functools
+import json
 import math
+import os
 import random
+import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -25,7 +29,9 @@ from torchvision.transforms.v2 import functional as F2
 # an import there costs every worker of every pass (~14 ms: libjpeg-turbo's binding, the Parquet
 # reference parser).
 from fgvc.datasets.fast_decode import DEFAULT_OPTIONS, EncodedImage
+from fgvc.errors import RecipeError
 from fgvc.norms import IMAGENET_MEAN, IMAGENET_STD
+from fgvc.suggest import did_you_mean
 from fgvc.torch_compat import native_uint8_resize_on_cpu, resized_output_size
 
 Augment = Literal["train", "test", "test2", "train_resize_crop"]
@@ -141,7 +147,8 @@ _BUILDERS = {"train": train_transform, "test": test_transform, "test2": test2_tr
 
 
 # -- The fast path: what DataLoader workers run ------------------------------------------------
-# Workers decode (at reduced scale where the output allows, see datasets/fast_decode.py), crop
+# Workers decode (train DA at reduced scale where the output allows, see
+# datasets/fast_decode.py; test DA at full size unless ``dataset.test_decode: reduced``), crop
 # and resize, and return uint8 tensors: 4x fewer bytes through shared memory and pinned copies
 # than float32. ``DeviceNormalize`` then converts and normalises whole batches on the device.
 # The reference transforms above (PIL in, normalised float out) stay the definition: the fast
@@ -202,19 +209,32 @@ def resized_size(size: tuple[int, int], short: int) -> tuple[int, int]:
 
 
 def decode_resized(encoded, shorts: list[int], mode: T.InterpolationMode) -> list[torch.Tensor]:
-    """Decode ``encoded`` (an ``EncodedImage``) once, at reduced scale when the largest output
-    allows, and resize the shorter side to each of ``shorts``: (3, h, w) uint8 tensors. The
-    output sizes are computed from the file's own size, as if the full image had been resized,
+    """Test DA's resize of ``encoded`` (an ``EncodedImage``): the shorter side to each of
+    ``shorts``, (3, h, w) uint8 tensors. The output sizes are computed from the file's own size,
     so they equal the reference path's. Bilinear and bicubic resizes run on the decoded array
-    (``resize_uint8``); nearest decodes at full size (it picks pixels, which a reduced decode
-    would average) and keeps PIL's resize (torch's nearest picks other pixels)."""
+    (``resize_uint8``); nearest keeps PIL's resize (torch's nearest picks other pixels).
+
+    Each output's pixels are those of a pass at its size alone, whatever the other sizes: the
+    image is decoded at full size, once for all of them, unless the recipe asks for
+    ``dataset.test_decode: reduced``, where each output asks for its own reduced decode
+    (``EncodedImage.request``) and only outputs with the same request share one. A reduced
+    decode is a different low-pass filter from the reference's resize of the full image
+    (libjpeg-turbo's scaled inverse DCT), so on fine textures it gives other pixels; nearest
+    never takes it (it picks pixels, which a reduced decode would average)."""
     sizes = [resized_size(encoded.size, s) for s in shorts]
-    if mode in TORCH_RESIZE_MODES:
-        largest = max(w for w, _ in sizes), max(h for _, h in sizes)
-        pixels = torch.from_numpy(encoded.decode(*largest, array=True)).permute(2, 0, 1)
-        return [resize_uint8(pixels, h, w, mode) for w, h in sizes]
-    image = encoded.decode()
-    return [to_uint8(image.resize(size, F.pil_modes_mapping[mode])) for size in sizes]
+    if mode not in TORCH_RESIZE_MODES:
+        image = encoded.decode()
+        return [to_uint8(image.resize(size, F.pil_modes_mapping[mode])) for size in sizes]
+    reduced = encoded.options.test_decode == "reduced"
+    decoded: dict[tuple[int, int], torch.Tensor] = {}
+    out = []
+    for width, height in sizes:
+        request = encoded.request(width, height) if reduced else (0, 0)
+        if request not in decoded:
+            decoded[request] = torch.from_numpy(encoded.decode(*request, array=True)).permute(
+                2, 0, 1)
+        out.append(resize_uint8(decoded[request], height, width, mode))
+    return out
 
 
 # torch's antialiased kernels are PIL's filters (bicubic with PIL's a = -0.5, not the -0.75 of
@@ -355,7 +375,7 @@ class FastTrain:
 
 
 class FastTest:
-    """``test_transform`` from a file (decode at reduced scale, resize, centre crop)."""
+    """``test_transform`` from a file (decode, resize, centre crop: ``decode_resized``)."""
 
     def __init__(self, resolution: int, cfg: DataConfig):
         self.resolution, self.cfg = resolution, cfg
@@ -378,15 +398,23 @@ class DecodedPIL:
 
 def loader_transform(augment: Augment, resolution: int, cfg: DataConfig,
                      crop_scale: tuple[float, float] = (0.08, 1.0), *,
-                     auto_augment: str | None = None, random_erasing: float = 0.0):
+                     auto_augment: str | None = None, random_erasing: float = 0.0,
+                     albumentations: AlbumentationsStep | None = None):
     """The fast-path equivalent of ``build_transform``: ``.load(root, rel, decode_options)``
     gives a uint8 tensor; the loader's ``DeviceNormalize`` finishes it on the device.
     With timm's ``auto_augment`` or ``random_erasing`` (which acts on the normalised tensor)
     the reference pipeline runs in full in the workers and its float output passes through
-    ``DeviceNormalize`` untouched."""
+    ``DeviceNormalize`` untouched. An ``albumentations`` step after the crop follows the fast
+    path's uint8 output; one before the crop needs the whole decoded image (the PIL path)."""
     if auto_augment or random_erasing:
         return build_transform(augment, resolution, cfg, crop_scale, auto_augment=auto_augment,
-                               random_erasing=random_erasing)
+                               random_erasing=random_erasing, albumentations=albumentations)
+    if albumentations is not None and albumentations.before_crop:
+        reference = build_transform(augment, resolution, cfg, crop_scale,
+                                    albumentations=albumentations)
+        return DecodedPIL(T.Compose(reference.transforms[:-1]))
+    if albumentations is not None:
+        return AfterLoad(loader_transform(augment, resolution, cfg, crop_scale), albumentations)
     if augment == "train":
         return FastTrain(resolution, cfg, crop_scale)
     if augment == "test":
@@ -397,16 +425,20 @@ def loader_transform(augment: Augment, resolution: int, cfg: DataConfig,
 
 def build_transform(augment: Augment, resolution: int, cfg: DataConfig,
                     crop_scale: tuple[float, float] = (0.08, 1.0), *,
-                    auto_augment: str | None = None, random_erasing: float = 0.0) -> T.Compose:
+                    auto_augment: str | None = None, random_erasing: float = 0.0,
+                    albumentations: AlbumentationsStep | None = None) -> T.Compose:
     """``crop_scale`` is RandomResizedCrop's area range; only train DA uses it.
     ``auto_augment`` (a timm string) acts on the image before normalisation,
-    ``random_erasing`` (a probability) on the normalised tensor."""
+    ``random_erasing`` (a probability) on the normalised tensor, ``albumentations`` before
+    fgvc's crop or after its DA (``with_albumentations``), before timm's."""
     if augment not in _BUILDERS:
         raise ValueError(f"unknown augment {augment!r} (known: {', '.join(_BUILDERS)})")
     if augment == "train":
         pipeline = train_transform(resolution, cfg, crop_scale)
     else:
         pipeline = _BUILDERS[augment](resolution, cfg)
+    if albumentations is not None:
+        pipeline = with_albumentations(pipeline, albumentations)
     if auto_augment or random_erasing:
         pipeline = add_timm_augmentation(pipeline, resolution, cfg, auto_augment, random_erasing)
     return pipeline
@@ -432,9 +464,201 @@ def add_timm_augmentation(pipeline: T.Compose, resolution: int, cfg: DataConfig,
         try:
             op = make(auto_augment, params)
         except (AssertionError, ValueError, KeyError, IndexError) as err:
-            raise ValueError(f"auto_augment: timm cannot read {auto_augment!r} "
-                             f"({type(err).__name__}: {err})") from None
+            raise RecipeError(f"auto_augment: timm cannot read {auto_augment!r} "
+                              f"({type(err).__name__}: {err})") from None
         ops.insert(len(ops) - 1, op)  # the last op is ToModelInput
     if random_erasing:
         ops.append(RandomErasing(probability=random_erasing, mode="pixel", device="cpu"))
+    return T.Compose(ops)
+
+
+# -- Albumentations pipelines (a stage's ``albumentations`` block) ------------------------------
+# The pipeline is albumentations' own (``A.from_dict`` / ``A.load``), applied on uint8 HWC
+# arrays as it expects, either after fgvc's train or test DA (the crop that sets the apparent
+# object size stays fgvc's) or on the decoded image before it. albumentations is imported only
+# when a recipe has the block: the import costs a second or more.
+
+ALBUMENTATIONS_INSTALL = "pip install 'fgvc[albumentations]'"
+_UNKNOWN_ARGUMENT = re.compile(r"Argument\(s\) '(.*)' are not valid for transform")
+# albumentations' modules of the transforms that crop or resize: after one of them the object
+# size in the image is no longer the one fgvc's crop sets (FixRes' train/test discrepancy).
+_SIZE_MODULES = (".crops.transforms", ".geometric.resize")
+
+
+def _albumentations():
+    """The library, or one line saying how to install it."""
+    # albumentations checks PyPI for a newer release on import unless told not to: a run must
+    # not reach the network (and loader workers would each try).
+    os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+    try:
+        import albumentations
+    except ImportError:
+        raise RecipeError("albumentations: the recipe uses an albumentations pipeline but the "
+                          f"library is not installed; install it with {ALBUMENTATIONS_INSTALL}"
+                          ) from None
+    return albumentations
+
+
+def _leaves(node: dict) -> list[dict]:
+    """The serialised transforms of a pipeline that hold no others, in order."""
+    inner = node.get("transforms")
+    if not isinstance(inner, list):
+        return [node]
+    return [leaf for child in inner if isinstance(child, dict) for leaf in _leaves(child)]
+
+
+def _short(err: Exception) -> str:
+    """albumentations' error in one line: pydantic's field and message, a missing name."""
+    if isinstance(err, KeyError):
+        from albumentations.core.serialization import SERIALIZABLE_REGISTRY
+
+        name = err.args[0] if err.args else ""
+        return (f"unknown transform {name!r}{did_you_mean(name, SERIALIZABLE_REGISTRY)}"
+                if name not in SERIALIZABLE_REGISTRY else f"missing key {name!r}")
+    lines = [ln.strip() for ln in str(err).splitlines()
+             if ln.strip() and "errors.pydantic.dev" not in ln and "validation error" not in ln]
+    return re.sub(r"\s*\[type=[^\]]*\]", "", ": ".join(lines[:2])) or type(err).__name__
+
+
+def _from_dict(A, data: dict, where: str):
+    """``A.from_dict`` with its failures as one line naming the transform; an argument
+    albumentations would only warn about and drop is refused, since the recipe asked for it."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            built = A.from_dict(data)
+        except Exception as err:  # noqa: BLE001  KeyError, ValueError (pydantic), TypeError...
+            name = next((leaf.get("__class_fullname__") for leaf in _leaves(data["transform"])
+                         if not _builds(A, leaf)), None)
+            raise RecipeError(f"{where}: albumentations cannot build "
+                              f"{name or 'the pipeline'}: {_short(err)}") from None
+    for warning in caught:
+        bad = _UNKNOWN_ARGUMENT.search(str(warning.message))
+        if bad:
+            name = next((leaf.get("__class_fullname__") for leaf in _leaves(data["transform"])
+                         if bad.group(1).split("', '")[0] in leaf), "a transform")
+            raise RecipeError(f"{where}: {name} has no argument(s) {bad.group(1)}")
+    return built
+
+
+def _builds(A, leaf: dict) -> bool:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            A.from_dict({"transform": leaf})
+        except Exception:  # noqa: BLE001  any failure: this is the transform to name
+            return False
+    return True
+
+
+def _pipeline_dict(pipeline: dict | str, where: str) -> dict:
+    """The serialised pipeline: inline, or read from a file written by ``A.save`` (JSON, or
+    YAML by its suffix); a bare transform is accepted without ``A.to_dict``'s wrapper."""
+    if isinstance(pipeline, str):
+        path = Path(pipeline)
+        try:
+            text = path.read_text()
+        except OSError as err:
+            raise RecipeError(f"{where}: cannot read the pipeline file {pipeline!r} "
+                              f"({err.strerror or err}); expected a file written by "
+                              "albumentations' A.save") from None
+        try:
+            if path.suffix.lower() in (".yaml", ".yml"):
+                import yaml
+
+                pipeline = yaml.safe_load(text)
+            else:
+                pipeline = json.loads(text)
+        except ValueError as err:  # json's and yaml's parse errors both derive from it
+            raise RecipeError(f"{where}: {pipeline!r} is not a readable pipeline file "
+                              f"({str(err).splitlines()[0]})") from None
+    if isinstance(pipeline, dict) and "__class_fullname__" in pipeline:
+        pipeline = {"transform": pipeline}
+    if not (isinstance(pipeline, dict) and isinstance(pipeline.get("transform"), dict)
+            and "__class_fullname__" in pipeline["transform"]):
+        raise RecipeError(f"{where}: expected albumentations' serialised form (A.to_dict: "
+                          "{transform: {__class_fullname__: Compose, transforms: [...]}}), got "
+                          f"{type(pipeline).__name__}")
+    return pipeline
+
+
+class AlbumentationsStep:
+    """A recipe's albumentations pipeline on one image. Each call reseeds the pipeline with
+    albumentations' own ``set_random_seed`` from one draw of torch's generator, which
+    ``BatchSeeded`` (engine/data.py) seeds per batch: a sample's augmentation is then a
+    function of its batch alone, whichever worker loads it and whether or not the run was
+    resumed."""
+
+    def __init__(self, compose, before_crop: bool):
+        self.compose, self.before_crop = compose, before_crop
+
+    def array(self, image: np.ndarray) -> np.ndarray:
+        self.compose.set_random_seed(int(torch.randint(0, 2**31 - 1, ())))
+        return np.ascontiguousarray(self.compose(image=image)["image"])
+
+    def __call__(self, image: Image.Image) -> Image.Image:
+        return Image.fromarray(self.array(np.asarray(image.convert("RGB"))))
+
+    def tensor(self, image: torch.Tensor) -> torch.Tensor:
+        """(3, H, W) uint8 -> the same after the pipeline (HWC for albumentations)."""
+        out = self.array(image.permute(1, 2, 0).numpy())
+        return torch.from_numpy(out).permute(2, 0, 1).contiguous()
+
+    def size_changing(self) -> list[str]:
+        """The pipeline's transforms that crop or resize."""
+        found, stack = [], [self.compose]
+        while stack:
+            node = stack.pop(0)
+            stack[:0] = list(getattr(node, "transforms", []))
+            if type(node).__module__.endswith(_SIZE_MODULES):
+                found.append(type(node).__name__)
+        return found
+
+
+def albumentations_step(pipeline: dict | str, position: str, resolution: int,
+                        where: str = "albumentations") -> AlbumentationsStep:
+    """The recipe's pipeline built and tried once on a blank ``resolution`` square, so a
+    transform that fails on an image, or (after fgvc's crop) one that changes the crop's size
+    and would break the batch, is one line before any worker starts."""
+    A = _albumentations()
+    compose = _from_dict(A, _pipeline_dict(pipeline, f"{where}.pipeline"), f"{where}.pipeline")
+    if not isinstance(compose, A.BaseCompose):
+        compose = A.Compose([compose])
+    step = AlbumentationsStep(compose, before_crop=position == "before_crop")
+    probe = np.zeros((resolution, resolution, 3), np.uint8)
+    try:
+        shape = step.array(probe).shape
+    except Exception as err:  # noqa: BLE001  albumentations' own failure, shortened
+        raise RecipeError(f"{where}.pipeline: fails on a {resolution} px RGB image: "
+                          f"{_short(err)}") from None
+    if not step.before_crop and shape != probe.shape:
+        names = ", ".join(step.size_changing()) or "a transform"
+        raise RecipeError(f"{where}.pipeline: {names} turns fgvc's {resolution} x {resolution} "
+                          f"crop into {shape[1]} x {shape[0]}; after the crop the pipeline must "
+                          "keep the size (or set position: before_crop)")
+    return step
+
+
+def albumentations_warnings(step: AlbumentationsStep) -> list[str]:
+    """Allowed but against FixRes: a crop or resize inside the pipeline."""
+    return [f"albumentations transform {name} crops or resizes: it changes the apparent object "
+            "size that fgvc's crop sets (FixRes' train/test discrepancy)"
+            for name in step.size_changing()]
+
+
+class AfterLoad:
+    """A fast-path transform (``.load`` -> uint8 tensor) followed by an albumentations step."""
+
+    def __init__(self, inner, step: AlbumentationsStep):
+        self.inner, self.step = inner, step
+
+    def load(self, root: Path, rel: str, options=None) -> torch.Tensor:
+        return self.step.tensor(self.inner.load(root, rel, options))
+
+
+def with_albumentations(pipeline: T.Compose, step: AlbumentationsStep) -> T.Compose:
+    """A reference pipeline (PIL in, ``ToModelInput`` last) with the step first (before the
+    crop) or just before the normalisation."""
+    ops = list(pipeline.transforms)
+    ops.insert(0 if step.before_crop else len(ops) - 1, step)
     return T.Compose(ops)

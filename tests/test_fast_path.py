@@ -30,7 +30,7 @@ from torchvision import transforms as T
 from torchvision.transforms import functional as F
 
 import fgvc.datasets.fast_decode as fast_decode
-from fgvc.datasets.decode import open_rgb
+from fgvc.datasets.decode import DecodeOptions, open_rgb
 from fgvc.inference.tta import MultiCrop
 from fgvc.transforms import (
     DataConfig,
@@ -137,7 +137,8 @@ def test_reduced_decode_is_close_to_reference(tmp_path, monkeypatch, interpolati
         cropped = full.resize((64, 64), F.pil_modes_mapping[cfg.mode],
                               box=(left, top, left + w, top + h))
         pairs.append((fast, T.Compose(reference.transforms[1:])(cropped)))
-    pairs.append((FastTest(96, cfg).load(path.parent, path.name),
+    reduced = DecodeOptions(test_decode="reduced")  # test DA's opt-in reduced decode
+    pairs.append((FastTest(96, cfg).load(path.parent, path.name, reduced),
                   build_transform("test", 96, cfg)(full)))
     assert shapes[-1][0] < 480, f"no reduced decode: {shapes[-1]}"
     for fast, ref in pairs:
@@ -234,7 +235,7 @@ def test_plain_jpeg_header_is_read_without_pillow(tmp_path, monkeypatch):
     """A JPEG without EXIF (or with orientations off) gets its size from libjpeg-turbo's
     header, never from Pillow; EXIF found behind other segments, a CMYK JPEG or a PNG send
     the file to Pillow's header; the pixel limit holds on both ways."""
-    from fgvc.datasets.decode import BadImage, DecodeOptions
+    from fgvc.datasets.decode import BadImage
 
     plain = photo(tmp_path / "plain.jpg", 60, 40)
     rotated = photo(tmp_path / "rot.jpg", 60, 40, exif=_exif(6))
@@ -261,8 +262,9 @@ def test_plain_jpeg_header_is_read_without_pillow(tmp_path, monkeypatch):
         opened.clear()
     off = fast_decode.EncodedImage(tmp_path, "behind.jpg", DecodeOptions(exif_transpose=False))
     assert (off.fast, off.size, opened) == (True, (60, 40), [])
-    assert fast_decode.has_exif(data[:40]) and fast_decode.has_exif(b"\xff\xd8garbage")
-    assert not fast_decode.has_exif(plain.read_bytes())
+    assert fast_decode.has_orientation(data[:40])
+    assert fast_decode.has_orientation(b"\xff\xd8garbage")
+    assert not fast_decode.has_orientation(plain.read_bytes())
     for name in ("plain.jpg", "rot.jpg"):
         with pytest.raises(BadImage, match=r"over dataset.max_image_pixels = 2,399"):
             fast_decode.EncodedImage(tmp_path, name, DecodeOptions(max_image_pixels=2_399))

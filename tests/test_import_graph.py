@@ -57,6 +57,9 @@ UPWARD: dict[tuple[str, str], str] = {
     ("fgvc.engine.adapt_methods", "fgvc.analysis.frechet"):
         "the Fréchet adapt method fits the paper's model, which is pure maths kept with the "
         "other analysis maths (it imports nothing from fgvc)",
+    ("fgvc.engine.adapt_methods", "fgvc.analysis.gaussian"):
+        "the gaussian adapt method (appendix A.2) fits per-channel Gaussians and their map, "
+        "pure maths kept with the Fréchet model's (it imports nothing from fgvc)",
     ("fgvc.models.weights", "fgvc.engine.checkpoint"):
         "a weights file that torch refuses is explained by the checkpoint format's one "
         "describer (lazy, on the error path only)",

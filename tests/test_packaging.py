@@ -118,10 +118,12 @@ def test_recipes_show_prints_and_copies_the_yaml(tmp_path, capsys):
     assert capsys.readouterr().out == text
     out = tmp_path / "my_cub.yaml"
     assert main(["recipes", "show", "table3/cub200", "--out", str(out)]) == 0
-    assert out.read_text() == text and load_recipe(out).name == "table3_cub200"
+    # the copy's editor schema line points beside it (fgvc schema --out writes the file there)
+    copied = text.replace("$schema=../fgvc.schema.json", "$schema=fgvc.schema.json", 1)
+    assert out.read_text() == copied and load_recipe(out).name == "table3_cub200"
     assert main(["recipes", "show", "quickstart", "--out", str(out)]) == 2
     assert f"--out {out}: already exists (--force overwrites it)" in capsys.readouterr().err
-    assert out.read_text() == text
+    assert out.read_text() == copied
     assert main(["recipes", "show", "quickstart", "--out", str(out), "--force"]) == 0
     assert out.read_text() == (REPO / "recipes/quickstart.yaml").read_text()
     assert main(["recipes", "show", "table3/cub"]) == 2

@@ -404,15 +404,17 @@ def test_adapt_stage_resumes_from_a_checkpoint_of_what_it_trains(tiny_recipe_dic
     assert "fc.weight" in state["model"] and "layer4.0.bn2.running_mean" in state["model"]
     assert "layer1.0.conv1.weight" not in state["model"] and len(state["model"]) < len(full)
 
-    trained = torch.load(checkpoints / "train.pt", weights_only=True)
+    from fgvc.engine.checkpoint import load_checkpoint, save_checkpoint
+
+    trained = load_checkpoint(checkpoints / "train.pt")
     changed = {**trained, "model": {**trained["model"]}}
     changed["model"]["layer1.0.conv1.weight"] = changed["model"]["layer1.0.conv1.weight"] + 1
-    torch.save(changed, checkpoints / "train.pt")
+    save_checkpoint(checkpoints / "train.pt", changed)  # other weights, not a damaged file
     capsys.readouterr()
     assert main(["run", recipe, "--resume"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "adapt_last.pt: saved for other frozen weights" in err[0]
 
-    torch.save(trained, checkpoints / "train.pt")
+    save_checkpoint(checkpoints / "train.pt", trained)
     assert main(["run", recipe, "--resume"]) == 0
     assert_bit_identical(full, torch.load(checkpoints / "adapt.pt", weights_only=True)["model"])

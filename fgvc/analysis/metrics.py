@@ -16,6 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
+from fgvc.datasets.raw import DatasetError
+
 FULL_CONFUSION_MAX = 50
 
 
@@ -77,10 +79,10 @@ def labels_for(ids: Sequence[str], answers: dict[str, str], class_ids: Sequence[
     column = {c: i for i, c in enumerate(class_ids)}
     missing = [i for i in ids if i not in answers]
     if missing:
-        raise ValueError(f"{len(missing)} predicted image(s) have no answer, e.g. {missing[:3]}")
+        raise DatasetError(f"{len(missing)} predicted image(s) have no answer, e.g. {missing[:3]}")
     unknown = sorted({answers[i] for i in ids} - set(column))
     if unknown:
-        raise ValueError(f"answers name unknown category id(s) {unknown[:3]}")
+        raise DatasetError(f"answers name unknown category id(s) {unknown[:3]}")
     return np.array([column[answers[i]] for i in ids], dtype=np.int64)
 
 
@@ -97,5 +99,5 @@ def answer_key(index, split: str) -> dict[str, str] | None:
 
     table = pd.read_csv(solution, dtype=str)
     if not {"id", "category_id"} <= set(table.columns):
-        raise ValueError(f"{solution}: expected columns id,category_id, got {list(table.columns)}")
+        raise DatasetError(f"{solution}: expected columns id,category_id, got {list(table.columns)}")
     return dict(zip(table["id"], table["category_id"], strict=True))

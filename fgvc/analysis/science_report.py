@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 
 from fgvc.analysis import activations
-from fgvc.analysis.statistics import format_ci, format_p
+from fgvc.analysis.statistics import format_ci, format_gain, paired_test
 from fgvc.runfolder import RunFolder
 
 PHASES = ("before_adaptation", "after_adaptation")
@@ -22,7 +22,8 @@ def confidence_lines(evaluation: dict) -> list[str]:
     paired = "after_adaptation" in phases and "before_adaptation" in phases
     head = ["test resolution"] + [f"top-1 {p.replace('_', ' ')} [95 % CI]" for p in phases]
     if paired:
-        head += ["right only after / only before", "McNemar exact p"]
+        head += ["right only after / only before",
+                 "gain after - before [95 % CI] (McNemar exact p)"]
     lines = ["## How sure: 95 % Wilson intervals and McNemar's exact test", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for res in resolutions:
@@ -31,15 +32,42 @@ def confidence_lines(evaluation: dict) -> list[str]:
             e = evaluation[phase].get(str(res))
             cells.append(format_ci(e["top1"], e.get("top1_ci95")) if e else "")
         if paired:
-            test = evaluation["after_adaptation"].get(str(res), {}).get("vs_before")
-            cells += ([f"{test['only_a']} / {test['only_b']}", format_p(test["p_value"])]
+            test = _vs_before(evaluation, str(res))
+            cells += ([f"{test['only_a']} / {test['only_b']}",
+                       format_gain(test.get("gain"), test.get("gain_ci95"), test["p_value"])]
                       if test else ["", ""])
         lines.append("| " + " | ".join(cells) + " |")
     n = next(iter(evaluation[phases[0]].values())).get("images")
     lines += ["", f"Intervals: Wilson score, {n} images. The paired test compares before and "
               "after adaptation on the same images at the same resolution; p < 0.05 says the "
-              "change is unlikely to be chance.", ""]
+              "change is unlikely to be chance. A gain is the top-1 difference in percentage "
+              "points, its interval Newcombe's for paired proportions (method 10).", ""]
     return lines
+
+
+def _vs_before(evaluation: dict, res: str) -> dict | None:
+    """After vs before adaptation at ``res``: computed from the stored per-image hits, else the
+    stored test (runs that kept no hits)."""
+    after = evaluation["after_adaptation"].get(res, {})
+    before = evaluation["before_adaptation"].get(res)
+    test = paired_test(after, before) if before else None
+    return test.to_dict() if test else after.get("vs_before")
+
+
+def resolution_gain_lines(evaluation: dict, recipe) -> list[str]:
+    """The protocol's gain across resolutions: adapted at the adapt stage's resolution against
+    the network before adaptation at its train resolution, on the same images."""
+    train, adapt = recipe.stage("train"), recipe.stage("adapt")
+    if train is None or adapt is None or train.resolution == adapt.resolution:
+        return []
+    after = evaluation.get("after_adaptation", {}).get(str(adapt.resolution))
+    before = evaluation.get("before_adaptation", {}).get(str(train.resolution))
+    test = paired_test(after, before) if after and before else None
+    if test is None:
+        return []
+    return [f"Adapted at {adapt.resolution} px vs before adaptation at the train resolution "
+            f"{train.resolution} px, same {test.images} images: "
+            f"{format_gain(test.gain, test.gain_ci95, test.p_value)}.", ""]
 
 
 def method_lines(run_dir: Path, recipe) -> list[str]:
@@ -54,6 +82,9 @@ def method_lines(run_dir: Path, recipe) -> list[str]:
         lines.append(f"BN statistics of the adapted modules re-estimated at {adapt.resolution} px "
                      f"over {details.get('images', '?')} images of split `{split}`; no loss, "
                      "no labels.")
+    elif adapt.method == "gaussian":  # its fit and Table 4: report.py's adapted_distribution
+        lines.append("Per-channel Gaussian map before the last activation (appendix A.2): "
+                     "what was fitted, on which split, is under \"Adapted distribution\" below.")
     else:
         ref, test = details.get("reference", {}), details.get("test", {})
         lines.append(f"Fréchet model (xi = {details.get('xi', 0.3)}, zeros excluded) fitted on "
@@ -74,5 +105,6 @@ def markdown_lines(run_dir: Path, recipe) -> list[str]:
     from fgvc.runfolder import RunFolder
 
     evaluation = RunFolder(run_dir).read_evaluation()
-    return (confidence_lines(evaluation) + method_lines(run_dir, recipe)
+    return (confidence_lines(evaluation) + resolution_gain_lines(evaluation, recipe)
+            + method_lines(run_dir, recipe)
             + activations.markdown_lines(run_dir))

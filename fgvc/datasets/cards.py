@@ -47,8 +47,10 @@ CARDS: dict[str, Card] = {
         "Table 3, SENet-154: baseline 74.1, with FixRes 75.4 (best published then 67.3).",
         ["Official metric: top-5 error.",
          "Without the JSON files, torchvision's folder has no train/val split and no official "
-         "ids (its folders are species names): the one split is `trainval`, ids are torchvision's "
-         "(position in sorted order). Put train2017.json and val2017.json in the root to get both."],
+         "ids (its folders are species names): the one split is `trainval`, category ids are "
+         "torchvision's (position in sorted order) and an image's id is its path under 2017/ "
+         "(`<supercategory>/<species>/<file>`: file names repeat across folders). Put "
+         "train2017.json and val2017.json in the root to get both."],
         {"official": "the folder holding train2017.json and train_val_images/",
          "torchvision INaturalist(version='2017')": "torchvision's `root`, the folder holding 2017/ "
          "(train and val merged, <supercategory>/<species>/<file>); with the official JSON files "
@@ -62,8 +64,8 @@ CARDS: dict[str, Card] = {
         notes=["Official metric: top-3 error. Taxon names are obfuscated in the original release."],
         variants={"official": "the folder holding train2018.json and train_val2018/",
                   "torchvision INaturalist(version='2018')": "the folder holding 2018/ (train and val "
-                  "merged: one split `trainval`; ids from the numeric folders); with the official "
-                  "JSON files beside it, their splits"}),
+                  "merged: one split `trainval`; category ids from the numeric folders, image ids "
+                  "the path under 2018/); with the official JSON files beside it, their splits"}),
     "inaturalist2019": Card(
         "iNaturalist 2019 (FGVC6, Kaggle inaturalist-2019-fgvc6)", 1010,
         {"train+val": 268243, "test": 35350},
@@ -76,8 +78,8 @@ CARDS: dict[str, Card] = {
         ["Official metric: top-1 error; submission `id,predicted`."],
         {"official": "the folder holding train2019.json and train_val2019/",
          "torchvision INaturalist(version='2019')": "the folder holding 2019/ (train and val merged: "
-         "one split `trainval`; ids from the numeric folders); with the official JSON files beside "
-         "it, their splits"}),
+         "one split `trainval`; category ids from the numeric folders, image ids the path under "
+         "2019/); with the official JSON files beside it, their splits"}),
     "inaturalist2021": Card(
         "iNaturalist 2021", 10000,
         {"train": 2686843, "train_mini": 500000, "val": 100000, "test": 500000},
@@ -94,7 +96,8 @@ CARDS: dict[str, Card] = {
                   "torchvision INaturalist(version='2021_*')": "torchvision's `root`, the folder "
                   "holding 2021_train/, 2021_train_mini/, 2021_valid/ (any of them; not the "
                   "version folder itself): splits train, train_mini, val; category ids from the "
-                  "folders' 5-digit prefix, equal to the official JSON's"}),
+                  "folders' 5-digit prefix, equal to the official JSON's; image ids the path "
+                  "under the version folder (`<category folder>/<file>`)"}),
     "herbarium2019": Card(
         "Herbarium 2019 (FGVC6, Kaggle herbarium-2019-fgvc6)", 683,
         {"train": 34225, "val": 2679, "test": 9565},
@@ -133,7 +136,12 @@ CARDS: dict[str, Card] = {
          "or cars_test/), else from cars_annos.mat when its test entries match the devkit's boxes "
          "one by one, else the test split is unlabelled (with a warning).",
          "Image ids are `train/00001.jpg`, `test/00001.jpg` (the devkit numbers both splits from "
-         "00001), so ids and boxes are unique."],
+         "00001), so ids and boxes are unique.",
+         "Boxes are read where the annotation files carry them (`bbox_x1` ... `bbox_y2`); copies "
+         "without them load without boxes.",
+         "A split is read where its annotations and its images folder are both there: a copy of "
+         "the test half only (cars_test/, cars_meta.mat, the test annotations) reads as its "
+         "test split."],
         {"devkit": "the folder holding devkit/, cars_train/, cars_test/",
          "Kaggle mirror": "the folder holding car_devkit/devkit/, cars_train/cars_train/, "
          "cars_test/cars_test/ and cars_annos.mat (whose car_ims/ paths the mirror lacks)",
@@ -185,7 +193,8 @@ CARDS: dict[str, Card] = {
         "Images under their owners' licences; metadata for research.",
         "Table 3, SENet-154: baseline 83.4, with FixRes 84.3 (best published then 84.3).",
         ["Listed images that were never downloaded are counted, reported and skipped; none "
-         "downloaded at all is an error."],
+         "downloaded at all is an error. `fgvc datasets verify` counts them as a warning (exit 0); "
+         "`--strict` makes them fail the check."],
         {"images/": "the folder holding species.txt and images/",
          "official download script": "the folder holding species.txt and download/images/"}),
     "imagefolder": Card(
@@ -219,8 +228,13 @@ CARDS: dict[str, Card] = {
         "Any COCO-style classification JSON", None, {},
         "Your own or a later competition's JSON.",
         "options.files maps split -> JSON (images: id, file_name; annotations: image_id, "
-        "category_id; categories: id, name)",
-        "Yours."),
+        "category_id; categories: id, name); options.images names the folder the file_name "
+        "values are relative to (one folder, or split -> folder)",
+        "Yours.",
+        notes=["Category ids are integers (or their decimal text); image ids integers or text. "
+               "Anything else is refused, naming the file and the entry.",
+               "Without options.images, file_name is read relative to the root or to the JSON's "
+               "folder, whichever holds the listed images."]),
 }
 
 
@@ -245,7 +259,9 @@ def render_card(name: str) -> str:
                   "| copy | root to give |", "|---|---|"]
         lines += [f"| {variant} | {root} |" for variant, root in card.variants.items()]
     lines += ["", f"Check a copy with `fgvc datasets info {name} --root <root>` and "
-              f"`fgvc datasets verify {name} --root <root>`.", ""]
+              f"`fgvc datasets verify {name} --root <root>`. Images reached through a symbolic "
+              "link that leads out of the root are refused unless the recipe sets "
+              "`dataset.follow_symlinks_outside: true` (`--follow-symlinks-outside`).", ""]
     return "\n".join(lines)
 
 

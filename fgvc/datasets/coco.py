@@ -15,7 +15,7 @@ set) yields unlabelled samples.
 from __future__ import annotations
 
 from operator import itemgetter
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from fgvc.datasets.base import (
@@ -27,7 +27,17 @@ from fgvc.datasets.base import (
     paused_gc,
 )
 from fgvc.datasets.columns import all_distinct, int64_ids
-from fgvc.datasets.files import card_hint, path_mapping, read_json, require_file
+from fgvc.datasets.files import (
+    PathMapping,
+    as_image_id,
+    as_integer,
+    as_text,
+    card_hint,
+    path_mapping,
+    read_json,
+    require_dir,
+    require_file,
+)
 from fgvc.datasets.integrity import problem
 from fgvc.datasets.registry import register
 
@@ -52,8 +62,12 @@ def _images(data: Any, json_path: Path) -> list:
 
 
 def _read_categories(data: Any, json_path: Path, categories: dict[str, str]) -> None:
+    """Category ids are integers (COCO's), also written as decimal text; anything else is
+    refused naming the entry, so an annotation's category that is not an integer is unknown."""
     for i, cat in enumerate((data.get("categories") if isinstance(data, dict) else None) or []):
-        cid = str(_field(cat, "category id", json_path, "category", i))
+        cid = _field(cat, "category id", json_path, "category", i)
+        as_integer(cid, json_path, f"category #{i}", "category id", whole_floats=False)
+        cid = str(cid)
         name = str(next((cat[k] for k in KEYS["category name"] if k in cat), cid))
         if categories.setdefault(cid, name) != name:
             problem("conflict", json_path, f"category {cid}", f"named {categories[cid]!r} "
@@ -64,7 +78,9 @@ def _read_labels(data: Any, json_path: Path, image_ids: set[str],
                  boxes: dict[str, tuple[float, float, float, float]]) -> dict[str, str]:
     labels: dict[str, str] = {}
     for i, ann in enumerate((data.get("annotations") if isinstance(data, dict) else None) or []):
-        image_id = str(_field(ann, "image_id", json_path, "annotation", i))
+        image_id = as_image_id(_field(ann, "image_id", json_path, "annotation", i), json_path,
+                               f"annotation #{i}", "image_id")
+        # checked against the categories, whose ids are integers: anything else is unknown
         category = str(_field(ann, "category_id", json_path, "annotation", i))
         entry = f"annotation #{i} (image {image_id})"
         if image_id not in image_ids:
@@ -83,21 +99,29 @@ def _read_labels(data: Any, json_path: Path, image_ids: set[str],
 @paused_gc
 def read_coco_split(json_path: Path, root: Path, categories: dict[str, str],
                     boxes: dict[str, tuple[float, float, float, float]],
-                    folders: tuple[str, ...] = (), renames: dict[str, str] | None = None
-                    ) -> list[RawSample] | RawColumns:
-    """Samples of one COCO-style file; adds its categories and boxes to the given mappings."""
+                    folders: tuple[str, ...] = (), renames: dict[str, str] | None = None,
+                    image_folder: str | None = None) -> list[RawSample] | RawColumns:
+    """Samples of one COCO-style file; adds its categories and boxes to the given mappings.
+    ``image_folder`` (the ``coco`` adapter's ``images`` option): the folder ``file_name`` is
+    relative to, given by the user, so it is not voted on."""
     data = read_json(json_path)
     images = _images(data, json_path)
     _read_categories(data, json_path, categories)
-    columns = _columns(data, images, boxes, lambda names: path_mapping(
-        json_path, root, names, folders, renames))
+
+    def mapping_for(names: list[str]) -> PathMapping:
+        if image_folder is not None:
+            return PathMapping(image_folder.strip("/") + "/")
+        return path_mapping(json_path, root, names, folders, renames)
+
+    columns = _columns(data, images, boxes, mapping_for)
     if columns is not None:
         return columns
-    ids = [str(_field(image, "image id", json_path, "image", i)) for i, image in enumerate(images)]
-    names = [str(_field(image, "file_name", json_path, "image", i)) for i, image in enumerate(images)]
+    ids = [as_image_id(_field(image, "image id", json_path, "image", i), json_path, f"image #{i}")
+           for i, image in enumerate(images)]
+    names = [_file_name(image, json_path, i) for i, image in enumerate(images)]
     labels = _read_labels(data, json_path, set(ids), boxes)
     labelled = bool(labels)
-    mapping = path_mapping(json_path, root, names, folders, renames)
+    mapping = mapping_for(names)
     samples = []
     for image_id, file_name in zip(ids, names, strict=True):
         if labelled and image_id not in labels:
@@ -105,6 +129,11 @@ def read_coco_split(json_path: Path, root: Path, categories: dict[str, str],
                                "fix: annotate it or remove it from 'images'")
         samples.append(RawSample(mapping(file_name), labels.get(image_id), image_id))
     return samples
+
+
+def _file_name(image: Any, json_path: Path, position: int) -> str:
+    return as_text(_field(image, "file_name", json_path, "image", position), json_path,
+                   f"image #{position}", "file_name")
 
 
 def _columns(data: Any, images: list, boxes: dict[str, tuple[float, float, float, float]],
@@ -122,6 +151,8 @@ def _columns(data: Any, images: list, boxes: dict[str, tuple[float, float, float
         category_ids = list(map(itemgetter("category_id"), annotations))
     except (KeyError, TypeError):
         return None
+    if set(map(type, ids)) not in ({int}, {str}) or set(map(type, annotated)) - {int, str}:
+        return None  # ids of mixed or other kinds (null, a list, ...): named entry by entry
     ints = int64_ids(ids)  # COCO's integer ids: one array, checked by sorting, not a set
     distinct = all_distinct(ints) if ints is not None else (
         len(set(map(type, ids))) == 1 and len(set(ids)) == len(ids))
@@ -151,8 +182,10 @@ def _columns(data: Any, images: list, boxes: dict[str, tuple[float, float, float
 
 def load_coco(name: str, root: Path, split_files: dict[str, str],
               optional: tuple[str, ...] = ("test",), folders: dict[str, tuple[str, ...]] | None = None,
-              renames: dict[str, str] | None = None) -> DatasetIndex:
-    """Read every split's JSON; a split listed in ``optional`` may be absent."""
+              renames: dict[str, str] | None = None,
+              image_folders: dict[str, str] | None = None) -> DatasetIndex:
+    """Read every split's JSON; a split listed in ``optional`` may be absent.
+    ``image_folders``: split -> the folder its ``file_name``s are relative to, as given."""
     categories: dict[str, str] = {}
     boxes: dict[str, tuple[float, float, float, float]] = {}
     splits: dict[str, list[RawSample] | RawColumns] = {}
@@ -163,7 +196,8 @@ def load_coco(name: str, root: Path, split_files: dict[str, str],
             continue
         require_file(path, name, layout)
         splits[split] = read_coco_split(path, root, categories, boxes,
-                                        (folders or {}).get(split, ()), renames)
+                                        (folders or {}).get(split, ()), renames,
+                                        (image_folders or {}).get(split))
     if not categories:
         raise DatasetError(f"{name}: no 'categories' in {layout} under {root}")
     found = ", ".join(split_files[s] for s in splits)
@@ -205,7 +239,12 @@ def _inaturalist_adapter(year: int, files: dict[str, str], classes: int, summary
                                f"{' or '.join(f for s, f in split_files.items() if s != 'test')}")
         return load_coco(name, root, split_files, optional=optional, renames=TORCHVISION_RENAMES)
 
-    register(name, summary, classes, options={"files": dict[str, str]})(load)
+    def markers(options: dict[str, Any]) -> tuple[str, ...]:
+        from fgvc.datasets import inat_folders
+
+        return (*{**files, **options.get("files", {})}.values(), *inat_folders.VERSIONS[year])
+
+    register(name, summary, classes, options={"files": dict[str, str]}, markers=markers)(load)
 
 
 CARDS_LAYOUTS = {
@@ -241,7 +280,8 @@ def herbarium_root(root: Path) -> Path:
 
 
 @register("herbarium2020", "Herbarium 2020, 2021, 2022 and later (COCO-style metadata JSON)",
-          num_classes=lambda options: None, options={"files": dict[str, str]})
+          num_classes=lambda options: None, options={"files": dict[str, str]},
+          markers=("train/metadata.json", "train_metadata.json", "nybg2020/train/metadata.json"))
 def load_herbarium(root: Path, options: dict[str, Any]) -> DatasetIndex:
     """The edition is read from what is on disk: ``train/metadata.json`` (2020, 2021) or
     ``train_metadata.json`` + ``train_images/`` (2022 and later); the class count is the
@@ -263,12 +303,49 @@ def load_herbarium(root: Path, options: dict[str, Any]) -> DatasetIndex:
                        f"{card_hint('herbarium2020')}")
 
 
-@register("coco", "any COCO-style classification JSON; options.files maps split -> JSON path",
-          num_classes=lambda options: 0, options={"files": dict[str, str], "name": str})
+COCO_OPTIONS = {"files", "name", "images"}
+
+
+@register("coco", "any COCO-style classification JSON; options.files maps split -> JSON path, "
+          "options.images names the image folder",
+          num_classes=lambda options: 0,
+          options={"files": dict[str, str], "name": str, "images": str | dict[str, str]},
+          markers=lambda o: tuple(map(str, o["files"].values()))
+          if isinstance(o.get("files"), dict) else ())
 def load_generic_coco(root: Path, options: dict[str, Any]) -> DatasetIndex:
+    """``options.files``: split -> JSON file relative to the root. ``options.images``: the
+    folder the ``file_name``s are relative to (one for every split, or split -> folder);
+    without it, the folder is found as for the named datasets (the root, or the JSON's
+    folder: ``path_mapping``)."""
+    unknown = set(options) - COCO_OPTIONS
+    if unknown:
+        raise DatasetError(f"dataset.options: unknown option(s) {', '.join(sorted(unknown))} for "
+                           f"coco (known: {', '.join(sorted(COCO_OPTIONS))})")
     files = options.get("files")
     if not isinstance(files, dict) or not files:
         raise DatasetError("dataset.options.files: the coco adapter needs a mapping of split -> "
                            "JSON file relative to the root, e.g. {train: train.json, val: val.json}")
-    return load_coco(str(options.get("name", "coco")), root, {str(k): str(v) for k, v in files.items()},
-                     optional=())
+    files = {str(k): str(v) for k, v in files.items()}
+    name = str(options.get("name", "coco"))
+    return load_coco(name, root, files, optional=(),
+                     image_folders=_image_folders(name, root, options.get("images"), files))
+
+
+def _image_folders(name: str, root: Path, images: str | dict[str, str] | None,
+                   files: dict[str, str]) -> dict[str, str]:
+    """``options.images`` per split, each an existing folder under the root."""
+    if images is None:
+        return {}
+    folders = {split: images for split in files} if isinstance(images, str) else dict(images)
+    unknown = sorted(set(folders) - set(files))
+    if unknown:
+        raise DatasetError(f"dataset.options.images: split(s) {', '.join(unknown)} have no JSON "
+                           f"in options.files (splits: {', '.join(files)})")
+    for split, folder in folders.items():
+        option = "dataset.options.images" + ("" if isinstance(images, str) else f".{split}")
+        if PurePosixPath(folder).is_absolute() or ".." in PurePosixPath(folder).parts:
+            raise DatasetError(f"{option}: {folder!r} leaves the dataset root {root}; fix: give "
+                               "a folder relative to the root")
+        require_dir(root / folder, "coco", f"{option}: {folder}/ under the root, holding the "
+                    "images the JSON's file_name values name")
+    return folders

@@ -10,16 +10,19 @@ any other unreadable file.
 
 from __future__ import annotations
 
+import functools
 import io
 import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from fgvc.errors import FgvcError
+from fgvc.io.atomic import cause
 
 PILLOW_MAX_IMAGE_PIXELS = 89_478_485  # Image.MAX_IMAGE_PIXELS as Pillow ships it
 
@@ -28,26 +31,74 @@ class BadImage(FgvcError, ValueError):
     """An image that must not be decoded (over the pixel limit)."""
 
 
+class UnreadableImage(FgvcError, OSError):
+    """A decoder failed on one file with an error outside ``BAD_IMAGE_ERRORS`` (a Pillow
+    plugin's ``NotImplementedError`` for a variant it cannot decode, an ``IndexError`` in a
+    damaged header, ...); the message names the original error."""
+
+
+# What a per-file handler catches (skip and count, or name the file): every failure of the
+# decoders below arrives as one of these (``per_file``).
 BAD_IMAGE_ERRORS = (OSError, UnidentifiedImageError, ValueError, SyntaxError,
                     Image.DecompressionBombError)
 
 
+def per_file(decoder):
+    """``decoder`` with any error it raises for one file turned into one of
+    ``BAD_IMAGE_ERRORS``: Pillow's plugins raise whatever their parsing hits in a damaged or
+    unsupported file (a DDS or BLP variant saved under a ``.png`` name raises
+    ``NotImplementedError``), and one such file must be skipped and counted like any other
+    unreadable one, never stop a run. What is not the file's passes through: ``MemoryError``,
+    and the stops (``KeyboardInterrupt``, ``Preempted``), which derive from ``BaseException``."""
+
+    @functools.wraps(decoder)
+    def wrapper(*args, **kwargs):
+        try:
+            return decoder(*args, **kwargs)
+        except (*BAD_IMAGE_ERRORS, MemoryError):
+            raise
+        except Exception as err:  # noqa: BLE001 - any decoder failure is the file's (docstring)
+            raise UnreadableImage(f"{type(err).__name__} from the decoder: "
+                                  f"{failure_reason(err)}") from err
+
+    return wrapper
+
+
+def failure_reason(err: BaseException) -> str:
+    """Why a file could not be decoded, in one line: the error's first line (its type when it
+    has no message), without the path Pillow repeats in ``cannot identify image file``, and
+    an OS error by its cause alone (``no such file or directory``)."""
+    text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    if text.startswith("cannot identify image file"):
+        return "cannot identify image file"
+    return cause(err) if isinstance(err, OSError) and err.errno is not None else text
+
+
 @dataclass(frozen=True)
 class DecodeOptions:
-    """``max_image_pixels=None`` lifts the limit; ``exif_transpose`` applies EXIF orientation."""
+    """``max_image_pixels=None`` lifts the limit; ``exif_transpose`` applies EXIF orientation;
+    ``test_decode="reduced"`` lets test DA's fast path decode JPEGs at libjpeg-turbo's reduced
+    scales (``fgvc/transforms.py``, ``decode_resized``), which is not the paper's test DA;
+    ``follow_symlinks_outside`` lets a sample's file be a link that leads out of the dataset
+    root (``integrity.check_inside_root``, applied where a dataset's samples are read)."""
 
     max_image_pixels: int | None = PILLOW_MAX_IMAGE_PIXELS
     exif_transpose: bool = True
+    test_decode: Literal["exact", "reduced"] = "exact"
+    follow_symlinks_outside: bool = False
 
 
 DEFAULT_OPTIONS = DecodeOptions()
 
 
 def decode_options(dataset_config) -> DecodeOptions:
-    """The recipe's ``dataset.max_image_pixels`` and ``dataset.exif_transpose``."""
-    return DecodeOptions(dataset_config.max_image_pixels, dataset_config.exif_transpose)
+    """The recipe's ``dataset.max_image_pixels``, ``exif_transpose``, ``test_decode`` and
+    ``follow_symlinks_outside``."""
+    return DecodeOptions(dataset_config.max_image_pixels, dataset_config.exif_transpose,
+                         dataset_config.test_decode, dataset_config.follow_symlinks_outside)
 
 
+@per_file
 def image_bytes_or_path(root: Path, rel: str) -> Path | io.BytesIO:
     """A file path, or the encoded bytes of an image stored inside a Parquet/Arrow file
     (``<file>#<column>[<row>]``, see ``fgvc.datasets.parquet``)."""
@@ -71,6 +122,7 @@ def exists(root: Path, rel: str) -> bool:
     return os.path.isfile(os.path.join(root, rel))
 
 
+@per_file
 def open_rgb(root: Path, rel: str, options: DecodeOptions = DEFAULT_OPTIONS) -> Image.Image:
     """Decode ``root/rel`` fully into 8-bit RGB; raises one of ``BAD_IMAGE_ERRORS``."""
     source = image_bytes_or_path(root, rel)
@@ -81,6 +133,7 @@ def open_rgb(root: Path, rel: str, options: DecodeOptions = DEFAULT_OPTIONS) -> 
         return to_rgb8(image)
 
 
+@per_file
 def _open(source: Path | io.BytesIO, limit: int | None) -> Image.Image:
     """``Image.open`` with the recipe's pixel limit in place of Pillow's: Pillow's own check
     (a warning over its limit, an error over twice that) is silenced, or lifted for this call

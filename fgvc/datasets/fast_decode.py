@@ -6,16 +6,20 @@ between) by scaling the inverse DCT, which costs a fraction of a full decode fol
 resize. A transform first reads the image's size from its header (``EncodedImage.size``), draws
 its crop, and asks for the smallest decode that still gives at least as many pixels as its
 output (``decode(min_width, min_height)``); the reduction is only used when it is at least 2x,
-since libjpeg-turbo's factors between 1 and 2 are not faster than a full decode.
+since libjpeg-turbo's factors between 1 and 2 are not faster than a full decode. Train DA
+does; test DA decodes the full image unless the recipe says ``dataset.test_decode: reduced``
+(a scaled inverse DCT is another low-pass filter than the reference's resize: other pixels).
 
-Anything that is not a plain baseline RGB or greyscale JPEG without an EXIF rotation (PNG,
+Anything that is not a plain baseline RGB or greyscale JPEG without a rotation (PNG,
 CMYK, 16-bit, rotated photos when ``dataset.exif_transpose`` is on, unreadable data) goes
 through ``decode.open_rgb``, the reference decode path, so every image keeps its handling.
 
 The header of a plain JPEG is read by libjpeg-turbo (``simplejpeg.decode_jpeg_header``, ~2 us)
-after a walk over the file's marker segments that looks for EXIF (``has_exif``), instead of by
-Pillow (~30 us, and ~140 us per image with ``Path.read_bytes``, a tenth of a 500x375 training
-sample's whole time); a JPEG with EXIF still has its orientation read by Pillow.
+after a walk over the file's marker segments that looks for an orientation (``has_orientation``:
+EXIF, or an XMP packet's ``tiff:Orientation``, both of which ``ImageOps.exif_transpose``
+applies), instead of by Pillow (~30 us, and ~140 us per image with ``Path.read_bytes``, a tenth
+of a 500x375 training sample's whole time); a JPEG with either still has its orientation read
+by Pillow.
 """
 
 from __future__ import annotations
@@ -91,9 +95,7 @@ class EncodedImage:
         image, for transforms that continue on tensors; a baseline JPEG then goes straight from
         libjpeg-turbo into it (no PIL image, whose RGB is four bytes per pixel)."""
         if self.fast:
-            width, height = self.size
-            reduction = min(width / max(min_width, 1), height / max(min_height, 1))
-            small = reduction >= MIN_REDUCTION
+            small = self.request(min_width, min_height) != (0, 0)
             if not small and not array:
                 header, self._header = self._header, None  # in memory: nothing to close
                 if header is None:
@@ -113,6 +115,15 @@ class EncodedImage:
                                                                          self.options)
         return np.array(image) if array else image
 
+    def request(self, min_width: int, min_height: int) -> tuple[int, int]:
+        """The decode that ``decode(min_width, min_height)`` makes: the same request when it
+        decodes at reduced scale, ``(0, 0)`` when it decodes the full image. Equal requests
+        give equal pixels, so callers that need several sizes share a decode only between
+        equal requests."""
+        width, height = self.size
+        reduction = min(width / max(min_width, 1), height / max(min_height, 1))
+        return (min_width, min_height) if self.fast and reduction >= MIN_REDUCTION else (0, 0)
+
 
 _JPEG_COLOURS = ("YCbCr", "RGB", "Gray")  # what Pillow opens as RGB or L
 
@@ -124,7 +135,7 @@ def plain_jpeg_size(data: bytes, options: DecodeOptions) -> tuple[int, int] | No
     path does."""
     if simplejpeg is None or not data.startswith(b"\xff\xd8"):
         return None
-    if options.exif_transpose and has_exif(data):
+    if options.exif_transpose and has_orientation(data):
         return None
     try:
         height, width, colours, _ = simplejpeg.decode_jpeg_header(data)
@@ -136,10 +147,16 @@ def plain_jpeg_size(data: bytes, options: DecodeOptions) -> tuple[int, int] | No
     return width, height
 
 
-def has_exif(data: bytes) -> bool:
-    """Whether a JPEG carries an EXIF segment (APP1 starting ``Exif\\0\\0``) before its image
-    data. Walks the marker segments from the start of the file to the first scan; anything it
-    cannot follow counts as EXIF, so that Pillow reads the file."""
+_EXIF = b"Exif\x00\x00"
+_XMP = b"http://ns.adobe.com/xap/1.0/\x00"  # the APP1 packet Pillow reads as info["xmp"]
+
+
+def has_orientation(data: bytes) -> bool:
+    """Whether a JPEG may carry an orientation Pillow applies: an EXIF segment (APP1 starting
+    ``Exif\\0\\0``) or an XMP packet naming ``tiff:Orientation`` (Pillow's ``getexif`` takes
+    the orientation from XMP when EXIF has none) before its image data. Walks the marker
+    segments from the start of the file to the first scan; anything it cannot follow counts as
+    an orientation, so that Pillow reads the file."""
     i, end = 2, len(data)
     while i + 4 <= end:
         if data[i] != 0xFF:
@@ -148,12 +165,15 @@ def has_exif(data: bytes) -> bool:
         if marker == 0xFF:  # fill byte
             i += 1
             continue
-        if marker in (0xDA, 0xD9):  # start of scan, end of image: no EXIF before the pixels
+        if marker in (0xDA, 0xD9):  # start of scan, end of image: none before the pixels
             return False
         if marker == 0x01 or 0xD0 <= marker <= 0xD7:  # markers without a length
             i += 2
             continue
-        if marker == 0xE1 and data[i + 4:i + 10] == b"Exif\x00\x00":
+        end_of_segment = i + 2 + int.from_bytes(data[i + 2:i + 4], "big")
+        if marker == 0xE1 and (data.startswith(_EXIF, i + 4) or (
+                data.startswith(_XMP, i + 4)
+                and data.find(b"tiff:Orientation", i + 4, end_of_segment) >= 0)):
             return True
-        i += 2 + int.from_bytes(data[i + 2:i + 4], "big")
+        i = end_of_segment
     return True

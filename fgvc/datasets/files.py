@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import csv
 import json
+import math
+import numbers
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -113,12 +116,68 @@ def as_floats(values: list[str], path: Path, line: int, what: str) -> tuple[floa
         return tuple(as_float(v, path, line, what) for v in values)  # names the bad value
 
 
+def as_integer(value: Any, file: object, entry: str, what: str, whole_floats: bool = True) -> int:
+    """A label, category id, image number or flag as an integer: a Python or numpy integer, a
+    whole float (MATLAB stores numbers as doubles: ``3.0``; ``whole_floats=False`` for JSON,
+    which writes integers as such) or decimal text (``"3"``), also in a one-element array.
+    Anything else (``1.5``, NaN, ``"abc"``, a list, ``true``, null) is a DatasetError naming
+    the file and entry: truncating it would give a wrong label silently."""
+    import numpy as np
+
+    item = _scalar(value)
+    whole = not isinstance(item, (bool, np.bool_)) and (
+        isinstance(item, numbers.Integral)
+        or (whole_floats and isinstance(item, numbers.Real) and float(item).is_integer())
+        or (isinstance(item, str) and _DECIMAL.fullmatch(item.strip()) is not None))
+    if not whole:
+        raise DatasetError(f"{file}: {entry}: {what} must be an integer, got {_shown(value)}")
+    return int(item)
+
+
+def as_number(value: Any, file: object, entry: str, what: str) -> float:
+    """A box coordinate or other measure as a finite float (a one-element array too); anything
+    else is a DatasetError naming the file and entry."""
+    item = _scalar(value)
+    if isinstance(item, numbers.Real) and not isinstance(item, bool) and math.isfinite(item):
+        return float(item)
+    raise DatasetError(f"{file}: {entry}: {what} must be a number, got {_shown(value)}")
+
+
+def as_text(value: Any, file: object, entry: str, what: str) -> str:
+    """A file name read from metadata: one string, not a number, null or a list of them."""
+    if isinstance(value, str):
+        return value
+    raise DatasetError(f"{file}: {entry}: {what} must be text, got {_shown(value)}")
+
+
+def _scalar(value: Any) -> Any:
+    """The value of a one-element array (how a squeezed MATLAB struct may still hold one)."""
+    import numpy as np
+
+    return value.item() if isinstance(value, np.ndarray) and value.size == 1 else value
+
+
+def as_image_id(value: Any, file: object, entry: str, what: str = "image id") -> str:
+    """An image id as its text: ids are integers or text; anything else (a list, an object,
+    null, a boolean, a fraction) is a DatasetError naming the file and entry, not its repr."""
+    if isinstance(value, str) or (isinstance(value, int) and not isinstance(value, bool)):
+        return str(value)
+    raise DatasetError(f"{file}: {entry}: {what} must be an integer or text, got {_shown(value)}")
+
+
+_DECIMAL = re.compile(r"[+-]?[0-9]+")
+
+
+def _shown(value: Any) -> str:
+    text = repr(value.tolist() if hasattr(value, "tolist") else value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
 def read_json(path: Path) -> Any:
-    """A JSON file, parsed by the standard library. orjson was tried (commit 3a64656) and dropped:
-    on a 1 GB iNaturalist-2021-shaped file its parse took less than half the user time, but
-    its own document buffer raised the loader's peak memory by 2.5 GB, and the page faults of
-    that memory (costly on this project's machine) left no consistent CPU gain (README,
-    "Dataset metadata")."""
+    """A JSON file, parsed by the standard library rather than orjson: on a 1 GB
+    iNaturalist-2021-shaped file orjson's parse takes less than half the user time, but its own
+    document buffer raises the loader's peak memory by 2.5 GB (4.0 to 6.5 GB above the start at
+    2.7 M images), and the page faults of that memory leave no consistent CPU gain."""
     try:
         with _text(path) as f:
             return json.load(f)

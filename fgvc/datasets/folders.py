@@ -29,6 +29,12 @@ def read_class_folders(root: Path, split_dir: str, image_id_with_folder: bool = 
     return samples, classes
 
 
+def _named(options: dict[str, Any], option: str, split: str, default: str) -> str:
+    """What ``options[option]`` names for ``split`` (a folder or file), else ``default``."""
+    named = options.get(option)
+    return str(named.get(split, default)) if isinstance(named, dict) else default
+
+
 def _check_options(name: str, options: dict[str, Any], known: set[str]) -> None:
     unknown = set(options) - known
     if unknown:
@@ -37,7 +43,8 @@ def _check_options(name: str, options: dict[str, Any], known: set[str]) -> None:
 
 
 @register("herbarium2019", "Herbarium 2019 (FGVC6): train/<category>/<id>.jpg folders", 683,
-          options={"small": bool})
+          options={"small": bool},
+          markers=lambda o: ("small-train",) if o.get("small") else ("train", "validation"))
 def load_herbarium2019(root: Path, options: dict[str, Any]) -> DatasetIndex:
     """Image ids repeat across category folders, so train/val samples are keyed by
     ``<category>/<file>``; test ids are the file names Kaggle expects (``00123.jpg``).
@@ -63,7 +70,8 @@ def load_herbarium2019(root: Path, options: dict[str, Any]) -> DatasetIndex:
 
 
 @register("imagefolder", "custom data: <split>/<class>/<image> folders", num_classes=lambda o: None,
-          options={"splits": dict[str, str]})
+          options={"splits": dict[str, str]},
+          markers=lambda o: (_named(o, "splits", "train", "train"),))
 def load_imagefolder(root: Path, options: dict[str, Any]) -> DatasetIndex:
     """One folder per split (``train``, ``val``, ``test`` by default), one sub-folder per class;
     a split folder without class sub-folders holds unlabelled images."""
@@ -85,7 +93,8 @@ def load_imagefolder(root: Path, options: dict[str, Any]) -> DatasetIndex:
 
 
 @register("csv", "custom data: one CSV per split with path,label columns", num_classes=lambda o: None,
-          options={"files": dict[str, str]})
+          options={"files": dict[str, str]},
+          markers=lambda o: (_named(o, "files", "train", "train.csv"),))
 def load_csv_lists(root: Path, options: dict[str, Any]) -> DatasetIndex:
     """``<split>.csv`` files with ``path,label`` (paths relative to the root) and an optional
     ``id`` column; an empty label marks an unlabelled image. ``options.files`` renames them."""

@@ -10,7 +10,14 @@ import torch
 from torch.utils.data import Dataset, default_collate
 
 from fgvc.datasets.base import DatasetError, Sample, SampleTable
-from fgvc.datasets.decode import BAD_IMAGE_ERRORS, DEFAULT_OPTIONS, DecodeOptions, open_rgb
+from fgvc.datasets.decode import (
+    BAD_IMAGE_ERRORS,
+    DEFAULT_OPTIONS,
+    DecodeOptions,
+    failure_reason,
+    open_rgb,
+)
+from fgvc.datasets.integrity import check_inside_root
 
 log = logging.getLogger(__name__)
 __all__ = ["BAD_IMAGE_ERRORS", "ImageDataset", "collate_skipping_bad"]
@@ -22,7 +29,8 @@ class ImageDataset(Dataset):
     Decoding (bit depth, EXIF orientation, pixel limit) follows ``decode`` (``DecodeOptions``
     from the recipe's ``dataset`` section). A missing or unreadable image yields ``None`` when
     ``on_bad_image='skip'`` (the collate function drops it and counts it) and raises a
-    ``DatasetError`` naming the file otherwise.
+    ``DatasetError`` naming the file otherwise. A file that leads out of the root through a
+    symbolic link is refused (``DatasetError``) unless ``decode.follow_symlinks_outside``.
     """
 
     def __init__(self, root: Path, samples: Sequence[Sample], transform: Callable,
@@ -40,13 +48,15 @@ class ImageDataset(Dataset):
         sample = self.samples[index]
         path = self.root / sample.path
         load = getattr(self.transform, "load", None)  # the fast path, see fgvc/transforms.py
+        if not self.decode.follow_symlinks_outside:
+            check_inside_root(self.root, sample.path, self.root, f"image {sample.image_id!r}")
         try:
             item = (load(self.root, sample.path, self.decode) if load is not None
                     else self.transform(open_rgb(self.root, sample.path, self.decode)))
         except BAD_IMAGE_ERRORS as err:
             if self.on_bad_image == "fail":
-                raise DatasetError(f"cannot read image {path}: {err}") from None
-            log.warning("skipping unreadable image %s: %s", path, err)
+                raise DatasetError(f"cannot read image {path}: {failure_reason(err)}") from None
+            log.warning("skipping unreadable image %s: %s", path, failure_reason(err))
             return None
         return item, sample.label, index
 

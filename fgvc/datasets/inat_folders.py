@@ -7,7 +7,10 @@ the same root. Category ids are the dataset's own where the folders carry them: 
 prefix (2021, equal to the official JSON's ids) or the numeric folder (2018, 2019). 2017's
 folders are species names: ids are then torchvision's (the position of ``<super>/<species>`` in
 sorted order); with the official ``train2017.json``/``val2017.json`` in the root, ``coco.py``
-reads the official ids and the train/val split instead.
+reads the official ids and the train/val split instead. Without the JSON there are no image ids
+either: an image is identified by its path relative to its version folder
+(``<category folder>/<file>``, ``<supercategory>/<category>/<file>``), since equal file names
+occur in different category folders.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from pathlib import Path
 
 from fgvc.datasets.base import DatasetError, DatasetIndex, RawSample, build_index
 from fgvc.datasets.folders import IMAGE_SUFFIXES
+from fgvc.datasets.raw import WrongRootError
 
 VERSIONS = {2017: ("2017",), 2018: ("2018",), 2019: ("2019",),
             2021: ("2021_train", "2021_train_mini", "2021_valid")}
@@ -31,7 +35,7 @@ def torchvision_folders(root: Path, year: int) -> list[str]:
 def refuse_inner_folder(name: str, root: Path) -> None:
     """Pointing at ``2021_train_mini/`` itself is a common slip: say which root to give."""
     if any(root.name in versions for versions in VERSIONS.values()):
-        raise DatasetError(f"{name}: {root} is one of torchvision's version folders; give its "
+        raise WrongRootError(f"{name}: {root} is one of torchvision's version folders; give its "
                            f"parent as the root: --root {root.parent}")
 
 
@@ -54,7 +58,7 @@ def _read_2021(root: Path, version: str, categories: dict[str, str]) -> list[Raw
         cid = str(int(prefix))
         categories.setdefault(cid, " ".join(rest.split("_")[-2:]))
         for file in _images(root / version / dir_name):
-            samples.append(RawSample(f"{version}/{dir_name}/{file}", cid, Path(file).stem))
+            samples.append(RawSample(f"{version}/{dir_name}/{file}", cid, f"{dir_name}/{file}"))
     return samples
 
 
@@ -71,7 +75,8 @@ def _read_pre2021(root: Path, year: int, categories: dict[str, str]) -> list[Raw
                                    "folders are numeric ids")
             categories[cid] = cat if year == 2017 else f"category {cid} ({super_name})"
             for file in _images(folder / super_name / cat):
-                samples.append(RawSample(f"{year}/{super_name}/{cat}/{file}", cid, Path(file).stem))
+                samples.append(RawSample(f"{year}/{super_name}/{cat}/{file}", cid,
+                                         f"{super_name}/{cat}/{file}"))
     return samples
 
 

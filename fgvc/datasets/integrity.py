@@ -4,7 +4,9 @@ Every adapter reports a broken entry through ``problem``, which raises a ``Datas
 naming the file, the entry, what is wrong and how to fix it. ``check_splits`` runs the checks
 every layout shares on the samples of every split (before derived splits such as ``trainval``
 are added): paths that leave the dataset root, an image listed twice in a split, one id naming
-two images, an image in two splits.
+two images, an image in two splits. ``check_links`` and ``check_inside_root`` refuse, in the same
+way, a sample whose file leads out of the root through a symbolic link, unless
+``dataset.follow_symlinks_outside`` (a copy assembled from links into a shared store).
 
 ``dataset.integrity: warn`` (recipe) or ``--integrity warn`` (``fgvc datasets``) downgrades
 the documented subset ``DOWNGRADABLE`` to warnings:
@@ -22,10 +24,11 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Iterator
+import os
+from collections.abc import Iterator, Mapping, Sequence
 from contextvars import ContextVar
-from pathlib import PurePosixPath, PureWindowsPath
-from typing import Literal
+from pathlib import Path, PurePosixPath, PureWindowsPath
+from typing import Any, Literal
 
 from fgvc.datasets.raw import DatasetError, RawSample
 
@@ -81,6 +84,65 @@ def safe_path(rel: str, file: object, entry: str) -> None:
     if pure.is_absolute() or PureWindowsPath(location).drive or ".." in pure.parts:
         problem("path_escape", file, entry, f"path {rel!r} leaves the dataset root",
                 "paths in the metadata must be relative to the root and contain no '..'")
+
+
+FOLLOW_SYMLINKS_HINT = ("copy the images into the root, or set dataset.follow_symlinks_outside: "
+                        "true (`fgvc datasets ... --follow-symlinks-outside`) to read them there")
+LINKS_PROBED = 4096  # images per split whose links are checked at load; every image when read
+
+_real_roots: dict[str, str] = {}
+_folders_outside: dict[tuple[str, str], str | None] = {}  # per process: one lookup per folder
+
+
+def resolved_outside(root: Path | str, rel: str) -> str | None:
+    """Where ``root/rel`` really is when a symbolic link (the file, or a folder on its way)
+    takes it out of the root, else ``None``. A file that does not exist is not outside (its
+    absence is reported elsewhere). Each folder is resolved once per load and process
+    (``check_links`` starts afresh); a file costs one ``lstat`` (microseconds, against the
+    milliseconds of decoding it), and a ``realpath`` only when it is itself a link."""
+    location = rel.split("#", 1)[0]  # a Parquet row reference names its file first
+    folder = location.rpartition("/")[0]
+    key = (str(root), folder)
+    if key not in _folders_outside:
+        _folders_outside[key] = _outside(str(root), folder)
+    if _folders_outside[key] is not None:
+        return os.path.join(_folders_outside[key], location.rpartition("/")[2])
+    path = os.path.join(root, location)
+    return _outside(str(root), location) if os.path.islink(path) else None
+
+
+def _outside(root: str, rel: str) -> str | None:
+    if root not in _real_roots:
+        _real_roots[root] = os.path.realpath(root)
+    real_root = _real_roots[root]
+    target = os.path.realpath(os.path.join(root, rel))
+    inside = target == real_root or target.startswith(real_root.rstrip(os.sep) + os.sep)
+    return None if inside else target
+
+
+def check_inside_root(root: Path | str, rel: str, file: object, entry: str) -> None:
+    """A sample's file must stay inside the dataset root once its links are followed, as its
+    path must without them (``safe_path``): unless ``dataset.follow_symlinks_outside``, a
+    link that leads elsewhere would read files the dataset does not hold."""
+    target = resolved_outside(root, rel)
+    if target is not None:
+        problem("path_escape", file, entry, f"{rel} leads through a symbolic link to {target}, "
+                f"outside the dataset root {os.path.realpath(root)}", FOLLOW_SYMLINKS_HINT)
+
+
+def check_links(root: Path, splits: Mapping[str, Sequence[Any]], file: object) -> None:
+    """``check_inside_root`` at load on ``LINKS_PROBED`` samples of each split, spread through
+    it (every sample of a smaller split): a linked folder or a tree of links is refused before
+    anything trains, at a few milliseconds per split, where listing every file would add
+    seconds at iNaturalist scale; the loaders check every image as it is read
+    (``fgvc/datasets/images.py``), and ``fgvc datasets verify`` every image at once."""
+    _real_roots.clear()  # a folder linked or copied since the last load is seen as it is now
+    _folders_outside.clear()
+    for split, samples in splits.items():
+        step = max(1, len(samples) // LINKS_PROBED)
+        for i in range(0, len(samples), step):
+            sample = samples[i]
+            check_inside_root(root, sample.path, file, f"{split} image {sample.image_id!r}")
 
 
 def check_splits(splits: dict[str, list[RawSample]], file: object) -> dict[str, list[RawSample]]:

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from fgvc.datasets.base import DatasetError, DatasetIndex, RawSample, build_index
-from fgvc.datasets.files import card_hint, path_mapping, read_json
+from fgvc.datasets.files import as_image_id, as_integer, card_hint, path_mapping, read_json
 from fgvc.datasets.integrity import check_label_range
 from fgvc.datasets.registry import register
 
@@ -303,7 +303,8 @@ def read_split_file(root: Path, path: Path, options: dict[str, Any],
             raise DatasetError(f"{path}: {entry}: column {cols.image!r} holds neither image bytes nor "
                                "a path; fix: re-export the file with the images embedded")
         category = _category(label, names, path, entry, cols.label, categories)
-        image_id = str(ids[row]) if ids is not None else f"{path.stem}/{row}"
+        image_id = as_image_id(ids[row], path, entry, f"{cols.id} (the image id)") \
+            if ids is not None else f"{path.stem}/{row}"
         samples.append(RawSample(where, category, image_id))
     return samples
 
@@ -318,11 +319,17 @@ def _stored_paths(table, cols: Columns) -> list[str | None] | None:
 
 def _category(label: Any, names: list[str] | None, path: Path, entry: str, column: str | None,
               categories: dict[str, str]) -> str | None:
-    """A label value as a category id; ``None`` and ClassLabel's ``-1`` mark an unlabelled row."""
+    """A label value as a category id; ``None`` and ClassLabel's ``-1`` mark an unlabelled row.
+    A ClassLabel index is an integer; without class names a label is an integer or text (its
+    category id), never a fraction or a list."""
     if label is None or (names and label == -1):
         return None
     if names:
-        check_label_range(path, entry, int(label), 0, len(names) - 1, f"{column} (ClassLabel index)")
+        index = as_integer(label, path, entry, f"{column} (ClassLabel index)")
+        check_label_range(path, entry, index, 0, len(names) - 1, f"{column} (ClassLabel index)")
+        label = index
+    elif not isinstance(label, str):
+        label = as_integer(label, path, entry, f"{column} (the label)")
     cid = str(label)
     categories.setdefault(cid, cid)
     return cid

@@ -15,6 +15,10 @@ class DatasetError(FgvcError, RuntimeError):
     """A dataset on disk is missing, incomplete or malformed; the message says what and where."""
 
 
+class WrongRootError(DatasetError):
+    """The root given is not the dataset's, and the message names the folder to give."""
+
+
 @dataclass(frozen=True)
 class RawSample:
     """A sample as the dataset names it: its own category id (``None`` when unlabelled)."""

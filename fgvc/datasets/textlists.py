@@ -108,14 +108,16 @@ def load_birds_lists(name: str, root: Path, folder: str, leaf_classes_only: bool
     return build_index(name, root, categories, splits, boxes, source=str(root / "images.txt"))
 
 
-@register("cub200", "CUB-200-2011: CUB_200_2011/images/ and its id lists", 200)
+@register("cub200", "CUB-200-2011: CUB_200_2011/images/ and its id lists", 200,
+          markers=("images.txt", "CUB_200_2011/images.txt"))
 def load_cub200(root: Path, options: dict[str, Any]) -> DatasetIndex:
     _no_options("cub200", options)
     return load_birds_lists("cub200", _find_root(root, "CUB_200_2011"), "CUB_200_2011",
                             leaf_classes_only=False)
 
 
-@register("nabirds", "NABirds: nabirds/images/ and its id lists (555 leaf classes)", 555)
+@register("nabirds", "NABirds: nabirds/images/ and its id lists (555 leaf classes)", 555,
+          markers=("images.txt", "nabirds/images.txt"))
 def load_nabirds(root: Path, options: dict[str, Any]) -> DatasetIndex:
     _no_options("nabirds", options)
     return load_birds_lists("nabirds", _find_root(root, "nabirds"), "nabirds",
@@ -126,7 +128,8 @@ PETS_CLASSES = 37
 PETS_LAYOUT = "images/<Breed_Name>_<n>.jpg, annotations/{trainval.txt, test.txt}"
 
 
-@register("oxford_pets", "Oxford-IIIT Pets: images/ + annotations/{trainval,test}.txt", PETS_CLASSES)
+@register("oxford_pets", "Oxford-IIIT Pets: images/ + annotations/{trainval,test}.txt", PETS_CLASSES,
+          markers=("annotations/trainval.txt", "annotations/test.txt"))
 def load_oxford_pets(root: Path, options: dict[str, Any]) -> DatasetIndex:
     """Splits trainval and test; class names come from the image names (breed prefix); the
     head boxes of ``annotations/xmls/`` (trainval images only) where present."""
@@ -170,7 +173,7 @@ BIRDSNAP_IMAGE_FOLDERS = ("images", "download/images")
 
 
 @register("birdsnap", "Birdsnap: species.txt, images.txt, test_images.txt + images/ or the script's "
-          "download/images/", 500)
+          "download/images/", 500, markers=("species.txt", "test_images.txt"))
 def load_birdsnap(root: Path, options: dict[str, Any]) -> DatasetIndex:
     """Images that were never downloaded (dead URLs) are counted, reported and skipped; the
     images folder is the one of ``BIRDSNAP_IMAGE_FOLDERS`` that holds the listed files."""

@@ -7,6 +7,7 @@ engine/loop.py, engine/feature_cache.py, engine/kept_activations.py, engine/rema
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,15 @@ from fgvc.inference.tta import CropMode, MultiCrop
 from fgvc.recipes.recipe import Recipe, StageConfig
 from fgvc.runfolder import RunFolder
 from fgvc.tracking import Tracker
-from fgvc.transforms import DataConfig, DeviceNormalize, loader_transform
+from fgvc.transforms import (
+    DataConfig,
+    DeviceNormalize,
+    albumentations_step,
+    albumentations_warnings,
+    loader_transform,
+)
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -108,7 +117,8 @@ class RunContext:
         ds = self.recipe.dataset
         transform = loader_transform(stage.augment, stage.resolution, self.data_cfg,
                                      tuple(stage.crop_scale), auto_augment=stage.auto_augment,
-                                     random_erasing=stage.random_erasing)
+                                     random_erasing=stage.random_erasing,
+                                     albumentations=stage_albumentations(stage))
         loader = make_loader(self.index, stage.data_split or ds.train_split, transform=transform,
                              **{"batch_size": stage.batch_size, "num_workers": ds.num_workers,
                                 "on_bad_image": ds.on_bad_image, "shuffle": True,
@@ -141,3 +151,16 @@ class RunContext:
                            **{"batch_size": batch_size, "num_workers": ds.num_workers,
                               "on_bad_image": ds.on_bad_image, "decode": decode_options(ds),
                               "device_transform": DeviceNormalize(self.data_cfg), **overrides})
+
+
+def stage_albumentations(stage: StageConfig):
+    """The stage's albumentations step (``transforms.AlbumentationsStep``), its FixRes
+    warnings logged, or ``None`` without the block."""
+    block = stage.albumentations
+    if block is None:
+        return None
+    step = albumentations_step(block.pipeline, block.position, stage.resolution,
+                               where=f"stage {stage.name}: albumentations")
+    for warning in albumentations_warnings(step):
+        log.warning("stage %s: %s", stage.name, warning)
+    return step

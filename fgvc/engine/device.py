@@ -27,6 +27,8 @@ from typing import Literal
 
 import torch
 
+from fgvc.errors import RecipeError
+
 log = logging.getLogger(__name__)
 Precision = Literal["auto", "fp32", "bf16"]
 _PRECISION: dict[str, str] = {"value": "auto"}
@@ -34,7 +36,7 @@ _PRECISION: dict[str, str] = {"value": "auto"}
 
 def pick_device(requested: str = "auto") -> torch.device:
     if requested == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("recipe asks for device: cuda but no CUDA device is available")
+        raise RecipeError("recipe asks for device: cuda but no CUDA device is available")
     if requested == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(requested)
@@ -69,7 +71,7 @@ def set_precision(precision: Precision, device: torch.device) -> None:
     """The precision every later ``autocast(device)`` of this process uses; logs the warning
     of :func:`precision_warning` (the run's log handlers then carry it to log.txt)."""
     if precision not in ("auto", "fp32", "bf16"):
-        raise ValueError(f"precision: expected auto, fp32 or bf16, got {precision!r}")
+        raise RecipeError(f"precision: expected auto, fp32 or bf16, got {precision!r}")
     _PRECISION["value"] = precision
     warning = precision_warning(precision, device)
     if warning:

@@ -1,9 +1,10 @@
 """Evaluation passes already made in this run, so an identical one is reused, not recomputed.
 
-A pass is identified by what determines its result: the weights (a digest of every tensor of
-the state dict, buffers included), the split, the resolution, the crops and how they are
-averaged. E.g. the accuracy "before adaptation" at K_train on the validation split is exactly
-the train stage's last validation, and "after adaptation" at K_test the adapt stage's.
+A pass is identified by what determines its result: the network (a digest of every tensor of
+the state dict, buffers included, and of every module's class), the split, the resolution, the
+crops and how they are averaged. E.g. the accuracy "before adaptation" at K_train on the
+validation split is exactly the train stage's last validation, and "after adaptation" at K_test
+the adapt stage's.
 """
 
 from __future__ import annotations
@@ -16,8 +17,13 @@ import torch.nn as nn
 
 
 def weights_digest(model: nn.Module) -> str:
-    """BLAKE2b of every tensor of ``model.state_dict()`` (names, dtypes, shapes and bytes)."""
-    return tensors_digest(model.state_dict().items())
+    """BLAKE2b of every tensor of ``model.state_dict()`` (names, dtypes, shapes and bytes) and
+    of every module's name and class: a module swapped in without weights of its own (an
+    activation, a pooling) changes the network, so it must change the digest too."""
+    modules = "".join(f"{name}:{type(module).__module__}.{type(module).__qualname__};"
+                      for name, module in model.named_modules())
+    return tensors_digest([("modules", torch.frombuffer(bytearray(modules.encode()), dtype=torch.uint8)),
+                           *model.state_dict().items()])
 
 
 def tensors_digest(named: Iterable[tuple[str, torch.Tensor]]) -> str:

@@ -4,7 +4,9 @@
 ``adapt`` (FixRes stage 2): the whole network in eval mode, so every BN keeps its running
 statistics and dropout is off, except the adapted modules, which are put back into train mode:
 their parameters are trained and the running statistics of the BNs inside them are re-estimated
-at the test resolution. Every other tensor stays bit-identical.
+at the test resolution. ``reestimate`` modules are put in train mode without being trained: a
+BN's statistics are re-estimated, a dropout drops (the authors' PNASNet fine-tuning keeps the
+dropout before its classifier active). Every other tensor stays bit-identical.
 """
 
 from __future__ import annotations
@@ -24,8 +26,8 @@ class TrainablePlan:
 
     everything: bool
     groups: dict[str, list[str]] = field(default_factory=dict)
-    # Put in train mode (their BN statistics re-estimated) but not trained: the official
-    # preset's ``reestimate: [last_bn]``.
+    # Put in train mode (BN statistics re-estimated, dropout active) but not trained: the
+    # official preset's ``reestimate: [last_bn]`` or ``[head_dropout]``.
     reestimate: dict[str, list[str]] = field(default_factory=dict)
 
     @property
@@ -68,8 +70,6 @@ def apply_requires_grad(model: nn.Module, plan: TrainablePlan) -> None:
         for module in adapted_modules(model, plan, trained_only=True):
             for param in module.parameters():
                 param.requires_grad_(True)
-        for param in adapted_parameters(model, plan):
-            param.requires_grad_(True)
         for param in adapted_parameters(model, plan):
             param.requires_grad_(True)
 

@@ -11,21 +11,28 @@ evaluation split. The tail is where the weights changed, so nothing is approxima
 operations run on the same inputs (the results equal a full pass to float rounding, and the
 tests check it).
 
-A kept view is used only while the frozen part holds the weights it was computed with (a digest
-of the prefix's tensors, checked at every use; e.g. a ``bn_stats`` adaptation of every BN
-changes it, and the full pass runs). Not kept, with a log line: under torchrun (each process
-sees a shard), for evaluations with several crops per image, when the model cannot be split
-(feature_cache.traced_split), or when the activations would exceed the adapt stage's
-``adapt_cache_gb`` (memory-mapped files under the run folder above ``IN_MEMORY_BYTES``).
+Before every use the model is cut again as it is now (``traced_split``), and the new tail runs:
+an adaptation may swap modules (``frechet`` wraps the pooling, ``gaussian`` the last activation)
+or change them in place, and the tail traced before adaptation would still hold the old ones.
+A kept view is used only while the new prefix is the one it was computed with: the same graph,
+the same module objects and the same weights (a digest of the prefix's tensors; e.g. a
+``bn_stats`` adaptation of every BN changes it). Otherwise the full pass runs.
+
+Not kept, with a log line: under torchrun (each process sees a shard), for evaluations with
+several crops per image, when the model cannot be split (feature_cache.traced_split), or when
+the activations would exceed the adapt stage's ``adapt_cache_gb`` (memory-mapped files under
+the run folder above ``IN_MEMORY_BYTES``).
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import torch
+import torch.fx as fx
 
 from fgvc.engine.distributed import current
 from fgvc.engine.evaluation_cache import weights_digest
@@ -55,6 +62,7 @@ class KeptActivations:
         self.ctx, self.split, self.mode_paths = ctx, split, mode_paths
         self.eval_split, self.views = eval_split, views
         self.digest = weights_digest(split.prefix)
+        self.probe_resolution = next(iter(views))
         self.complete = False  # set once the pass that fills the views has finished
 
     @property
@@ -76,12 +84,29 @@ class KeptActivations:
         found = [r for r in resolutions if r in self.views]
         if not (self.complete and found and eval_split == self.eval_split and crops == "center"):
             return []
-        if weights_digest(self.split.prefix) != self.digest:
-            log.info("kept activations: not used, the frozen part's weights changed since the "
-                     "evaluation before adaptation; the whole network runs")
+        reason = self._follow_model()
+        if reason is not None:
+            log.info("kept activations: not used, %s; the whole network runs", reason)
             self.close()
             return []
         return found
+
+    def _follow_model(self) -> str | None:
+        """Cut ``ctx.model`` again as it is now and take the new tail, or say why the kept
+        views no longer describe what enters it. Re-tracing (not only comparing weights) is
+        what sees a module the adaptation swapped in: the old tail still holds the old one."""
+        stage = self.ctx.recipe.stage("adapt")
+        plan = plan_trainable(self.ctx.model, stage.trainable, stage.reestimate)
+        split, reason = traced_split(self.ctx.model, plan, self.probe_resolution)
+        if split is None:
+            return f"the adapted network cannot be cut again ({reason})"
+        if (split.prefix.code != self.split.prefix.code
+                or not same_modules(split.prefix, self.split.prefix)):
+            return "the frozen part is not the network the activations were kept from"
+        if weights_digest(split.prefix) != self.digest:
+            return "the frozen part's weights changed since the evaluation before adaptation"
+        self.split = split
+        return None
 
     def view(self, eval_split: str, resolution: int, mode_paths: list[str],
              shapes: list[tuple[torch.Size, torch.dtype]]) -> CachedFeatures | None:
@@ -106,6 +131,17 @@ class KeptActivations:
         for cache in self.views.values():
             cache.close()
         self.views, self.complete = {}, False
+
+
+def same_modules(a: fx.GraphModule, b: fx.GraphModule) -> bool:
+    """Every module and tensor the graph of ``a`` reads is the very object ``b`` reads at that
+    path (the graphs are equal): the same code on the same objects."""
+    targets = [n.target for n in a.graph.nodes if n.op in ("call_module", "get_attr")]
+    return all(_attribute(a, t) is _attribute(b, t) for t in targets)
+
+
+def _attribute(module: torch.nn.Module, target: str):
+    return functools.reduce(getattr, target.split("."), module)
 
 
 def start_keeping(ctx: RunContext, eval_split: str, resolutions: list[int],

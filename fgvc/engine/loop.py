@@ -14,6 +14,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
+from fgvc.datasets.raw import DatasetError
 from fgvc.engine.device import autocast
 from fgvc.engine.distributed import all_reduce_sum, gather_objects
 from fgvc.engine.losses import Objective
@@ -294,7 +295,7 @@ class _Tally:
         correct1, correct5, loss_sum, seen, n_bad = all_reduce_sum(
             [self.correct1, self.correct5, self.loss_sum, self.seen, bad])
         if seen == 0:
-            raise RuntimeError(f"{desc}: no readable image to evaluate ({int(n_bad)} unreadable)")
+            raise DatasetError(f"{desc}: no readable image to evaluate ({int(n_bad)} unreadable)")
         result = {"top1": 100.0 * correct1 / seen, "top5": 100.0 * correct5 / seen,
                   "loss": loss_sum / seen, "images": int(seen), "bad_images": int(n_bad),
                   "correct": int(correct1)}
@@ -357,7 +358,7 @@ def predict_probabilities(model: nn.Module, loader: DataLoader, device: torch.de
     parts = [(i, p) for i, p, _ in shards if p is not None]
     total_bad = sum(b for _, _, b in shards)
     if not parts:
-        raise RuntimeError(f"{desc}: no readable image to predict ({total_bad} unreadable)")
+        raise DatasetError(f"{desc}: no readable image to predict ({total_bad} unreadable)")
     indices = np.concatenate([i for i, _ in parts])
     probs = np.concatenate([p for _, p in parts])
     order = np.argsort(indices, kind="stable")

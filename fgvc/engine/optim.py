@@ -7,34 +7,54 @@ import math
 import torch
 import torch.nn as nn
 
+from fgvc.errors import RecipeError
 from fgvc.recipes.recipe import OptimizerConfig, ScheduleConfig
 
 
+def no_weight_decay_names(model: nn.Module) -> set[str]:
+    """The parameter names (fnmatch patterns) the model keeps out of weight decay beyond biases
+    and norms: timm's ``no_weight_decay()`` (a ViT's ``pos_embed``, ``cls_token``), read as
+    ``timm.optim.create_optimizer_v2`` reads it; none for a model without one."""
+    names = getattr(model, "no_weight_decay", None)
+    return set(names()) if callable(names) else set()
+
+
+def _decay_1d(decay_all: bool) -> dict:
+    """The keyword that makes timm's group helpers decay biases and norms too; nothing when
+    they stay undecayed, timm's default."""
+    return {"weight_decay_exclude_1d": False} if decay_all else {}
+
+
 def parameter_groups(model: nn.Module, weight_decay: float, decay_all: bool = False) -> list[dict]:
-    """Trainable parameters; biases and norm parameters (1-D) get no weight decay unless
-    ``decay_all`` (the authors' release decayed every parameter)."""
-    decay, no_decay = [], []
-    for param in model.parameters():
-        if param.requires_grad:
-            (no_decay if param.ndim <= 1 and not decay_all else decay).append(param)
-    groups = [{"params": decay, "weight_decay": weight_decay},
-              {"params": no_decay, "weight_decay": 0.0}]
-    return [g for g in groups if g["params"]]
+    """The trainable parameters in timm's weight-decay groups (``param_groups_weight_decay``, as
+    ``create_optimizer_v2`` builds them): no decay on biases, norm parameters (1-D) and what
+    the model's ``no_weight_decay()`` names. ``decay_all`` (the authors' release) decays biases
+    and norms too, never what the model names."""
+    from timm.optim import param_groups_weight_decay
+
+    groups = param_groups_weight_decay(model, weight_decay,
+                                       no_weight_decay_list=no_weight_decay_names(model),
+                                       **_decay_1d(decay_all))
+    # The decayed group first, the order fgvc has always used: a checkpoint's optimiser state
+    # is matched to the groups by position, so runs saved before still resume.
+    return sorted((g for g in groups if g["params"]), key=lambda g: g["weight_decay"] == 0)
 
 
-def layer_decay_groups(model: nn.Module, weight_decay: float, layer_decay: float) -> list[dict]:
+def layer_decay_groups(model: nn.Module, weight_decay: float, layer_decay: float,
+                       decay_all: bool = False) -> list[dict]:
     """timm's layer-wise lr decay groups (BEiT): the model's ``group_matcher`` numbers its layers
     (ViT blocks, ResNet stages' blocks, ...) from the stem (0) to the head (L); a group's
-    ``lr_scale`` is ``layer_decay ** (L - layer)``. Biases and norm parameters get no decay."""
+    ``lr_scale`` is ``layer_decay ** (L - layer)``. Weight decay as in ``parameter_groups``."""
     from timm.optim import param_groups_layer_decay
 
     if not hasattr(model, "group_matcher"):
-        raise ValueError(f"optimizer.layer_decay: {type(model).__name__} does not number its "
-                         "layers (no timm group_matcher); use a timm architecture or drop "
-                         "layer_decay")
-    skip = model.no_weight_decay() if hasattr(model, "no_weight_decay") else ()
-    return param_groups_layer_decay(model, weight_decay, no_weight_decay_list=skip,
-                                    layer_decay=layer_decay)
+        raise RecipeError(f"optimizer.layer_decay: {type(model).__name__} does not number its "
+                          "layers (no timm group_matcher); use a timm architecture or drop "
+                          "layer_decay")
+    return param_groups_layer_decay(model, weight_decay,
+                                    no_weight_decay_list=no_weight_decay_names(model),
+                                    layer_decay=layer_decay,
+                                    **_decay_1d(decay_all))
 
 
 def _fused_supported(params: list[torch.Tensor]) -> bool:
@@ -49,11 +69,11 @@ def _fused_supported(params: list[torch.Tensor]) -> bool:
 
 def build_optimizer(model: nn.Module, cfg: OptimizerConfig) -> torch.optim.Optimizer:
     if cfg.layer_decay is not None:
-        groups = layer_decay_groups(model, cfg.weight_decay, cfg.layer_decay)
+        groups = layer_decay_groups(model, cfg.weight_decay, cfg.layer_decay, cfg.decay_all)
     else:
         groups = parameter_groups(model, cfg.weight_decay, cfg.decay_all)
     if not groups:
-        raise ValueError("nothing to train: no parameter requires a gradient")
+        raise RecipeError("nothing to train: no parameter requires a gradient")
     fused = _fused_supported([p for g in groups for p in g["params"]])
     if cfg.name == "sgd":
         return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov,

@@ -23,8 +23,13 @@ from typing import Any
 SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
 
 
-class Preempted(Exception):
-    """The run stopped on a signal; ``checkpoint`` is where training stands, if it was training."""
+class Preempted(BaseException):
+    """The run stopped on a signal; ``where`` is where training stands, if it was training.
+
+    A ``BaseException``, as ``KeyboardInterrupt`` is: the signal can arrive inside any code, and
+    every ``except Exception`` that turns a library's failure into one clear line (a model
+    probe, a checkpoint read, a compile fallback) must let the stop through unchanged, so that
+    the process exits as pre-empted and the run stays resumable."""
 
     def __init__(self, signum: int, run_dir: Path | None = None, where: str | None = None):
         self.signum = signum

@@ -17,6 +17,7 @@ import torch.nn as nn
 
 from fgvc.engine.evaluation_cache import tensors_digest
 from fgvc.errors import WeightsError
+from fgvc.models.weights import load_exactly
 
 
 class ResumableState:
@@ -44,14 +45,15 @@ class ResumableState:
     def load(self, checkpoint: dict, path: Path) -> None:
         """Load a checkpoint ``state`` wrote (or a full one, as every earlier fgvc wrote)."""
         if "frozen_digest" not in checkpoint:
-            self.model.load_state_dict(checkpoint["model"])
+            load_exactly(self.model, checkpoint["model"], path)
             return
         if checkpoint["frozen_digest"] != self.digest:
             raise WeightsError(
                 f"{path}: saved for other frozen weights than this stage starts from (the "
                 "previous stage's checkpoint, the pretrained weights or the stage's trainable "
                 f"groups changed since); remove {path} to run the stage from its start")
-        missing, unexpected = self.model.load_state_dict(checkpoint["model"], strict=False)
-        if unexpected or set(missing) != self.frozen:
-            raise WeightsError(f"{path}: does not fit the model (unexpected "
-                               f"{sorted(unexpected)[:3]}, missing {sorted(set(missing) - self.frozen)[:3]})")
+        saved_frozen = sorted(self.frozen & set(checkpoint["model"]))
+        if saved_frozen:
+            raise WeightsError(f"{path}: holds frozen tensors a resume checkpoint leaves out "
+                               f"(e.g. {', '.join(saved_frozen[:3])})")
+        load_exactly(self.model, checkpoint["model"], path, absent_ok=self.frozen)

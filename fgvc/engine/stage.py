@@ -55,6 +55,7 @@ from fgvc.engine.remaining import work_left
 from fgvc.engine.resumable import ResumableState
 from fgvc.engine.seeding import epoch_seed, seed_everything
 from fgvc.progress import format_duration, run_eta
+from fgvc.recipes.presets import describe_official
 from fgvc.recipes.recipe import StageConfig
 from fgvc.recipes.training import adapt_warnings
 
@@ -122,6 +123,11 @@ def _prepare_stage(ctx: RunContext, stage: StageConfig) -> _StageRun:
     model = ctx.model
     for warning in adapt_warnings(stage):
         log.warning("%s: %s", stage.name, warning)
+    if stage.preset:
+        branch, *notes = describe_official(ctx.recipe.model.arch, ctx.recipe.model.drop_rate)
+        log.info("%s: %s", stage.name, branch)
+        for note in notes:
+            log.warning("%s: %s", stage.name, note)
     plan = plan_trainable(model, stage.trainable, stage.reestimate)
     apply_requires_grad(model, plan)
     run = _StageRun(ctx, stage, plan, build_optimizer(model, stage.optimizer),

@@ -2,13 +2,21 @@
 
 Members must predict the same images over the same classes in the same order; anything else is
 refused with the member and the difference named, never silently realigned to a subset.
+
+``how``: ``probs`` averages probabilities; ``log_probs`` averages log-probabilities (a geometric
+mean); ``logits`` averages logits, as the authors' competition code does. A saved prediction
+is p = softmax(z), so log p = z - logsumexp(z) differs from the logits z by one number per
+image, and softmax ignores such a number: the weighted mean of log p followed by softmax *is*
+the weighted mean of the logits followed by softmax. ``logits`` and ``log_probs`` are therefore
+one computation on saved probabilities, exact up to their float16 storage: coarse below 6e-5,
+and a probability stored as 0 (below about 3e-8) is read as 1e-8 before its logarithm.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Literal
+from typing import get_args
 
 import numpy as np
 
@@ -22,8 +30,15 @@ from fgvc.inference.predictions import (
     chunk_rows,
     write_labels,
 )
+from fgvc.recipes.recipe import CombineName as Combine
+from fgvc.suggest import did_you_mean
 
-Combine = Literal["probs", "log_probs"]
+COMBINE_CHOICES: tuple[str, ...] = get_args(Combine)
+LOG_SPACE = ("log_probs", "logits")  # averaged as log-probabilities (module docstring)
+COMBINE_TITLES = {"probs": "the mean of their probabilities",
+                  "log_probs": "the mean of their log-probabilities (a geometric mean)",
+                  "logits": "the mean of their logits, then softmax"}
+FLOOR = 1e-8  # the probability a float16 zero is read as before its logarithm
 
 
 def check_compatible(members: Sequence[tuple[str, Predictions]]) -> None:
@@ -50,14 +65,17 @@ def check_compatible(members: Sequence[tuple[str, Predictions]]) -> None:
 def combine(members: Sequence[tuple[str, Predictions]], weights: Sequence[float] | None = None,
             how: Combine = "probs", out: Path | None = None, step: int | None = None
             ) -> Predictions:
-    """Weighted mean of the members' probabilities (or of their log-probabilities, a geometric
-    mean), rows in the first member's id order.
+    """Weighted mean of the members' probabilities, log-probabilities or logits (``how``, see
+    the module docstring), rows in the first member's id order.
 
     Streamed: ``step`` rows at a time (default: about 4 MB of float32 per block) are read from
     every member, combined in float32 and written out, so memory holds a few blocks, never a
     member or the result whole. With ``out`` the result goes straight into that predictions
     directory (written atomically) and is returned memory-mapped; without, it is built in memory.
     """
+    if how not in COMBINE_CHOICES:
+        raise EnsembleError(f"combine: expected one of {', '.join(COMBINE_CHOICES)}, got "
+                            f"{how!r}{did_you_mean(how, COMBINE_CHOICES)}")
     check_compatible(members)
     for name, preds in members:
         if preds.kept_top_k is not None:
@@ -92,6 +110,15 @@ def combine(members: Sequence[tuple[str, Predictions]], weights: Sequence[float]
     return Predictions.load(out)
 
 
+def mean_of(parts: Sequence[np.ndarray], how: Combine = "probs") -> np.ndarray:
+    """The unweighted mean of predictions of the same rows (one model at several resolutions),
+    combined as ``combine`` combines members; one part is returned as it is."""
+    if len(parts) == 1:
+        return parts[0]
+    streams = [iter([np.array(part, dtype=np.float32)]) for part in parts]
+    return next(_combined_blocks(streams, np.full(len(parts), 1 / len(parts), np.float32), how))
+
+
 def _rows_in_order(ref_ids: list[str], ids: list[str]) -> np.ndarray | None:
     """Row of each of ``ref_ids`` in ``ids`` (``None`` when the order is the same)."""
     if ids == ref_ids:
@@ -106,11 +133,11 @@ def _combined_blocks(streams: list[Iterator[np.ndarray]], weights: np.ndarray, h
     for parts in zip(*streams, strict=True):
         total = np.zeros(parts[0].shape, dtype=np.float32)
         for part, weight in zip(parts, weights, strict=True):
-            if how == "log_probs":
-                np.log(np.maximum(part, 1e-8, out=part), out=part)
+            if how in LOG_SPACE:
+                np.log(np.maximum(part, FLOOR, out=part), out=part)
             part *= weight
             total += part
-        if how == "log_probs":
+        if how in LOG_SPACE:
             total -= total.max(axis=1, keepdims=True)
             np.exp(total, out=total)
         total /= total.sum(axis=1, keepdims=True)

@@ -23,11 +23,12 @@ from fgvc.datasets.decode import (
     BAD_IMAGE_ERRORS,
     DEFAULT_OPTIONS,
     DecodeOptions,
+    failure_reason,
     open_rgb,
     to_rgb8,
 )
 from fgvc.errors import FgvcError
-from fgvc.io.atomic import atomic_open, cause
+from fgvc.io.atomic import atomic_open
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 GLOB_CHARACTERS = frozenset("*?[")
@@ -121,17 +122,9 @@ class ImageItems:
             return self.transform(to_rgb8(item)), index, None
         try:
             image = open_rgb(item.parent, item.name, self.decode)
-        except BAD_IMAGE_ERRORS as err:
-            return None, index, _reason(err)
+        except BAD_IMAGE_ERRORS as err:  # any decoder failure arrives as one (decode.per_file)
+            return None, index, failure_reason(err)
         return self.transform(image), index, None
-
-
-def _reason(err: BaseException) -> str:
-    """``cannot identify image file``, not Pillow's message that repeats the path."""
-    text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-    if text.startswith("cannot identify image file"):
-        return "cannot identify image file"
-    return cause(err) if isinstance(err, OSError) and err.errno is not None else text
 
 
 def collate_items(batch: list[tuple]) -> tuple:

@@ -88,19 +88,21 @@ class Predictions:
 
     def __post_init__(self) -> None:
         if (self.probs is None) == (self.top_indices is None):
-            raise ValueError("predictions hold either dense probabilities or top-k indices")
+            raise PredictionsError(f"{self._name()}: holds {'both' if self.probs is not None else 'neither'} "
+                                   "dense probabilities and top-k indices (expected one of them)")
         n, c = len(self.ids), len(self.class_ids)
         if self.probs is not None and self.probs.shape != (n, c):
-            raise ValueError(f"probabilities of shape {self.probs.shape} do not match "
-                             f"{n} ids x {c} classes")
+            raise PredictionsError(f"{self._name()}: probabilities of shape {self.probs.shape} "
+                                   f"do not match {n} ids x {c} classes")
         if self.top_indices is not None:
             shape = self.top_indices.shape
             if (len(shape) != 2 or shape[0] != n or shape[1] > c or self.top_scores is None
                     or self.top_scores.shape != shape):
-                raise ValueError(f"top-k arrays of shape {shape} do not match {n} ids x "
-                                 f"{c} classes")
+                raise PredictionsError(f"{self._name()}: top-k arrays of shape {shape} do not "
+                                       f"match {n} ids x {c} classes")
         if self.class_names is not None and len(self.class_names) != c:
-            raise ValueError(f"{len(self.class_names)} class names do not match {c} classes")
+            raise PredictionsError(f"{self._name()}: {len(self.class_names)} class names do not "
+                                   f"match {c} classes")
 
     @property
     def kept_top_k(self) -> int | None:

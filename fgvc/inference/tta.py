@@ -1,6 +1,7 @@
 """Test-time augmentation: centre crop, centre + flip, and 10-crop, at one or several resolutions.
 
-Each image is decoded once (for all resolutions of a pass), resized once per resolution (shorter
+Each image is decoded once (for all resolutions of a pass, which see the pixels of a pass at
+their resolution alone: ``transforms.decode_resized``), resized once per resolution (shorter
 side to K / crop_pct, as test DA does), and the crops are cut from that tensor, so a 10-crop
 costs one decode and one resize, not ten; normalisation happens once per batch on the device.
 The crops of a batch go through the model together.
@@ -19,6 +20,7 @@ import torch
 from PIL import Image
 from torchvision.transforms import functional as F
 
+from fgvc.errors import UsageError
 from fgvc.transforms import (
     DataConfig,
     decode_resized,
@@ -49,17 +51,19 @@ def five_crops(image: torch.Tensor, size: int) -> list[torch.Tensor]:
 
 class MultiCrop:
     """An image -> (n_crops, 3, K, K) tensor for one resolution and crop mode; for a list of
-    resolutions, ``{resolution: tensor}`` from one decode (multi-resolution evaluation).
+    resolutions, ``{resolution: tensor}`` from one pass over the file (multi-resolution
+    evaluation).
 
-    ``load(root, rel, decode_options)`` is the DataLoader's fast path: decode (at reduced scale
-    when the largest resolution allows), resize, cut the crops, uint8 out (normalised on the device by
-    ``DeviceNormalize``). Calling it on a PIL image is the reference path (normalised float).
+    ``load(root, rel, decode_options)`` is the DataLoader's fast path: decode, resize
+    (``decode_resized``: each resolution's pixels are those of a single-resolution pass), cut the
+    crops, uint8 out (normalised on the device by ``DeviceNormalize``). Calling it on a PIL image
+    is the reference path (normalised float).
     """
 
     def __init__(self, resolution: int | Sequence[int], cfg: DataConfig,
                  mode: CropMode = "center"):
         if mode not in CROPS_PER_MODE:
-            raise ValueError(f"unknown crop mode {mode!r} (known: {', '.join(CROPS_PER_MODE)})")
+            raise UsageError(f"unknown crop mode {mode!r} (known: {', '.join(CROPS_PER_MODE)})")
         self.multi = not isinstance(resolution, int)
         self.resolutions = list(resolution) if self.multi else [resolution]
         self.resolution, self.cfg, self.mode = self.resolutions[0], cfg, mode
@@ -100,4 +104,4 @@ def combine_crops(logits: torch.Tensor, average: Average = "probs") -> torch.Ten
         return logits.float().softmax(dim=-1).mean(dim=1)
     if average == "logits":
         return logits.float().mean(dim=1).softmax(dim=-1)
-    raise ValueError(f"unknown average {average!r} (known: probs, logits)")
+    raise UsageError(f"unknown average {average!r} (known: probs, logits)")

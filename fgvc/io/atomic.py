@@ -11,9 +11,10 @@ true cause" for arbitrary writers (``torch.save``, ``numpy.savez``, text) in one
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
@@ -21,6 +22,7 @@ from typing import IO, Any
 from fgvc.errors import FgvcError
 
 TEMP_MARK = ".tmp-"
+CHECKSUM_KEY = "checksum"  # in a checkpoint payload: "blake2b:<hex>" of the rest of it
 
 
 class WriteError(FgvcError, RuntimeError):
@@ -138,7 +140,7 @@ def atomic_open(path: str | Path, mode: str = "w", *, fsync: bool = False,
         if isinstance(err, FileExistsError) and exclusive:
             raise
         real = recorder.error or (err if isinstance(err, OSError) else None)
-        if real is not None:
+        if real is not None and isinstance(err, Exception):  # a stop (signal, Ctrl-C) stays one
             raise WriteError(f"cannot write {path}: {cause(real)}") from None
         raise
     if fsync:
@@ -159,6 +161,48 @@ def atomic_save(path: str | Path, writer: Callable[[IO[bytes]], None], *,
         writer(f)
 
 
+def payload_digest(payload: Any) -> str:
+    """BLAKE2b of a nested payload as it reads back from disk: every mapping key, sequence
+    position, plain value (``repr``) and tensor (dtype, shape, bytes), so a flipped bit or a lost
+    entry anywhere changes it. Hand-written because ``torch.save`` keeps no checksum that
+    ``torch.load`` checks (a flipped bit in a tensor loads silently)."""
+    import torch
+
+    digest = hashlib.blake2b(digest_size=32)
+    stack: list[tuple[str, Any]] = [("", payload)]
+    while stack:
+        where, value = stack.pop()
+        if isinstance(value, torch.Tensor):
+            flat = value.detach().cpu().contiguous().reshape(-1)
+            digest.update(f"{where}:{flat.dtype}{tuple(value.shape)};".encode())
+            digest.update(flat.view(torch.uint8).numpy().tobytes())
+        elif isinstance(value, Mapping):
+            digest.update(f"{where}:{{{len(value)};".encode())
+            stack.extend((f"{where}/{key!r}", item) for key, item in reversed(value.items()))
+        elif isinstance(value, (list, tuple)):  # a tuple may read back as either
+            digest.update(f"{where}:[{len(value)};".encode())
+            stack.extend((f"{where}/{i}", item) for i, item in reversed(list(enumerate(value))))
+        else:
+            digest.update(f"{where}={value!r};".encode())
+    return digest.hexdigest()
+
+
+def with_checksum(payload: Mapping[str, Any]) -> dict[str, Any]:
+    """``payload`` and, under ``CHECKSUM_KEY``, the digest of the rest, to check on loading (a
+    checksum the payload still carries, read back with ``torch.load``, is replaced)."""
+    rest = {key: value for key, value in payload.items() if key != CHECKSUM_KEY}
+    return {**rest, CHECKSUM_KEY: f"blake2b:{payload_digest(rest)}"}
+
+
+def checksum_problem(state: dict[str, Any]) -> str | None:
+    """Remove ``state``'s checksum and say what is wrong when the rest no longer matches it; a
+    state without one (written before fgvc kept one, or by another program) passes unchecked."""
+    saved = state.pop(CHECKSUM_KEY, None)
+    if saved is None or saved == f"blake2b:{payload_digest(state)}":
+        return None
+    return "its contents differ from the checksum saved with it (bits changed on disk or in a copy)"
+
+
 def read_json(path: Path) -> Any:
     """JSON from a run file; a torn or corrupt one is named in the error."""
     try:
@@ -168,5 +212,6 @@ def read_json(path: Path) -> Any:
                            "`fgvc run --resume` to recompute it") from None
 
 
-__all__ = ["RunFileError", "WriteError", "atomic_open", "atomic_save", "atomic_write", "cause",
-           "read_json", "remove_stale_temps", "temp_path"]
+__all__ = ["CHECKSUM_KEY", "RunFileError", "WriteError", "atomic_open", "atomic_save",
+           "atomic_write", "cause", "checksum_problem", "payload_digest", "read_json",
+           "remove_stale_temps", "temp_path", "with_checksum"]

@@ -16,6 +16,7 @@ import timm
 import torch.nn as nn
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
+from fgvc.errors import FgvcError
 from fgvc.models import zoo  # noqa: F401  (registers fgvc's own architectures with timm)
 from fgvc.models.config import ModelConfig
 from fgvc.models.names import CADENE_PREFIX, HF_PREFIX
@@ -60,6 +61,8 @@ def _create_timm(cfg: ModelConfig, num_classes: int, arch_kwargs: dict) -> nn.Mo
                     raise
                 for key in rejected:
                     extra.pop(key)
+    except FgvcError:  # a builder's own refusal already says what to do
+        raise
     except (OSError, RuntimeError, ConnectionError, ValueError) as err:
         if cfg.arch.startswith(HF_PREFIX):
             raise WeightsError(_hf_offline_message(cfg.arch, err)) from None

@@ -10,6 +10,8 @@
   ConvNeXt: ``head.norm``.
 - ``last_stage``: the last stage of the backbone, from a per-family table.
 - ``pos_embed``: the absolute position embedding (ViT, DeiT, EVA), re-learned at K_test.
+- ``head_dropout``: the dropout module on the pooled features, before the classifier (timm's
+  ``head_drop``, Cadene's ``dropout``); the authors' PNASNet fine-tuning keeps it in train mode.
 - ``last_blocks: N``: the last N transformer or residual blocks, in the order they run.
 """
 
@@ -42,6 +44,9 @@ LAST_STAGE_CANDIDATES: tuple[tuple[str, ...], ...] = (
 )
 LAST_BLOCKS = "last_blocks"
 POS_EMBED_NAMES = ("pos_embed", "absolute_pos_embed", "pos_embedding", "position_embeddings")
+# Where families keep the dropout on the pooled features: timm's heads, heads in a ``head``
+# module (ConvNeXt), Cadene's networks. The first that exists and is a dropout module wins.
+HEAD_DROPOUT_NAMES = ("head_drop", "head.drop", "dropout")
 
 
 def module_path(model: nn.Module, target: nn.Module) -> str:
@@ -192,6 +197,17 @@ def pos_embed_paths(model: nn.Module) -> list[str]:
     return found
 
 
+def head_dropout_paths(model: nn.Module) -> list[str]:
+    """The dropout module applied to the pooled features before the classifier."""
+    modules = dict(model.named_modules())
+    for name in HEAD_DROPOUT_NAMES:
+        if isinstance(modules.get(name), nn.Dropout):
+            return [name]
+    raise GroupError(f"{type(model).__name__} has no dropout module before its classifier "
+                     f"(looked for {', '.join(HEAD_DROPOUT_NAMES)}; timm's ResNets apply "
+                     "dropout as a function, which has no train mode of its own)")
+
+
 def _matcher_blocks(model: nn.Module) -> list[list[str]] | None:
     """Blocks from timm's ``group_matcher`` (the grouping its layer-wise decay uses), without
     the stem, the final norm folded into the last block (suffix 99999), or the head. Each
@@ -266,6 +282,7 @@ GROUP_RESOLVERS: dict[str, Callable[[nn.Module], list[str]]] = {
     "last_norm": last_norm_paths,
     "last_stage": last_stage_paths,
     "pos_embed": pos_embed_paths,
+    "head_dropout": head_dropout_paths,
 }
 
 

@@ -16,6 +16,8 @@ from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.models import register_model
 from timm.models.resnet import Bottleneck, ResNet
 
+from fgvc.errors import WeightsError
+
 
 def covariance(x: torch.Tensor) -> torch.Tensor:
     """(B, C, H, W) -> (B, C, C) covariance over the H*W positions (biased, as in the paper)."""
@@ -130,7 +132,7 @@ def _mpncov(depth: int, pretrained: bool, **kwargs) -> MPNCovResNet:
         missing = [k for k in model.load_state_dict(backbone, strict=False).missing_keys
                    if not k.startswith(("layer_reduce", "fc."))]
         if missing:
-            raise RuntimeError(f"resnet{depth} ImageNet weights lack {missing[:3]}")
+            raise WeightsError(f"resnet{depth} ImageNet weights lack {missing[:3]}")
     model.pretrained_cfg = {"input_size": (3, 448, 448), "interpolation": "bilinear",
                             "mean": IMAGENET_DEFAULT_MEAN, "std": IMAGENET_DEFAULT_STD,
                             "crop_pct": 0.875, "classifier": "fc"}

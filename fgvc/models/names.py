@@ -6,6 +6,7 @@ where that package is installed. timm is imported only for a name the catalogue 
 
 from __future__ import annotations
 
+from fgvc.errors import UsageError
 from fgvc.models.catalog import is_listed
 from fgvc.suggest import did_you_mean
 
@@ -32,7 +33,7 @@ def check_names(names: list[str]) -> None:
     for name in names:
         problem = refusal(name)
         if problem is not None:
-            raise ValueError(problem)
+            raise UsageError(problem)
 
 
 def is_known_arch(name: str) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import logging
 from collections.abc import Mapping
 from pathlib import Path
@@ -10,6 +11,7 @@ import torch
 import torch.nn as nn
 
 from fgvc.errors import WeightsError  # defined without torch, for the CLI
+from fgvc.io.atomic import cause, checksum_problem
 
 log = logging.getLogger(__name__)
 WRAPPER_KEYS = ("model", "state_dict", "model_state")
@@ -17,14 +19,23 @@ DDP_PREFIX = "module."
 
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    """Tensors by name from a .safetensors file or a torch checkpoint (plain or wrapped)."""
+    """Tensors by name from a .safetensors file or a torch checkpoint (plain or wrapped); a
+    missing, empty, text, damaged or refused file is one line naming it and what is wrong."""
     path = Path(path)
     if not path.is_file():
         raise WeightsError(f"weights file not found: {path}")
+    not_weights = _not_weights(path)
+    if not_weights:
+        raise WeightsError(f"{path}: {not_weights}, not weights (a safetensors file or a torch "
+                           "checkpoint)")
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
-        return load_file(str(path))
+        try:
+            return load_file(str(path))
+        except Exception as err:  # noqa: BLE001 - safetensors' own error types, one line each
+            raise WeightsError(f"cannot read {path} as safetensors: the file is damaged or "
+                               f"incomplete ({cause(err)})") from None
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - any unpickling refusal becomes one clear message
@@ -32,7 +43,28 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
 
         raise WeightsError(f"cannot read {path} as a weights-only checkpoint: "
                            f"{describe_load_failure(err)}") from None
+    damage = checksum_problem(obj) if isinstance(obj, dict) else None  # an fgvc checkpoint
+    if damage is not None:
+        raise WeightsError(f"{path} is damaged: {damage}")
     return unwrap_state_dict(obj, path)
+
+
+def _not_weights(path: Path) -> str | None:
+    """What the file is instead, when its first bytes show it at once: empty, or text (a page a
+    failed download saved, a path or a note given by mistake). Weights files are binary: a zip
+    (torch), a pickle, or safetensors' 8-byte header length, whose high bytes are zero."""
+    with path.open("rb") as f:
+        head = f.read(512)
+    if not head:
+        return "an empty file"
+    if b"\0" in head:
+        return None
+    try:  # incremental: a character cut at byte 512 is no reason to call the file binary
+        text = codecs.getincrementaldecoder("utf-8")().decode(head)
+    except UnicodeDecodeError:
+        return None
+    start = " ".join(text.split())[:40]
+    return f"a text file (it starts {start!r})"
 
 
 def unwrap_state_dict(obj: object, source: Path | str = "<checkpoint>") -> dict[str, torch.Tensor]:
@@ -49,6 +81,32 @@ def unwrap_state_dict(obj: object, source: Path | str = "<checkpoint>") -> dict[
         f"{source}: no state_dict found (expected tensors by name, or one under "
         f"{', '.join(repr(k) for k in WRAPPER_KEYS)})"
     )
+
+
+def fit_problem(model: nn.Module, state: Mapping[str, torch.Tensor],
+                absent_ok: frozenset[str] | set[str] = frozenset()) -> str | None:
+    """What keeps ``state`` from loading into ``model`` exactly (names absent or extra, shapes
+    that differ), in one line; None when it fits. ``absent_ok``: names it may lack."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state and k not in absent_ok]
+    extra = [k for k in state if k not in own]
+    shapes = [f"{k} {tuple(v.shape)} vs {tuple(own[k].shape)}" for k, v in state.items()
+              if k in own and isinstance(v, torch.Tensor) and v.shape != own[k].shape]
+    parts = [f"{len(found)} {what} (e.g. {', '.join(found[:3])})" for found, what in
+             ((missing, "tensor(s) missing"), (extra, "unknown tensor(s)"),
+              (shapes, "of another shape")) if found]
+    return "; ".join(parts) or None
+
+
+def load_exactly(model: nn.Module, state: Mapping[str, torch.Tensor], source: Path | str,
+                 absent_ok: frozenset[str] | set[str] = frozenset()) -> None:
+    """``model.load_state_dict(state)``, strict but for ``absent_ok``; a state of another
+    architecture or class count is one line naming ``source``, not torch's multi-line list."""
+    problem = fit_problem(model, state, absent_ok)
+    if problem is not None:
+        raise WeightsError(f"{source}: does not fit {type(model).__name__} ({problem}); is it "
+                           "for another architecture or number of classes?")
+    model.load_state_dict(state, strict=not absent_ok)
 
 
 # Names classifiers go by in common checkpoints: Cadene's, torchvision's/timm's, timm's others.

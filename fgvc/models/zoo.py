@@ -12,6 +12,7 @@ from timm.models import register_model
 from timm.models.resnet import Bottleneck, ResNet
 from timm.models.vision_transformer import VisionTransformer
 
+from fgvc.errors import WeightsError
 from fgvc.models import mpncov  # noqa: F401  (registers mpncov_resnet50/101/152)
 from fgvc.models.mpncov import TIMM_FACTORY_ONLY
 
@@ -36,7 +37,7 @@ def resnext101_32x48d(pretrained: bool = False, **kwargs) -> ResNet:
     """ResNeXt-101 32x48d (829M parameters), the backbone of the paper's best ImageNet result.
     Its WSL weights are not downloadable through timm's builder: pass them as model.weights."""
     if pretrained:
-        raise RuntimeError("resnext101_32x48d: timm has no download for these weights; set "
+        raise WeightsError("resnext101_32x48d: timm has no download for these weights; set "
                            "pretrained: none and weights: /path/to/ig_resnext101_32x48-*.pth")
     kwargs = {k: v for k, v in kwargs.items() if k not in TIMM_FACTORY_ONLY}
     model = ResNet(Bottleneck, [3, 4, 23, 3], cardinality=32, base_width=48, **kwargs)
@@ -52,7 +53,7 @@ def vit_fgvc_tiny_patch8(pretrained: bool = False, **kwargs) -> VisionTransforme
     about 0.5M parameters), built for 64 px: ``recipes/quickstart_vit.yaml`` trains it from
     scratch. timm's own tiny ViTs use 16 px patches, too coarse for 64 px images."""
     if pretrained:
-        raise RuntimeError("vit_fgvc_tiny_patch8 has no pretrained weights: set pretrained: none")
+        raise WeightsError("vit_fgvc_tiny_patch8 has no pretrained weights: set pretrained: none")
     kwargs = {k: v for k, v in kwargs.items() if k not in TIMM_FACTORY_ONLY}
     args = dict(img_size=64, patch_size=8, embed_dim=96, depth=6, num_heads=3, mlp_ratio=3.0,
                 global_pool="avg", class_token=False)
@@ -81,7 +82,7 @@ def vit_fgvc_tiny_convstem(pretrained: bool = False, **kwargs) -> VisionTransfor
     plain patch projection stays at chance for the quickstart's budget. Everything after the
     stem is the plain ViT (LayerNorm blocks, position embedding, ``fc_norm``, head)."""
     if pretrained:
-        raise RuntimeError("vit_fgvc_tiny_convstem has no pretrained weights: set "
+        raise WeightsError("vit_fgvc_tiny_convstem has no pretrained weights: set "
                            "pretrained: none")
     kwargs = {k: v for k, v in kwargs.items() if k not in TIMM_FACTORY_ONLY}
     args = dict(img_size=64, patch_size=1, embed_dim=96, depth=6, num_heads=3, mlp_ratio=3.0,

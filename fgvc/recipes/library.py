@@ -23,6 +23,7 @@ PACKAGED_DIR = _PACKAGE / "_shipped" / "recipes"  # in a wheel or a non-editable
 CHECKOUT_DIR = _PACKAGE.parent / "recipes"  # editable install or source checkout
 SUFFIXES = (".yaml", ".yml")
 DESCRIPTION_CHARS = 100
+MODELINE = "# yaml-language-server:"  # a shipped recipe's first line: its JSON Schema for editors
 
 
 class RecipeNotFoundError(SchemaError):
@@ -55,7 +56,8 @@ def describe(path: Path) -> str:
     for line in path.read_text(encoding="utf-8").splitlines():
         if not line.startswith("#"):
             break
-        lines.append(line.lstrip("#").strip())
+        if not line.startswith(MODELINE):  # the editor's schema line says nothing to users
+            lines.append(line.lstrip("#").strip())
     text = " ".join(line for line in lines if line)
     cut = text.find(". ")
     if cut > 0:

@@ -17,6 +17,7 @@ import torch
 
 from fgvc.datasets import registry
 from fgvc.engine.freeze import apply_requires_grad, count_parameters, plan_trainable
+from fgvc.recipes.presets import describe_official
 from fgvc.recipes.recipe import EnsembleRecipe, Recipe, load_member
 from fgvc.recipes.training import adapt_warnings, describe_training_options
 
@@ -112,7 +113,7 @@ def describe_plan(recipe: Recipe, problems: list[str] | None = None,
         "stages:",
     ]
     for i, stage in enumerate(recipe.stages, start=1):
-        plan = plan_trainable(model, stage.trainable)
+        plan = plan_trainable(model, stage.trainable, stage.reestimate)
         apply_requires_grad(model, plan)
         what = "all modules" if plan.everything else "; ".join(
             f"{group} -> {', '.join(paths)}" for group, paths in plan.groups.items())
@@ -124,6 +125,10 @@ def describe_plan(recipe: Recipe, problems: list[str] | None = None,
             f"     trainable: {what} ({count_parameters(model, trainable_only=True):,} "
             "parameters)",
         ]
+        if plan.reestimate:
+            lines.append("     in train mode, not trained (BN statistics re-estimated, dropout "
+                         "active): " + "; ".join(f"{group} -> {', '.join(paths)}"
+                                                 for group, paths in plan.reestimate.items()))
         if not plan.everything:
             how = ("an exact average over the adaptation batches (reset first)"
                    if stage.bn_momentum is None
@@ -132,6 +137,7 @@ def describe_plan(recipe: Recipe, problems: list[str] | None = None,
                          f"the adapted modules, as {how}")
         lines += [f"     {option}" for option in describe_training_options(stage)]
         lines += [f"     warning: {w}" for w in adapt_warnings(stage)]
+        lines += albumentations_lines(stage)
         lines += adapt_method_lines(recipe, stage)
         _check_stage_runtime(model, stage)
     keep = recipe.checkpoint
@@ -166,31 +172,53 @@ def describe_plan(recipe: Recipe, problems: list[str] | None = None,
 
 
 def _check_stage_runtime(model: torch.nn.Module, stage) -> None:
-    """What only timm can judge, checked before any run: the auto-augment string and whether
-    the model numbers its layers for layer decay (raises ValueError naming the field)."""
-    from fgvc.engine.optim import layer_decay_groups
+    """What only timm can judge, checked before any run: the auto-augment string, whether the
+    model numbers its layers for layer decay and whether timm can decay biases and norms for
+    ``decay_all`` (raises ValueError naming the field)."""
+    from fgvc.engine.optim import layer_decay_groups, parameter_groups
     from fgvc.transforms import DataConfig, build_transform
 
     if stage.auto_augment:
         build_transform(stage.augment, stage.resolution, DataConfig(),
                         auto_augment=stage.auto_augment)
-    if stage.optimizer.layer_decay is not None:
-        layer_decay_groups(model, stage.optimizer.weight_decay, stage.optimizer.layer_decay)
+    opt = stage.optimizer
+    if opt.layer_decay is not None:
+        layer_decay_groups(model, opt.weight_decay, opt.layer_decay, opt.decay_all)
+    elif opt.decay_all:
+        parameter_groups(model, opt.weight_decay, opt.decay_all)
+
+
+def albumentations_lines(stage) -> list[str]:
+    """The stage's albumentations pipeline in the plan (built, so a bad one fails here) and its
+    FixRes warnings."""
+    block = stage.albumentations
+    if block is None:
+        return []
+    from fgvc.transforms import albumentations_step, albumentations_warnings
+
+    step = albumentations_step(block.pipeline, block.position, stage.resolution,
+                               where=f"stage {stage.name}: albumentations")
+    names = [type(t).__name__ for t in step.compose.transforms]
+    source = block.pipeline if isinstance(block.pipeline, str) else "inline"
+    return ([f"     albumentations ({source}, {block.position.replace('_', ' ')}): "
+             f"{', '.join(names)}"]
+            + [f"     warning: {w}" for w in albumentations_warnings(step)])
 
 
 def adapt_method_lines(recipe: Recipe, stage) -> list[str]:
     """What a non-default adapt stage does (method, data, preset, re-estimated-only modules)."""
     out = []
     if stage.preset:
-        out.append(f"     preset {stage.preset} (fgvc.recipes.presets): SGD lr {stage.optimizer.lr:g}, "
-                   f"weight decay on every parameter: {stage.optimizer.decay_all}")
-    if stage.reestimate:
-        out.append(f"     BN statistics re-estimated, parameters frozen: {', '.join(stage.reestimate)}")
+        branch, *notes = describe_official(recipe.model.arch, recipe.model.drop_rate)
+        out.append(f"     {branch}; SGD lr {stage.optimizer.lr:g}, weight decay on biases and "
+                   f"norms too: {stage.optimizer.decay_all}")
+        out += [f"     warning: {note}" for note in notes]
     if stage.method != "finetune" or stage.data_split:
         split = stage.data_split or recipe.dataset.train_split
         what = {"finetune": "fine-tuning with labels",
                 "bn_stats": "BN statistics only, no loss, no labels",
-                "frechet": "Fréchet fit of the pooled activations, affine map after pooling"}
+                "frechet": "Fréchet fit of the pooled activations, affine map after pooling",
+                "gaussian": "per-channel Gaussians before the last ReLU, affine map there"}
         out.append(f"     method {stage.method}: {what[stage.method]}, on split {split!r}"
                    + (" (transductive)" if split in (recipe.evaluate.split,
                                                       getattr(recipe.predict, "split", None))
@@ -211,7 +239,8 @@ def output_stride(model: torch.nn.Module) -> int:
 # A size off the grid is flagged only when a size on it lies this close (relative): rounding to
 # it then costs little apparent object size. Further away (small images: the quickstart's 80 px,
 # 20 % from 64 and 96) rounding would move objects' apparent size by more than FixRes's own
-# resolution step, and the quickstart's measured 80 px beats both neighbours (README).
+# resolution step, and the quickstart's measured 80 px beats both neighbours (the five-seed table
+# in docs/getting-started.md).
 GRID_NEAR = 0.10
 
 

@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 import yaml
 
+from fgvc.errors import EnsembleError, UsageError
 from fgvc.models.config import ModelConfig
 from fgvc.recipes.formats import FORMATS
 from fgvc.recipes.limits import MAX_DEPTH
@@ -28,7 +29,7 @@ from fgvc.recipes.training import (
 )
 from fgvc.suggest import did_you_mean
 
-ADAPT_GROUPS = ("classifier", "last_bn", "last_norm", "last_stage", "pos_embed")
+ADAPT_GROUPS = ("classifier", "last_bn", "last_norm", "last_stage", "pos_embed", "head_dropout")
 STAGE_ORDER = ("train", "adapt")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _MODULE_PATH_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z0-9_]+)*$")
@@ -84,6 +85,19 @@ class ScheduleConfig:
 
 
 @dataclass
+class AlbumentationsConfig:
+    """An albumentations pipeline on a stage's training images (uint8 HWC, before
+    normalisation), in albumentations' own serialised form; needs ``fgvc[albumentations]``."""
+
+    # Inline: what `A.to_dict(pipeline)` returns; or a path (relative to the working directory)
+    # to a file written by `A.save(pipeline, path)` (JSON, or YAML by its .yaml/.yml suffix).
+    pipeline: dict[str, Any] | str
+    # `after_crop`: on fgvc's train DA (or an adapt stage's test DA) output, at the stage's
+    # resolution; `before_crop`: on the decoded image, fgvc's crop following.
+    position: Literal["after_crop", "before_crop"] = "after_crop"
+
+
+@dataclass
 class StageConfig:
     """One stage: ``train`` (whole network, train DA) or ``adapt`` (FixRes, test DA)."""
 
@@ -101,6 +115,7 @@ class StageConfig:
     grad_clip: float | None = None
     auto_augment: str | None = None
     random_erasing: float = 0.0
+    albumentations: AlbumentationsConfig | None = None
     accumulate: int = 1
     ema: EmaConfig | None = None
     mixup: MixupConfig | None = None
@@ -111,7 +126,7 @@ class StageConfig:
     adapt_cache_gb: float = 4.0
     validate_every: int = 1  # epochs between per-epoch validations (the last epoch always)
     # Adaptation method and data (fgvc.engine.adapt_methods; presets in fgvc.recipes.presets).
-    method: Literal["finetune", "bn_stats", "frechet"] = "finetune"
+    method: Literal["finetune", "bn_stats", "frechet", "gaussian"] = "finetune"
     data_split: str | None = None
     reestimate: list[str] = field(default_factory=list)
     reference_resolution: int | None = None
@@ -147,6 +162,11 @@ class StageConfig:
         if not self.adapt_cache_gb >= 0:
             out.append(("adapt_cache_gb", f"must be >= 0 (GB; 0 = no cache), got "
                         f"{self.adapt_cache_gb!r}"))
+        if (self.albumentations is not None and self.name == "adapt" and self.augment == "test"
+                and self.adapt_cache_gb > 0):
+            out.append(("adapt_cache_gb", "an albumentations pipeline makes each epoch's images "
+                        "differ, but the adapt cache runs the frozen part once on un-augmented "
+                        "images: set adapt_cache_gb: 0"))
         if self.name == "adapt" and self.trainable == "all":
             out.append(("trainable", "an adapt stage fine-tunes part of the network: list groups "
                         f"({', '.join(ADAPT_GROUPS)}) or module paths, not 'all'"))
@@ -179,6 +199,10 @@ class DatasetConfig:
 
     ``holdout`` > 0 moves that fraction of ``train_split`` (stratified, seeded) into a split
     named ``holdout``, for validating on datasets that ship only train and test.
+
+    ``test_decode: reduced`` trades test DA's exactness for speed on large JPEGs (libjpeg-turbo's
+    scaled inverse DCT is another low-pass filter than the reference's resize;
+    ``benchmarks/eval_decode.py`` measures both); the default, ``exact``, is the paper's test DA.
     """
 
     name: str
@@ -193,6 +217,15 @@ class DatasetConfig:
     integrity: Literal["strict", "warn"] = "strict"
     max_image_pixels: int | None = 89_478_485  # Pillow's default; null lifts the limit
     exif_transpose: bool = True
+    # How test DA (evaluation, prediction, the adapt stage) decodes JPEGs. `exact`: the full
+    # image, resized as the reference transform does (the paper's test DA). `reduced`: a JPEG
+    # at least twice the resize size is decoded at libjpeg-turbo's reduced scale, faster on
+    # large photos but other pixels (a mean of up to 26 grey levels off on fine textures), so
+    # its accuracies are not the paper's test DA's; no shipped recipe uses it.
+    test_decode: Literal["exact", "reduced"] = "exact"
+    # Read images through symbolic links that lead out of the dataset root (refused by
+    # default, as paths with '..' are; fgvc/datasets/integrity.py).
+    follow_symlinks_outside: bool = False
 
     def __post_init__(self) -> None:
         if self.root is None:
@@ -221,6 +254,9 @@ class DatasetConfig:
 
 CropModeName = Literal["center", "center_flip", "ten_crop"]
 AverageName = Literal["probs", "logits"]
+# How an ensemble averages its members: probabilities, log-probabilities (a geometric mean), or
+# logits (the authors' competition code); fgvc/inference/ensemble.py.
+CombineName = Literal["probs", "log_probs", "logits"]
 
 
 @dataclass
@@ -416,7 +452,7 @@ class Recipe(RunOutputs):
     def stage(self, name: str) -> StageConfig | None:
         """The stage called ``name`` (``train`` or ``adapt``), or None when the recipe has none."""
         if name not in STAGE_ORDER:
-            raise ValueError(f"unknown stage {name!r}{did_you_mean(name, STAGE_ORDER)} (stages: "
+            raise UsageError(f"unknown stage {name!r}{did_you_mean(name, STAGE_ORDER)} (stages: "
                              f"{', '.join(STAGE_ORDER)})")
         return next((s for s in self.stages if s is not None and s.name == name), None)
 
@@ -460,7 +496,7 @@ class EnsembleRecipe(RunOutputs):
     name: str
     kind: Literal["ensemble"]
     members: list[EnsembleMember]
-    combine: Literal["probs", "log_probs"] = "probs"
+    combine: CombineName = "probs"
     output_root: str = "runs"
     member_overrides: list[str] = field(default_factory=list)
     submission: SubmissionConfig | None = field(default_factory=SubmissionConfig)
@@ -515,10 +551,10 @@ def load_member(recipe: EnsembleRecipe, member: EnsembleMember, source: Path | N
     member_recipe = load_recipe(member_recipe_path(member, source),
                                 recipe.member_overrides + member.overrides)
     if not isinstance(member_recipe, Recipe):
-        raise ValueError(f"member {member.recipe}: an ensemble's members are run recipes, not "
-                         "ensembles")
+        raise EnsembleError(f"member {member.recipe}: an ensemble's members are run recipes, "
+                            "not ensembles")
     if member_recipe.predict is None:
-        raise ValueError(f"member {member.recipe}: has no predict section, so no predictions")
+        raise EnsembleError(f"member {member.recipe}: has no predict section, so no predictions")
     return member_recipe
 
 

@@ -80,7 +80,9 @@ def _convert(value: Any, hint: Any, path: str, problems: list[str], checks: list
         return None
     if origin is Literal:
         if value not in get_args(hint):
-            problems.append(f"{path}: expected {_type_name(hint)}, got {describe(value)}")
+            hint_text = did_you_mean(value, get_args(hint)) if isinstance(value, str) else ""
+            problems.append(f"{path}: expected {_type_name(hint)}, got {describe(value)}"
+                            f"{hint_text}")
         return value
     if origin is list:
         if not isinstance(value, list):

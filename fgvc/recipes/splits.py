@@ -24,7 +24,8 @@ DEFAULT_HOLDOUT = 0.1
 def load_recipe_dataset(recipe: Recipe) -> DatasetIndex:
     """The recipe's dataset, with its holdout split carved out when it asks for one."""
     ds = recipe.dataset
-    index = load_dataset(ds.name, ds.root, ds.options, integrity=ds.integrity)
+    index = load_dataset(ds.name, ds.root, ds.options, integrity=ds.integrity,
+                         follow_symlinks_outside=ds.follow_symlinks_outside)
     if ds.holdout > 0:
         index = with_holdout(index, ds.train_split, ds.holdout, recipe.seed)
     return index
@@ -37,6 +38,17 @@ def _labelled(index: DatasetIndex) -> list[str]:
 def _missing(field: str, split: str, index: DatasetIndex) -> str:
     return (f"{field}: dataset {index.name!r} has no split {split!r}"
             f"{did_you_mean(split, index.splits)} (it has: {', '.join(index.splits)})")
+
+
+def _empty(field: str, split: str, index: DatasetIndex) -> str | None:
+    """A split the recipe uses that holds no image: a broken copy, never a run on 0 images."""
+    if len(index.splits[split]):
+        return None
+    others = ", ".join(s for s in index.splits if len(index.splits[s]))
+    instead = f", or name a split that has images ({others})" if others else ""
+    return (f"{field}: split {split!r} of {index.name!r} at {index.root} has no images; fix: "
+            f"complete the copy (`fgvc datasets info {index.name} --root {index.root}` shows "
+            f"what is there){instead}")
 
 
 def _val_fix(recipe: Recipe, index: DatasetIndex) -> str:
@@ -96,6 +108,8 @@ def split_problems(recipe: Recipe, index: DatasetIndex) -> list[str]:
                          ("evaluate.split", recipe.evaluate.split)):
         if split not in index.splits:
             out.append(_missing(field, split, index) + fixes[field])
+        elif _empty(field, split, index):
+            out.append(_empty(field, split, index))
         elif not index.is_labelled(split):
             out.append(f"{field}: split {split!r} of {index.name!r} has no labels{fixes[field]}")
     for i, stage in enumerate(recipe.stages):
@@ -103,10 +117,15 @@ def split_problems(recipe: Recipe, index: DatasetIndex) -> list[str]:
             continue
         if stage.data_split not in index.splits:
             out.append(_missing(f"stages[{i}].data_split", stage.data_split, index))
+        elif _empty(f"stages[{i}].data_split", stage.data_split, index):
+            out.append(_empty(f"stages[{i}].data_split", stage.data_split, index))
         elif stage.method == "finetune" and not index.is_labelled(stage.data_split):
             out.append(f"stages[{i}].data_split: split {stage.data_split!r} has no labels; "
-                       "fine-tuning needs them (method bn_stats or frechet does not)")
-    if recipe.predict is not None and recipe.predict.split not in index.splits:
+                       "fine-tuning needs them (method bn_stats, frechet or gaussian does not)")
+    if recipe.predict is not None:
         what = "predict.split" + (" (and so the submission)" if recipe.submission else "")
-        out.append(_missing(what, recipe.predict.split, index) + _predict_fix(index))
+        if recipe.predict.split not in index.splits:
+            out.append(_missing(what, recipe.predict.split, index) + _predict_fix(index))
+        elif _empty(what, recipe.predict.split, index):
+            out.append(_empty(what, recipe.predict.split, index))
     return out

@@ -20,6 +20,7 @@ from fgvc.analysis.activations import (
     plot_cdf,
     update_file,
 )
+from fgvc.errors import UsageError
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +62,7 @@ def record_run(run_dir: Path, resolutions: list[int] | None = None, split: str |
     from fgvc.models import create_model, data_config
     from fgvc.progress import progress
     from fgvc.recipes.splits import load_recipe_dataset
-    from fgvc.runfolder import RunFolder
+    from fgvc.runfolder import RunFolder, RunNotFinishedError
 
     folder = RunFolder.open(run_dir)
     recipe = folder.read_recipe()
@@ -69,7 +70,7 @@ def record_run(run_dir: Path, resolutions: list[int] | None = None, split: str |
     resolutions = resolutions or recipe.eval_resolutions
     index = load_recipe_dataset(recipe)
     if split not in index.splits:
-        raise ValueError(f"--split: dataset {index.name!r} has no split {split!r} "
+        raise UsageError(f"--split: dataset {index.name!r} has no split {split!r} "
                          f"(it has: {', '.join(index.splits)})")
     device = pick_device(recipe.device)
     if not within_run:
@@ -85,12 +86,12 @@ def record_run(run_dir: Path, resolutions: list[int] | None = None, split: str |
     out.unlink(missing_ok=True)
     for phase, weights in sorted(phases.items(), reverse=True):
         if weights is not None and not weights.is_file():
-            raise FileNotFoundError(f"{weights} not found: the run has not finished that stage")
+            raise RunNotFinishedError(f"{weights} not found: the run has not finished that stage")
         cfg = recipe.model if weights is None else dataclasses.replace(
             recipe.model, pretrained="none", weights=None)
         model = create_model(cfg, index.num_classes).to(device)
         if weights is not None:
-            load_model_state(model, load_checkpoint(weights)["model"])
+            load_model_state(model, load_checkpoint(weights)["model"], weights)
         ctx = RunContext(recipe, run_dir, index, model, data_config(model, recipe.model), device)
         # One pass per phase, every resolution from one decode of each image (MultiCrop).
         recorders = {res: PooledRecorder(model, max_images) for res in resolutions}

@@ -7,7 +7,7 @@ import logging
 from pathlib import Path
 
 from fgvc.engine.distributed import current
-from fgvc.inference.ensemble import combine, load_members
+from fgvc.inference.ensemble import COMBINE_TITLES, combine, load_members
 from fgvc.inference.predictions import Predictions, find_predictions
 from fgvc.inference.submission import check_writable, write_submission
 from fgvc.io.atomic import atomic_write
@@ -52,7 +52,8 @@ def run_ensemble(recipe: EnsembleRecipe, source: Path | None = None, *,
     preds: Predictions = combine(members, [m.weight for m in recipe.members], recipe.combine,
                                  out=folder.predictions_dir)
     lines = [f"# Ensemble `{recipe.name}`", "", f"{len(members)} member(s), combined by "
-             f"{recipe.combine}, over {len(preds.ids)} images and {len(preds.class_ids)} classes.",
+             f"{COMBINE_TITLES[recipe.combine]} (`combine: {recipe.combine}`), over "
+             f"{len(preds.ids)} images and {len(preds.class_ids)} classes.",
              "", "| member | weight | model | resolutions | crops |", "|---|---|---|---|---|"]
     for (name, member), spec in zip(members, recipe.members, strict=True):
         meta = member.meta
@@ -64,5 +65,5 @@ def run_ensemble(recipe: EnsembleRecipe, source: Path | None = None, *,
         lines += ["", f"Submission: `{submission_path}` ({recipe.submission.format})."]
         log.info("submission written to %s", submission_path)
     atomic_write(folder.report_path, "\n".join(lines) + "\n")
-    folder.write_summary({"members": [str(p) for p in paths]})
+    folder.write_summary({"members": [str(p) for p in paths], "combine": recipe.combine})
     return folder.path

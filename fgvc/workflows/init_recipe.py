@@ -29,6 +29,8 @@ from typing import Any
 import yaml
 
 from fgvc.datasets.base import HOLDOUT_SPLIT, DatasetError, DatasetIndex, with_holdout
+from fgvc.errors import UsageError
+from fgvc.io.atomic import atomic_write
 
 DEFAULT_ARCH = "resnet50"
 DEFAULT_HOLDOUT = 0.1
@@ -118,7 +120,7 @@ def _check_arch(arch: str) -> None:
 
     problems = ModelConfig(arch=arch).check()
     if problems:
-        raise ValueError("--arch: " + "; ".join(message for _, message in problems))
+        raise UsageError("--arch: " + "; ".join(message for _, message in problems))
 
 
 def _weights_source(arch: str) -> tuple[str, str] | None:
@@ -357,9 +359,9 @@ def init_recipe(dataset: str, root: str, out: str | None = None, arch: str = DEF
     options = dict(options or {})
     path = Path(out or f"{dataset}.yaml")
     if path.exists() and not force:
-        raise ValueError(f"--out {path}: already exists (--force overwrites it)")
+        raise UsageError(f"--out {path}: already exists (--force overwrites it)")
     if resolution is not None and resolution <= 0:
-        raise ValueError(f"--resolution: must be a positive number of pixels, got {resolution}")
+        raise UsageError(f"--resolution: must be a positive number of pixels, got {resolution}")
     index = read_dataset(dataset, Path(root), options)
     data = choose_splits(index)
     model = inspect_arch(arch, index.num_classes)
@@ -370,8 +372,7 @@ def init_recipe(dataset: str, root: str, out: str | None = None, arch: str = DEF
     problems = split_problems(recipe, seen)
     if problems:  # a choice above disagrees with the data: say so rather than write it
         raise ValueError(f"fgvc init chose splits the dataset lacks: {'; '.join(problems)}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text, encoding="utf-8")
+    atomic_write(path, text)  # its folder made; a failed write is one line naming the file
     run_dir = Path(recipe.output_root) / recipe.name
     summary = (f"{path}: {dataset} at {root}, {data.num_classes} classes, train "
                f"{data.train_split!r}, validate on {data.val_split!r}"

@@ -21,6 +21,7 @@ import torch
 
 from fgvc.analysis.statistics import add_adaptation_tests, summarise_accuracy
 from fgvc.datasets import DatasetIndex
+from fgvc.datasets.raw import DatasetError
 from fgvc.engine.adapt_methods import load_model_state
 from fgvc.engine.checkpoint import load_checkpoint
 from fgvc.engine.context import RunContext
@@ -34,9 +35,14 @@ from fgvc.engine.distributed import (
     DistEnv,
     barrier,
     broadcast_object,
+    check_same_everywhere,
     current,
+    dataset_digest,
     init_distributed,
     main_first,
+    node_count,
+    restart_count,
+    sync_buffers,
 )
 from fgvc.engine.evaluation_cache import PassMemo, weights_digest
 from fgvc.engine.freeze import count_parameters, plan_trainable
@@ -45,6 +51,8 @@ from fgvc.engine.loop import evaluate, predict_probabilities
 from fgvc.engine.preemption import handle_signals
 from fgvc.engine.seeding import seed_everything
 from fgvc.engine.stage import run_stage
+from fgvc.errors import RecipeError
+from fgvc.inference.ensemble import mean_of
 from fgvc.inference.predictions import Predictions, check_output_path
 from fgvc.inference.submission import SubmissionError, check_writable, write_submission
 from fgvc.io.atomic import remove_stale_temps
@@ -161,7 +169,7 @@ def predict_split(ctx: RunContext, cfg: InferenceConfig | None = None,
     resolutions averaged. ``cfg``: the recipe's ``predict`` section unless given."""
     cfg = cfg or ctx.recipe.predict
     resolutions = cfg.resolutions or [ctx.recipe.final_resolution]
-    total = None
+    parts = []
     for resolution in resolutions:
         model, loader = ctx.model, None
         if ctx.kept is not None and ctx.kept.serves(cfg.split, [resolution], cfg.crops):
@@ -172,14 +180,15 @@ def predict_split(ctx: RunContext, cfg: InferenceConfig | None = None,
             channels_last=ctx.recipe.model.channels_last,
             desc=f"predict {cfg.split} @{resolution} {cfg.crops}")
         if bad and require_all:
-            raise RuntimeError(f"{bad} image(s) of split {cfg.split!r} are unreadable: a "
+            raise DatasetError(f"{bad} image(s) of split {cfg.split!r} are unreadable: a "
                                "prediction needs every image (run `fgvc datasets verify`)")
-        total = probs if total is None else total + probs
+        parts.append(probs)
+    probs = mean_of(parts, cfg.average)  # resolutions combined as the crops were
     samples = ctx.index.split(cfg.split)
     preds = Predictions(
         ids=[samples[i].image_id for i in indices],
         class_ids=list(ctx.index.category_ids),
-        probs=(total / len(resolutions)).astype(np.float16),
+        probs=probs.astype(np.float16),
         meta={"model": ctx.recipe.model.arch, "run": ctx.run_dir.name,
               "weights": str(ctx.final_weights) if ctx.final_weights else ctx.recipe.model.weights,
               "resolutions": resolutions, "crops": cfg.crops, "average": cfg.average,
@@ -204,6 +213,10 @@ def run_recipe(recipe: Recipe, *, resume: bool = False, force: bool = False,
     """
     start = time.perf_counter() if started is None else started
     device, env = _device_and_processes(recipe)
+    if restart_count():  # torchrun --max-restarts restarted the group: continue its run
+        log.info("restart %d by torchrun: resuming the run", restart_count())
+        run_dir = run_dir or (recipe.run_dir if force else None)  # --force ran in runs/<name>
+        resume, force = True, False
     planned = broadcast_object(
         _plan_outputs(recipe, resume, force, allow_changes or [], run_dir) if env.is_main
         else None)
@@ -213,7 +226,7 @@ def run_recipe(recipe: Recipe, *, resume: bool = False, force: bool = False,
         return planned[0]
     # Data and splits are checked before the run folder exists: a typo in a path leaves
     # nothing behind. The main process reads (or generates) the data first.
-    index = main_first(lambda: load_recipe_dataset(recipe))
+    index = _shared_dataset(recipe)
     _check_splits(recipe, index)
     held = ExitStack()  # the folder's lock and the signal handlers, released in this order
     tracker = None
@@ -225,7 +238,8 @@ def run_recipe(recipe: Recipe, *, resume: bool = False, force: bool = False,
             _discard_outdated_work(RunFolder(run_dir), recipe, planned[2] or {})
             RunFolder(run_dir).write_recipe(recipe)
             log.info("run folder %s%s", run_dir,
-                     f" ({env.world_size} processes)" if env.enabled else "")
+                     f" ({env.world_size} processes, {node_count()} node(s))" if env.enabled
+                     else "")
         run_dir = broadcast_object(run_dir if env.is_main else None)
         submission_path = _submission_path(recipe, run_dir)
         barrier()
@@ -247,11 +261,12 @@ def run_recipe(recipe: Recipe, *, resume: bool = False, force: bool = False,
             final = ctx.final_checkpoint(stage)
             if final.exists():
                 done = load_checkpoint(final)
-                load_model_state(model, done["model"])
+                load_model_state(model, done["model"], final)
                 selected[stage.name] = done.get("selected")
                 log.info("%s: already done, loaded %s", stage.name, final)
                 continue
             selected[stage.name] = run_stage(ctx, stage)
+            sync_buffers(model)  # every shard evaluates and predicts with the saved weights
         evaluate_resolutions(ctx, "after_adaptation" if recipe.stage("adapt")
                              else "before_adaptation")
         # Per-image predictions on the evaluation split at the final resolution: the report's
@@ -279,10 +294,12 @@ def run_recipe(recipe: Recipe, *, resume: bool = False, force: bool = False,
 
 def _discard_outdated_work(folder: RunFolder, recipe: Recipe, changes: dict) -> None:
     """Resuming with changed fields: stored evaluations are recomputed when the evaluation
-    changed; a finished stage is kept as it is, and a change to it says that it does not apply."""
-    if any(key.startswith("evaluate.") for key in changes) and folder.evaluation_path.exists():
+    changed (its section, or test DA's decode, which gives other pixels); a finished stage is
+    kept as it is, and a change to it says that it does not apply."""
+    changed_eval = [k for k in changes if k.startswith("evaluate.") or k == "dataset.test_decode"]
+    if changed_eval and folder.evaluation_path.exists():
         folder.evaluation_path.unlink()
-        log.info("evaluate changed: the evaluations are computed again")
+        log.info("%s changed: the evaluations are computed again", ", ".join(changed_eval))
     for stage in recipe.stages:
         changed = [k for k in changes if k.startswith(f"stages.{stage.name}.")]
         if changed and folder.checkpoint(stage.name).exists():
@@ -306,6 +323,15 @@ def _claim_run_dir(recipe: Recipe, run_dir: Path, resuming: bool, held: ExitStac
     for path in remove_stale_temps(run_dir):
         log.info("removed %s, left by an interrupted write", path)
     return run_dir
+
+
+def _shared_dataset(recipe: Recipe) -> DatasetIndex:
+    """The recipe's dataset, read (generated, checked) by the main process first, then by the
+    others, which must see what it saw (several nodes share one filesystem)."""
+    index = main_first(lambda: load_recipe_dataset(recipe))
+    ds = recipe.dataset
+    check_same_everywhere(f"dataset {ds.name!r} at {ds.root}", lambda: dataset_digest(index))
+    return index
 
 
 def _device_and_processes(recipe: Recipe) -> tuple[torch.device, DistEnv]:
@@ -378,7 +404,7 @@ def _write_outputs(ctx: RunContext, preds: Predictions | None, submission_path: 
         "num_classes": index.num_classes,
         "split_sizes": {k: len(v) for k, v in index.splits.items()},
         "parameters": count_parameters(ctx.model), "device": str(ctx.device),
-        "processes": current().world_size, "trainable": trainable,
+        "processes": current().world_size, "nodes": node_count(), "trainable": trainable,
         "precision": precision_record(ctx.device),
         "weights_used": selected,
     }
@@ -426,7 +452,7 @@ def _check_splits(recipe: Recipe, index: DatasetIndex) -> None:
 
     problems = split_problems(recipe, index)
     if problems:
-        raise ValueError(problems[0])
+        raise RecipeError(problems[0])
 
 
 def _describe_trainable(model: torch.nn.Module, trainable: str | list[str]) -> str:
@@ -454,10 +480,10 @@ def predict_run(run_dir: Path, overrides: list[str], out: Path | None = None,
     if env.is_main:
         check_output_path(out)
         check_writable(out, force)
-    index = main_first(lambda: load_recipe_dataset(recipe))
+    index = _shared_dataset(recipe)
     model_cfg = dataclasses.replace(recipe.model, pretrained="none", weights=None)
     model = create_model(model_cfg, index.num_classes).to(device)
-    load_model_state(model, load_checkpoint(weights)["model"])
+    load_model_state(model, load_checkpoint(weights)["model"], weights)
     ctx = RunContext(recipe, run_dir, index, model, data_config(model, recipe.model), device)
     preds = predict_split(ctx)
     if env.is_main:

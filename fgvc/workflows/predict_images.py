@@ -13,8 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
+from fgvc.inference.exported import ExportFolder, check_options, is_export_folder
 from fgvc.inference.image_files import STDOUT, check_output, find_images, write_top_k_csv
-from fgvc.inference.predictions import top_k_block
+from fgvc.inference.predictions import Predictions, top_k_block
 from fgvc.runfolder import RunFolder
 
 DEFAULT_TOP_K = 5
@@ -40,9 +41,18 @@ def predict_image_files(run_dir: str | Path, specs: list[str], *, out: str | Pat
                         average: str | None = None) -> ImagePredictions:
     """Predict every image ``specs`` names with the run's final weights, at its adapted
     resolution (``recipe.final_resolution``) and test transform unless told otherwise, and
-    write the CSV to ``out`` (default ``RUN/predictions-images.csv``; ``-``: standard output)."""
+    write the CSV to ``out`` (default ``RUN/predictions-images.csv``; ``-``: standard output).
+    ``run_dir`` may also be an ``fgvc export`` folder: its model, with its saved test DA."""
     from fgvc.api import load_run, predict
 
+    if is_export_folder(run_dir):
+        export = ExportFolder.open(run_dir)  # a damaged folder is refused before any image
+        check_options(export, resolutions, crops or "center")
+        paths = find_images(specs)
+        target = str(out) if out is not None else str(export.path / RunFolder.IMAGE_PREDICTIONS)
+        check_output(target, force)
+        preds = predict(export.path, paths, resolutions=resolutions, crops=crops or "center")
+        return _write_csv(target, preds, len(paths), top_k, force)
     folder = RunFolder.open(run_dir)
     recipe = folder.read_recipe()
     folder.final_weights(recipe)  # an unfinished run is refused before any image is read
@@ -53,11 +63,17 @@ def predict_image_files(run_dir: str | Path, specs: list[str], *, out: str | Pat
     run = load_run(folder.path)
     preds = predict(run, paths, resolutions=resolutions, crops=crops or infer.crops,
                     average=average or infer.average, batch_size=infer.batch_size)
-    k = min(top_k, len(run.class_ids))
+    return _write_csv(target, preds, len(paths), top_k, force)
+
+
+def _write_csv(target: str, preds: Predictions, found: int, top_k: int,
+               force: bool) -> ImagePredictions:
+    """The top-k CSV of ``preds`` (class names, best first), whatever model produced them."""
+    k = min(top_k, len(preds.class_ids))
     indices, scores = top_k_block(np.asarray(preds.probs, dtype=np.float32), k)
-    names = np.asarray(run.class_names)
+    names = np.asarray(preds.class_names or preds.class_ids)
     write_top_k_csv(target, preds.ids, names[indices].tolist(), scores, force=force)
-    return ImagePredictions(target, len(paths), len(preds.ids), k, top_k, len(run.class_ids),
+    return ImagePredictions(target, found, len(preds.ids), k, top_k, len(preds.class_ids),
                             list(preds.meta["resolutions"]), preds.meta["crops"])
 
 

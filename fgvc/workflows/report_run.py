@@ -12,7 +12,7 @@ import logging
 from pathlib import Path
 
 from fgvc.datasets.base import DatasetError
-from fgvc.runfolder import RunFolder
+from fgvc.runfolder import RunFolder, RunNotFinishedError
 
 log = logging.getLogger(__name__)
 
@@ -26,8 +26,8 @@ def rebuild_report(run_dir: str | Path) -> Path:
     recipe = folder.read_recipe()
     summary = folder.read_summary()
     if not summary:
-        raise FileNotFoundError(f"{folder.summary_path} not found: the run has not finished "
-                                f"(`fgvc resume {folder.path}` finishes it and writes the report)")
+        raise RunNotFinishedError(f"{folder.summary_path} not found: the run has not finished "
+                                  f"(`fgvc resume {folder.path}` finishes it and writes the report)")
     try:
         index = load_recipe_dataset(recipe)
     except (DatasetError, OSError, ValueError) as err:

@@ -17,21 +17,27 @@ import json
 import logging
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fgvc.engine.distributed import barrier, current
+from fgvc.errors import RecipeError
 from fgvc.io.atomic import atomic_write
 from fgvc.recipes.recipe import Recipe, parse_recipe
 from fgvc.recipes.schema import to_plain
 from fgvc.runfolder import RunFolder
+
+if TYPE_CHECKING:
+    from fgvc.analysis.statistics import PairedTest
+    from fgvc.workflows.launch import JobResources
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(kw_only=True)
 class HowSure:
-    """How sure a protocol's figures are (fgvc.analysis.statistics): 95 % Wilson intervals and
-    McNemar exact p-values; shared by a sweep's result and a Table 3 row."""
+    """How sure a protocol's figures are (fgvc.analysis.statistics): 95 % Wilson intervals,
+    McNemar exact p-values, and each gain on the same images (top-1 difference, percentage
+    points) with its 95 % Newcombe interval; shared by a sweep's result and a Table 3 row."""
 
     images: int | None = None
     baseline_ci: list[float] | None = None
@@ -39,9 +45,15 @@ class HowSure:
     adapted_ci: list[float] | None = None
     adapted_vs_no_adaptation_p: float | None = None
     adapted_vs_baseline_p: float | None = None
+    adapted_vs_no_adaptation_gain: float | None = None
+    adapted_vs_no_adaptation_gain_ci: list[float] | None = None
+    adapted_vs_baseline_gain: float | None = None
+    adapted_vs_baseline_gain_ci: list[float] | None = None
     sweep_ci: dict[str, list[float]] = field(default_factory=dict)
     runner_up: int | None = None
     chosen_vs_runner_up_p: float | None = None
+    chosen_vs_runner_up_gain: float | None = None
+    chosen_vs_runner_up_gain_ci: list[float] | None = None
     final: bool = False  # figures from a retrain on the whole training split (--final)
 
 
@@ -82,7 +94,7 @@ def run_protocol(recipe: Recipe, out_dir: Path, final: bool = False) -> Protocol
         return ProtocolResult(**json.loads(cached.read_text()))
     train, adapt = recipe.stage("train"), recipe.stage("adapt")
     if train is None or adapt is None:
-        raise ValueError(f"{recipe.name}: the protocol needs a train and an adapt stage")
+        raise RecipeError(f"{recipe.name}: the protocol needs a train and an adapt stage")
     evaluate = to_plain(recipe.evaluate)
 
     def evaluated(name: str, stages: list[dict], split: str, resolutions: list[int],
@@ -127,6 +139,20 @@ def run_protocol(recipe: Recipe, out_dir: Path, final: bool = False) -> Protocol
     return result
 
 
+def run_protocol_as_job(recipe: Recipe, out_dir: Path, final: bool,
+                        resources: JobResources) -> ProtocolResult:
+    """``run_protocol`` as one submitit job (fgvc/workflows/fanout.py), waited for; a failed
+    job is one line naming its log."""
+    from fgvc.workflows.fanout import Task, run_tasks
+    from fgvc.workflows.launch import JobFailedError
+
+    gathered = run_tasks([Task(recipe.name, run_protocol, (recipe, out_dir, final))], resources,
+                         f"{recipe.name}-sweep", out_dir)
+    if recipe.name in gathered.failed:
+        raise JobFailedError(f"sweep {recipe.name}: {gathered.failed[recipe.name]}")
+    return gathered.results[recipe.name]
+
+
 def summarise_protocol(recipe: Recipe, evaluation: dict, train_res: int, test_res: int,
                        sweep: dict[str, dict], final: bool) -> ProtocolResult:
     """Figures, intervals and paired tests of a finished protocol."""
@@ -139,20 +165,28 @@ def summarise_protocol(recipe: Recipe, evaluation: dict, train_res: int, test_re
     vs_runner = paired_test(sweep[ranked[0]], sweep[ranked[1]]) if runner_up else None
     vs_plain, vs_base = paired_test(adapted, plain), paired_test(adapted, base)
     return ProtocolResult(
+        **_paired_fields("adapted_vs_no_adaptation", vs_plain),
+        **_paired_fields("adapted_vs_baseline", vs_base),
+        **_paired_fields("chosen_vs_runner_up", vs_runner),
         model=recipe.model.arch, train_resolution=train_res, test_resolution=test_res,
         baseline=base["top1"], test_resolution_no_adaptation=plain["top1"],
         adapted=adapted["top1"], sweep={r: e["top1"] for r, e in sweep.items()},
         images=adapted.get("images"), baseline_ci=base.get("top1_ci95"),
         no_adaptation_ci=plain.get("top1_ci95"), adapted_ci=adapted.get("top1_ci95"),
-        adapted_vs_no_adaptation_p=vs_plain.p_value if vs_plain else None,
-        adapted_vs_baseline_p=vs_base.p_value if vs_base else None,
         sweep_ci={r: e["top1_ci95"] for r, e in sweep.items() if "top1_ci95" in e},
-        runner_up=runner_up, chosen_vs_runner_up_p=vs_runner.p_value if vs_runner else None,
-        final=final)
+        runner_up=runner_up, final=final)
+
+
+def _paired_fields(name: str, test: PairedTest | None) -> dict:
+    """``<name>_p``, ``<name>_gain`` and ``<name>_gain_ci`` of a paired test (all None without
+    one: the runs kept no per-image hits, or scored different images)."""
+    return {f"{name}_p": test.p_value if test else None,
+            f"{name}_gain": test.gain if test else None,
+            f"{name}_gain_ci": test.gain_ci95 if test else None}
 
 
 def format_result(recipe: Recipe, result: ProtocolResult) -> str:
-    from fgvc.analysis.statistics import format_ci, format_p
+    from fgvc.analysis.statistics import format_ci, format_gain
 
     lines = [f"# {recipe.name}: test resolution chosen on {recipe.dataset.val_split!r}", ""]
     if result.sweep:
@@ -165,9 +199,10 @@ def format_result(recipe: Recipe, result: ProtocolResult) -> str:
             p = result.chosen_vs_runner_up_p
             verdict = ("distinguishable" if p is not None and p < 0.05 else
                        "not distinguishable at the 5 % level")
+            gain = format_gain(result.chosen_vs_runner_up_gain, result.chosen_vs_runner_up_gain_ci,
+                               p)
             lines += [f"Chosen {result.test_resolution} px vs runner-up {result.runner_up} px "
-                      f"on the same validation images: McNemar exact p = {format_p(p)}, "
-                      f"{verdict}.", ""]
+                      f"on the same validation images: {gain}, {verdict}.", ""]
     split = recipe.evaluate.split
     trained = " (retrained on the whole training split)" if result.final else ""
     lines += [f"| {split} split, single centre crop{trained} | top-1 [95 % Wilson CI] |",
@@ -178,8 +213,13 @@ def format_result(recipe: Recipe, result: ProtocolResult) -> str:
               f"{format_ci(result.test_resolution_no_adaptation, result.no_adaptation_ci)} |",
               f"| {result.test_resolution} px, adapted | "
               f"{format_ci(result.adapted, result.adapted_ci)} |", ""]
-    lines.append(f"McNemar exact p (same {result.images} images): adapted vs no adaptation at "
-                 f"{result.test_resolution} px {format_p(result.adapted_vs_no_adaptation_p)}; "
-                 f"adapted vs the {result.train_resolution} px baseline "
-                 f"{format_p(result.adapted_vs_baseline_p)}.")
+    lines += [f"Gains on the same {result.images} images: top-1 difference, 95 % Newcombe "
+              "interval (method 10, paired), McNemar exact p:", "",
+              f"- adapted vs no adaptation at {result.test_resolution} px: "
+              + format_gain(result.adapted_vs_no_adaptation_gain,
+                            result.adapted_vs_no_adaptation_gain_ci,
+                            result.adapted_vs_no_adaptation_p),
+              f"- adapted vs the {result.train_resolution} px baseline: "
+              + format_gain(result.adapted_vs_baseline_gain, result.adapted_vs_baseline_gain_ci,
+                            result.adapted_vs_baseline_p)]
     return "\n".join(lines) + "\n"

@@ -17,12 +17,17 @@ import csv
 import logging
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from fgvc.datasets.base import DatasetError
+from fgvc.errors import RecipeError, UsageError
 from fgvc.io.atomic import atomic_write
 from fgvc.recipes.recipe import Recipe, load_recipe
 from fgvc.report import STAND_IN_BANNER, STAND_IN_MARKER
 from fgvc.workflows.sweep import HowSure, run_protocol
+
+if TYPE_CHECKING:
+    from fgvc.workflows.launch import JobResources
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +121,7 @@ def row_recipe(dataset: str, root: Path | None, overrides: list[str],
     sets = list(overrides) + ([f"dataset.root={root}"] if root else [])
     recipe = load_recipe(path, sets)
     if not isinstance(recipe, Recipe) or recipe.stage("train") is None or recipe.stage("adapt") is None:
-        raise ValueError(f"{path}: a Table 3 row needs a run recipe with train and adapt stages")
+        raise RecipeError(f"{path}: a Table 3 row needs a run recipe with train and adapt stages")
     return recipe
 
 
@@ -135,21 +140,42 @@ def smoke_data(dataset: str, out: Path) -> Path:
     return root
 
 
+def table_row(dataset: str, out: Path, root: Path | None, smoke: bool, overrides: list[str],
+              recipes_dir: Path | None, final: bool) -> RowResult:
+    """One row from its data to its figures (here, or as one job of a fan-out)."""
+    sets = (SMOKE_OVERRIDES if smoke else []) + list(overrides)
+    root = smoke_data(dataset, out) if smoke else root
+    recipe = row_recipe(dataset, root, sets, recipes_dir)
+    log.info("table3 %s: %s on %s", dataset, recipe.model.arch, recipe.dataset.root)
+    return run_row(dataset, recipe, out / "rows" / dataset, final)
+
+
 def run_table(datasets: list[str], out: Path, roots: dict[str, Path] | None = None,
               smoke: bool = False, overrides: list[str] | None = None,
-              recipes_dir: Path | None = None, final: bool = False) -> list[RowResult]:
+              recipes_dir: Path | None = None, final: bool = False,
+              resources: JobResources | None = None) -> list[RowResult]:
+    """Every row, one after the other here, or with ``resources`` one job per row (a job
+    array, fgvc/workflows/fanout.py); a row whose job failed has status ``failed: ...``."""
     unknown = [d for d in datasets if d not in PAPER]
     if unknown:
-        raise ValueError(f"--datasets: unknown row(s) {', '.join(unknown)} "
+        raise UsageError(f"--datasets: unknown row(s) {', '.join(unknown)} "
                          f"(rows: {', '.join(PAPER)})")
     roots = dict(roots or {})
+    args = {d: (d, out, roots.get(d), smoke, list(overrides or []), recipes_dir, final)
+            for d in datasets}
+    if resources is not None:
+        from fgvc.workflows.fanout import Task, run_tasks
+
+        gathered = run_tasks([Task(d, table_row, args[d]) for d in datasets], resources,
+                             "table3", out)
+        results = [gathered.results.get(d) or RowResult(
+            d, status=f"failed: {gathered.failed[d]}; resubmit it alone with --datasets {d}")
+            for d in datasets]
+        write_outputs(results, out, smoke)
+        return results
     results = []
     for dataset in datasets:
-        sets = (SMOKE_OVERRIDES if smoke else []) + list(overrides or [])
-        root = smoke_data(dataset, out) if smoke else roots.get(dataset)
-        recipe = row_recipe(dataset, root, sets, recipes_dir)
-        log.info("table3 %s: %s on %s", dataset, recipe.model.arch, recipe.dataset.root)
-        results.append(run_row(dataset, recipe, out / "rows" / dataset, final))
+        results.append(table_row(*args[dataset]))
         write_outputs(results, out, smoke)
     return results
 
@@ -166,6 +192,38 @@ def _p(p: float | None, fmt) -> str:
     return "" if p is None else fmt(p)
 
 
+# Machine-readable gains on the same images (top-1 percentage points) and their 95 % Newcombe
+# intervals, as extra CSV columns: (column, RowResult field).
+GAIN_COLUMNS = [("gain 95% CI", "adapted_vs_baseline_gain_ci"),
+                ("gain vs no adaptation", "adapted_vs_no_adaptation_gain"),
+                ("gain vs no adaptation 95% CI", "adapted_vs_no_adaptation_gain_ci"),
+                ("gain chosen vs runner-up", "chosen_vs_runner_up_gain"),
+                ("gain chosen vs runner-up 95% CI", "chosen_vs_runner_up_gain_ci")]
+
+
+def _plain(value) -> str:
+    if value is None:
+        return ""
+    return f"[{value[0]}, {value[1]}]" if isinstance(value, list) else f"{value}"
+
+
+def gain_lines(r: RowResult) -> str:
+    """One row's gains on the same images, as people read them."""
+    from fgvc.analysis.statistics import format_gain
+
+    gains = [("FixRes vs baseline", r.gain, r.adapted_vs_baseline_gain_ci,
+              r.adapted_vs_baseline_p),
+             (f"FixRes vs no adaptation at {r.test_resolution} px",
+              r.adapted_vs_no_adaptation_gain, r.adapted_vs_no_adaptation_gain_ci,
+              r.adapted_vs_no_adaptation_p)]
+    if r.runner_up is not None:
+        gains.append((f"chosen {r.test_resolution} px vs runner-up {r.runner_up} px "
+                      "(validation)", r.chosen_vs_runner_up_gain, r.chosen_vs_runner_up_gain_ci,
+                      r.chosen_vs_runner_up_p))
+    return (f"- {PAPER[r.dataset].title}: "
+            + "; ".join(f"{label} {format_gain(*figures)}" for label, *figures in gains))
+
+
 def write_outputs(results: list[RowResult], out: Path, smoke: bool = False) -> None:
     """table3.md, table3.csv and table3.png, rewritten after every row (by the main process)."""
     from fgvc.engine.distributed import current
@@ -173,36 +231,44 @@ def write_outputs(results: list[RowResult], out: Path, smoke: bool = False) -> N
     if not current().is_main:
         return
     out.mkdir(parents=True, exist_ok=True)
-    from fgvc.analysis.statistics import format_p
+    from fgvc.analysis.statistics import format_gain, format_p
 
     columns = ["dataset", "model", "train px", "test px", "baseline (ours)",
                "test px, no adaptation (ours)", "FixRes (ours)", "gain (ours)", "paper baseline",
                "paper FixRes", "paper gain", "best published then", "status",
                "baseline 95% CI", "FixRes 95% CI", "McNemar p FixRes vs baseline",
                "McNemar p FixRes vs no adaptation", "runner-up px", "McNemar p chosen vs runner-up"]
-    rows = []
+    rows, shown = [], []
     for r in results:
         paper = PAPER[r.dataset]
-        rows.append([paper.title, r.model or paper.model, r.train_resolution or "",
-                     r.test_resolution or "", _fmt(r.baseline),
-                     _fmt(r.test_resolution_no_adaptation), _fmt(r.adapted), _fmt(r.gain),
-                     f"{paper.baseline:.1f}", f"{paper.fixres:.1f}",
-                     f"{paper.fixres - paper.baseline:.1f}", f"{paper.sota:.1f} ({paper.sota_model})",
-                     r.status, _fmt_ci(r.baseline_ci), _fmt_ci(r.adapted_ci),
-                     _p(r.adapted_vs_baseline_p, format_p), _p(r.adapted_vs_no_adaptation_p, format_p),
-                     r.runner_up or "", _p(r.chosen_vs_runner_up_p, format_p)])
+        row = [paper.title, r.model or paper.model, r.train_resolution or "",
+               r.test_resolution or "", _fmt(r.baseline),
+               _fmt(r.test_resolution_no_adaptation), _fmt(r.adapted), _fmt(r.gain),
+               f"{paper.baseline:.1f}", f"{paper.fixres:.1f}",
+               f"{paper.fixres - paper.baseline:.1f}", f"{paper.sota:.1f} ({paper.sota_model})",
+               r.status, _fmt_ci(r.baseline_ci), _fmt_ci(r.adapted_ci),
+               _p(r.adapted_vs_baseline_p, format_p), _p(r.adapted_vs_no_adaptation_p, format_p),
+               r.runner_up or "", _p(r.chosen_vs_runner_up_p, format_p)]
+        rows.append(row + [_plain(getattr(r, name)) for _, name in GAIN_COLUMNS])
+        gain = columns.index("gain (ours)")
+        shown.append(row[:gain] + [format_gain(r.gain, r.adapted_vs_baseline_gain_ci)
+                                   if r.gain is not None else ""] + row[gain + 1:])
     with (out / "table3.csv").open("w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(columns)
+        writer.writerow(columns + [c for c, _ in GAIN_COLUMNS])
         writer.writerows(rows)
     lines = ["# Table 3: transfer learning, single centre crop top-1 (%)", "",
              *([STAND_IN_BANNER.replace("small generated data", "`--smoke`: small generated data, "
                                         "a tiny network and tiny resolutions"), ""] if smoke else []),
-             "Intervals: 95 % Wilson score on the evaluated images; p: McNemar's exact test on "
-             "the same images. Protocol assumptions per row:", ""]
+             "Intervals: 95 % Wilson score on the evaluated images; gains: top-1 difference on "
+             "the same images in percentage points, 95 % Newcombe interval (method 10, paired); "
+             "p: McNemar's exact test on the same images. Protocol assumptions per row:", ""]
     lines += [f"- {PAPER[r.dataset].title}: {r.protocol or 'not run'}" for r in results]
     lines += ["", "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in shown]
+    done = [r for r in results if r.gain is not None]
+    if done:
+        lines += ["", "Gains on the same images:", "", *map(gain_lines, done)]
     atomic_write(out / "table3.md", "\n".join(lines) + "\n")
     _plot(results, out / "table3.png")
 
