@@ -580,7 +580,6 @@ def cmd_datasets(args: argparse.Namespace) -> int:
 
 
 def cmd_recipes(args: argparse.Namespace) -> int:
-    from pathlib import Path
 
     from fgvc.recipes.library import shipped_recipe, shipped_recipes
 
@@ -592,18 +591,11 @@ def cmd_recipes(args: argparse.Namespace) -> int:
         return 0
     recipe = shipped_recipe(args.name)
     text = recipe.path.read_text(encoding="utf-8")
-    if not args.out:
-        print(text, end="")
-        return 0
-    out = Path(args.out)
-    if out.exists() and not args.force:
-        raise UsageError(f"--out {out}: already exists (--force overwrites it)")
-    from fgvc.io.atomic import atomic_write
-
-    # The copy's editor schema line points beside it, where `fgvc schema --out` puts the file.
-    text = re.sub(r"^(# yaml-language-server: \$schema=)\S+", r"\g<1>fgvc.schema.json", text)
-    atomic_write(out, text)  # a failed write is one line naming the file
-    print(f"{recipe.name} -> {out} (run it with `fgvc run {out}`)")
+    if args.out:  # the copy's editor schema line points beside it, where `fgvc schema --out` puts it
+        text = re.sub(r"^(# yaml-language-server: \$schema=)\S+", r"\g<1>fgvc.schema.json", text)
+    out = print_or_write(text, args.out, args.force)
+    if out:
+        print(f"{recipe.name} -> {out} (run it with `fgvc run {out}`)")
     return 0
 
 
@@ -842,22 +834,30 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_schema(args: argparse.Namespace) -> int:
+    from fgvc.recipes.fields import schema_text
+
+    out = print_or_write(schema_text(), args.out, args.force)
+    if out:
+        print(f"recipe JSON Schema -> {out} (first line of a recipe: "
+              f"# yaml-language-server: $schema={out.name})")
+    return 0
+
+
+def print_or_write(text: str, out: str | None, force: bool):
+    """``text`` on stdout, or into ``out`` atomically (refused if it exists, unless ``force``);
+    the path written, or None."""
+    if not out:
+        print(text, end="")
+        return None
     from pathlib import Path
 
     from fgvc.io.atomic import atomic_write
-    from fgvc.recipes.fields import schema_text
 
-    text = schema_text()
-    if not args.out:
-        print(text, end="")
-        return 0
-    out = Path(args.out)
-    if out.exists() and not args.force:
-        raise UsageError(f"--out {out}: already exists (--force overwrites it)")
-    atomic_write(out, text)
-    print(f"recipe JSON Schema -> {out} (first line of a recipe: "
-          f"# yaml-language-server: $schema={out.name})")
-    return 0
+    path = Path(out)
+    if path.exists() and not force:
+        raise UsageError(f"--out {path}: already exists (--force overwrites it)")
+    atomic_write(path, text)  # a failed write is one line naming the file
+    return path
 
 
 COMMANDS = {

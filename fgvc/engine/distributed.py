@@ -18,6 +18,7 @@ answering, so a lost process never leaves the others waiting.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -29,6 +30,8 @@ from torch.utils.data import Sampler
 
 from fgvc.datasets.base import DatasetIndex
 from fgvc.errors import FgvcError
+
+log = logging.getLogger(__name__)
 
 TIMEOUT_ENV = "FGVC_COLLECTIVE_TIMEOUT"
 DEFAULT_TIMEOUT_S = 600.0  # long enough for rank 0 to check a large dataset while others wait
@@ -74,7 +77,19 @@ def init_distributed(device: torch.device) -> DistEnv:
     env = current()
     if device.type == "cuda":
         torch.cuda.set_device(env.local_rank)
+    if env.is_main and _restarts_share_store():
+        log.warning("--max-restarts with torchrun's shared rendezvous store: a restarted group "
+                    "can read the addresses of the processes it replaced and fail to connect "
+                    "(pytorch/pytorch#135712); start torchrun with "
+                    "TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1")
     return env
+
+
+def _restarts_share_store() -> bool:
+    """torchrun may restart the group and its workers reuse the rendezvous store, whose keys
+    outlive a restart."""
+    return (int(os.environ.get("TORCHELASTIC_MAX_RESTARTS", "0") or 0) > 0
+            and os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True")
 
 
 def collective_timeout() -> float:

@@ -23,7 +23,7 @@ from fgvc.engine.checkpoint import (
 )
 from fgvc.engine.compile import maybe_compile
 from fgvc.engine.context import RunContext
-from fgvc.engine.distributed import all_reduce_sum, barrier, current, gather_objects
+from fgvc.engine.distributed import all_reduce_sum, barrier, current, gather_objects, sync_buffers
 from fgvc.engine.ema import build_ema
 from fgvc.engine.evaluation_cache import PassMemo, weights_digest
 from fgvc.engine.feature_cache import adapt_cache
@@ -267,6 +267,7 @@ def _validate(run: _StageRun, epoch: int) -> dict:
     """The epoch's validation; the last epoch's pass keeps per-image hits (the run's evaluation
     may reuse it), and a whole-network pass prices the run ETA's forward passes."""
     ctx, stage = run.ctx, run.stage
+    sync_buffers(ctx.model)  # every shard validates the weights rank 0 saves
     with training():  # a signal now stops the run after this epoch's checkpoint
         val_start = time.perf_counter()
         val = evaluate(run.cache.tail if run.cache else run.evaluator, run.val_loader,

@@ -121,7 +121,8 @@ def evaluate_resolutions(ctx: RunContext, phase: str) -> dict[str, dict]:
     digest = weights_digest(ctx.model)
     keys = {res: PassMemo.key(digest, cfg.split, res, cfg.crops, cfg.average)
             for res in ctx.recipe.eval_resolutions}
-    found = {res: ctx.passes.get(key) for res, key in keys.items()}
+    # Rank 0's memo decides: the other ranks' weights differed from it before sync_buffers.
+    found = broadcast_object({res: ctx.passes.get(key) for res, key in keys.items()})
     todo = [res for res, metrics in found.items() if metrics is None]
     if todo:
         began = time.perf_counter()
