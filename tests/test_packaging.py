@@ -220,8 +220,10 @@ def _fgvc(installed, cwd: Path, *args: str, timeout: int = 120) -> subprocess.Co
 def test_wheel_carries_every_recipe_and_no_user_data(wheel):
     names = zipfile.ZipFile(wheel).namelist()
     shipped = sorted(n.removeprefix("fgvc/_shipped/recipes/").removesuffix(".yaml")
-                     for n in names if n.startswith("fgvc/_shipped/recipes/"))
+                     for n in names if n.startswith("fgvc/_shipped/recipes/")
+                     and n.endswith(".yaml"))
     assert shipped == REPO_RECIPES
+    assert "fgvc/_shipped/recipes/fgvc.schema.json" in names  # what the recipes' first line names
     assert {n.split("/")[0] for n in names} == {"fgvc", f"fgvc-{fgvc.__version__}.dist-info"}
 
 
